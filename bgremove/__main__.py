@@ -1,0 +1,3 @@
+from bgremove.cli import main
+
+main()

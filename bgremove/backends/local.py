@@ -1,0 +1,104 @@
+"""The local backend: ONNX inference on this machine, with the bundled model by default."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bgremove.backends import Result
+from bgremove.imaging.compose import compose, encode
+from bgremove.imaging.decode import decode
+from bgremove.imaging.matte import Segmenter, compute_alpha
+from bgremove.models import BUNDLED, resolve
+from bgremove.options import RemovalOptions
+
+_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+class OnnxSaliency:
+    """A U^2-Net-style model run directly with onnxruntime.
+
+    Only the fused output is fetched: asking onnxruntime for one output instead of all seven lets it
+    skip the side branches' upsampling, about a third of the model's time.
+    """
+
+    def __init__(self, path: Path, threads: int | None = None, providers: list[str] | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or default_threads()
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(path), sess_options=opts, providers=providers or ["CPUExecutionProvider"]
+        )
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        self.output_name = self.session.get_outputs()[0].name
+        side = model_input.shape[-1]
+        self.side = side if isinstance(side, int) else 320
+
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        small = Image.fromarray(rgb).resize((self.side, self.side), Image.Resampling.BILINEAR)
+        x = np.asarray(small, dtype=np.float32)
+        x *= 1.0 / max(float(x.max()), 1e-6)
+        x -= _MEAN
+        x /= _STD
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+    def predict(self, rgb: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run([self.output_name], {self.input_name: self.prepare(rgb)})
+        pred = out[0, 0]
+        lo, hi = float(pred.min()), float(pred.max())
+        return (pred - lo) / max(hi - lo, 1e-6)
+
+
+class RembgSaliency:
+    """Any other rembg model, through rembg's own session (which knows each model's pre-processing)."""
+
+    def __init__(self, name: str, path: Path):
+        os.environ.setdefault("U2NET_HOME", str(path.parent))
+        from rembg import new_session
+
+        self.session = new_session(name)
+
+    def predict(self, rgb: np.ndarray) -> np.ndarray:
+        masks = self.session.predict(Image.fromarray(rgb))
+        return np.asarray(masks[0].convert("L"), dtype=np.float32) * (1.0 / 255.0)
+
+
+def load_segmenter(model: str | None, threads: int | None = None) -> Segmenter:
+    name, path = resolve(model)
+    if name in (BUNDLED, "custom"):
+        return OnnxSaliency(path, threads)
+    return RembgSaliency(name, path)
+
+
+class LocalBackend:
+    """Runs the model here. One loaded model serves every thread of the batch."""
+
+    name = "local"
+
+    def __init__(self, model: str | None = None, threads: int | None = None):
+        self.model_name, _ = resolve(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.segmenter = load_segmenter(model, threads)
+
+    def process(self, data: bytes, options: RemovalOptions) -> Result:
+        image = decode(data)
+        alpha = compute_alpha(self.segmenter, image.rgb, options.mode, options.smooth_edges)
+        cutout = compose(image.rgb, alpha, options, image.alpha)
+        return Result(encode(cutout, options.output_format))
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,223 @@
+"""The batch engine: feed work items through a backend on a pool of threads, write atomically.
+
+Threads, not processes: onnxruntime, Pillow's codecs and numpy all release the GIL in their heavy
+loops, so one process with one loaded model overlaps decoding, inference and encoding of
+different images. The number of items in flight is bounded, so memory does not grow with the batch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from bgremove.backends import Backend
+from bgremove.discover import Plan, WorkItem
+from bgremove.errors import FileFailed, StopBatch
+from bgremove.options import RemovalOptions
+
+
+@dataclass
+class Outcome:
+    """What happened to one work item."""
+
+    item: WorkItem
+    status: str  # done | skipped | failed | not processed
+    error: str | None = None
+    bytes: int = 0
+    ms: float = 0.0
+    credits_remaining: int | None = None
+    request_id: str | None = None
+    credits_spent: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "input": self.item.name,
+            "output": self.item.output_name,
+            "status": self.status,
+            "error": self.error,
+            "bytes": self.bytes,
+            "ms": round(self.ms, 1),
+            "credits_remaining": self.credits_remaining,
+            "request_id": self.request_id,
+        }
+
+
+@dataclass
+class Summary:
+    outcomes: list[Outcome] = field(default_factory=list)
+    not_images: list[Path] = field(default_factory=list)
+    credits_spent: int = 0
+    credits_remaining: int | None = None
+    stopped: StopBatch | None = None
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        if self.stopped is not None:
+            return self.stopped.exit_code
+        return 1 if self.failures else 0
+
+
+class Reporter(Protocol):
+    """Receives progress as it happens (see progress.py)."""
+
+    def start(self, total: int) -> None: ...
+
+    def update(self, outcome: Outcome, summary: Summary) -> None: ...
+
+    def finish(self, summary: Summary) -> None: ...
+
+
+def write_atomically(dest: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and rename: readers never see half a file."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_input(item: WorkItem) -> bytes:
+    if item.source is None:
+        return sys.stdin.buffer.read()
+    try:
+        return item.source.read_bytes()
+    except IsADirectoryError:
+        raise FileFailed("is a folder") from None
+    except OSError as exc:
+        raise FileFailed(f"cannot read: {exc.strerror or exc}") from None
+
+
+def write_output(item: WorkItem, data: bytes) -> None:
+    if item.dest is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        write_atomically(item.dest, data)
+
+
+class Engine:
+    def __init__(
+        self,
+        backend: Backend,
+        options: RemovalOptions,
+        reporter: Reporter,
+        *,
+        workers: int = 2,
+        overwrite: bool = False,
+        max_credits: int | None = None,
+    ):
+        self.backend = backend
+        self.options = options
+        self.reporter = reporter
+        self.workers = max(1, workers)
+        self.overwrite = overwrite
+        self.max_credits = max_credits
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def process_one(self, item: WorkItem) -> Outcome:
+        started = time.perf_counter()
+        try:
+            result = self.backend.process(read_input(item), self.options)
+            write_output(item, result.data)
+        except FileFailed as exc:
+            elapsed = (time.perf_counter() - started) * 1000
+            return Outcome(item, "failed", str(exc), ms=elapsed, request_id=exc.request_id)
+        elapsed = (time.perf_counter() - started) * 1000
+        return Outcome(
+            item,
+            "done",
+            bytes=len(result.data),
+            ms=elapsed,
+            credits_remaining=result.credits_remaining,
+            request_id=result.request_id,
+            credits_spent=result.credits_spent,
+        )
+
+    def _record(self, summary: Summary, outcome: Outcome) -> None:
+        with self._lock:
+            summary.outcomes.append(outcome)
+            summary.credits_spent += outcome.credits_spent
+            if outcome.credits_remaining is not None:
+                summary.credits_remaining = outcome.credits_remaining
+            if self.max_credits is not None and summary.credits_spent >= self.max_credits:
+                self.stop.set()
+        self.reporter.update(outcome, summary)
+
+    def run(self, plan: Plan) -> Summary:
+        summary = Summary(not_images=list(plan.not_images))
+        started = time.perf_counter()
+        todo: list[WorkItem] = []
+        self.reporter.start(len(plan.items) + len(plan.invalid))
+        for raw, reason in plan.invalid:
+            self._record(summary, Outcome(WorkItem(Path(raw), None), "failed", reason))
+        for item in plan.items:
+            if item.dest is not None and item.dest.exists() and not self.overwrite:
+                self._record(summary, Outcome(item, "skipped", "output exists"))
+            else:
+                todo.append(item)
+
+        pending: dict[Future[Outcome], WorkItem] = {}
+        queue = iter(todo)
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="bgremove") as pool:
+            try:
+                while True:
+                    # Keep a small, bounded number of items in flight.
+                    while not self.stop.is_set() and len(pending) < self.workers * 2:
+                        item = next(queue, None)
+                        if item is None:
+                            break
+                        pending[pool.submit(self.process_one, item)] = item
+                    if not pending:
+                        break
+                    done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        item = pending.pop(future)
+                        try:
+                            outcome = future.result()
+                        except StopBatch as exc:
+                            summary.stopped = summary.stopped or exc
+                            self.stop.set()
+                            outcome = Outcome(item, "not processed", str(exc))
+                        self._record(summary, outcome)
+            except KeyboardInterrupt:
+                summary.interrupted = True
+                self.stop.set()
+                # Work already running finishes and is written whole; nothing new starts.
+                for future, item in pending.items():
+                    if future.cancel():
+                        self._record(summary, Outcome(item, "not processed", "interrupted"))
+                        continue
+                    try:
+                        self._record(summary, future.result())
+                    except StopBatch as exc:
+                        self._record(summary, Outcome(item, "not processed", str(exc)))
+                pending.clear()
+        for item in queue:
+            reason = "interrupted" if summary.interrupted else "batch stopped"
+            summary.outcomes.append(Outcome(item, "not processed", reason))
+        summary.seconds = time.perf_counter() - started
+        self.reporter.finish(summary)
+        return summary

@@ -1,0 +1,47 @@
+"""The errors the engine tells apart: a file that failed, and a reason to stop the whole batch."""
+
+from __future__ import annotations
+
+
+class BgRemoveError(Exception):
+    """Base class; the message is written for the user."""
+
+
+class UsageError(BgRemoveError):
+    """The command line or settings are wrong (exit code 2)."""
+
+
+class FileFailed(BgRemoveError):
+    """This one input could not be processed; the batch goes on.
+
+    `request_id` is the API's id for the failed request, when there was one.
+    """
+
+    def __init__(self, message: str, request_id: str | None = None):
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class ImageError(FileFailed, ValueError):
+    """The bytes are not an image we can read, or break a limit."""
+
+
+class StopBatch(BgRemoveError):
+    """Nothing more can succeed: stop sending work. `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+    reason = "stopped"
+
+
+class AuthenticationFailed(StopBatch):
+    exit_code = 3
+    reason = "authentication"
+
+
+class OutOfCredits(StopBatch):
+    exit_code = 4
+    reason = "out of credits"
+
+
+class ModelUnavailable(UsageError):
+    """The model asked for is unknown here or not downloaded."""

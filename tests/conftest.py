@@ -1,0 +1,39 @@
+"""Shared fixtures: the sample photos and a way to run the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return SAMPLES
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    # The subprocess imports this checkout, whether or not the package is installed.
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("NO_COLOR", None)
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, input: bytes | None = None, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
+    """Run `bgremove ARGS...` as a user would, capturing stdout and stderr as bytes."""
+    return subprocess.run(
+        [sys.executable, "-m", "bgremove", *args],
+        input=input,
+        capture_output=True,
+        env=env or cli_env(),
+        timeout=timeout,
+    )

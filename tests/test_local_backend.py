@@ -1,0 +1,143 @@
+"""The local backend on real photos: the subject stays, the background goes, options show."""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bgremove.backends.local import LocalBackend
+from bgremove.errors import ImageError
+from bgremove.options import Mode, OutputFormat, RemovalOptions
+
+# Points well inside the subject of each sample (x, y), picked by eye.
+SUBJECT = {
+    "coffee.png": [(290, 150), (300, 240), (150, 300)],
+    "astronaut.jpg": [(222, 115), (200, 320)],
+    "rocket.jpg": [(322, 220), (322, 260)],
+}
+
+
+@pytest.fixture(scope="module")
+def backend() -> LocalBackend:
+    return LocalBackend()
+
+
+def cutout(backend: LocalBackend, data: bytes, **kw) -> Image.Image:
+    result = backend.process(data, RemovalOptions(**kw))
+    return Image.open(BytesIO(result.data))
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_subject_opaque_background_transparent(backend, samples, mode):
+    image = cutout(backend, (samples / "coffee.png").read_bytes(), mode=mode)
+    assert image.mode == "RGBA" and image.size == (600, 400)
+    alpha = np.asarray(image)[:, :, 3] / 255.0
+    for x, y in SUBJECT["coffee.png"]:
+        assert alpha[y, x] > 0.9, (mode, x, y)
+    for y, x in [(0, 0), (0, -1), (-1, 0), (-1, -1)]:
+        assert alpha[y, x] < 0.1, (mode, x, y)
+
+
+@pytest.mark.parametrize("name", ["astronaut.jpg", "rocket.jpg"])
+def test_subject_kept_on_other_photos(backend, samples, name):
+    alpha = np.asarray(cutout(backend, (samples / name).read_bytes()))[:, :, 3] / 255.0
+    for x, y in SUBJECT[name]:
+        assert alpha[y, x] > 0.9, (name, x, y)
+    assert alpha[0, 0] < 0.1  # sky / flag corner
+
+
+def test_formats_by_content(backend, samples):
+    data = (samples / "chelsea.webp").read_bytes()
+    assert cutout(backend, data, output_format=OutputFormat.png).format == "PNG"
+    assert cutout(backend, data, output_format=OutputFormat.webp).format == "WEBP"
+
+
+def test_no_mask_fills_background_colour(backend, samples):
+    image = cutout(backend, (samples / "coffee.png").read_bytes(), include_mask=False,
+                   background_color=(0, 0, 255), output_format=OutputFormat.png)
+    assert image.mode == "RGB"
+    pixels = np.asarray(image)
+    assert tuple(pixels[2, 2]) == (0, 0, 255)
+    assert tuple(pixels[-3, -3]) == (0, 0, 255)
+    # the subject keeps its own colours
+    original = np.asarray(Image.open(samples / "coffee.png").convert("RGB"))
+    for x, y in SUBJECT["coffee.png"]:
+        assert np.abs(pixels[y, x].astype(int) - original[y, x]).max() < 12
+
+
+def test_smooth_edges_soft_versus_hard(backend, samples):
+    data = (samples / "coffee.png").read_bytes()
+    soft = np.asarray(cutout(backend, data, output_format=OutputFormat.png))[:, :, 3]
+    hard = np.asarray(cutout(backend, data, output_format=OutputFormat.png,
+                             smooth_edges=False))[:, :, 3]
+    assert set(np.unique(hard)) <= {0, 255}
+    assert ((soft > 0) & (soft < 255)).sum() > 500  # an anti-aliased rim
+
+
+def test_preserve_shadows_adds_a_semi_transparent_layer(backend, samples):
+    data = (samples / "coffee.png").read_bytes()
+    plain = np.asarray(cutout(backend, data, output_format=OutputFormat.png))[:, :, 3]
+    shadow = np.asarray(cutout(backend, data, output_format=OutputFormat.png,
+                               preserve_shadows=True))[:, :, 3]
+    added = (shadow.astype(int) - plain) > 10
+    assert added.sum() > 200
+    # what is added is a soft layer, never a second opaque subject
+    assert np.percentile(shadow[added], 50) < 230
+
+
+def test_quality_cleans_colours_and_differs_from_fast(backend, samples):
+    data = (samples / "astronaut.jpg").read_bytes()
+    fast = np.asarray(cutout(backend, data, mode=Mode.fast, output_format=OutputFormat.png))
+    quality = np.asarray(cutout(backend, data, mode=Mode.quality, output_format=OutputFormat.png))
+    assert np.abs(fast[:, :, 3].astype(int) - quality[:, :, 3]).mean() > 0.5
+
+
+def _encode(image: Image.Image, fmt: str, **kw) -> bytes:
+    buffer = BytesIO()
+    image.save(buffer, fmt, **kw)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode_name", ["L", "CMYK", "P", "LA", "I;16"])
+def test_image_modes(backend, samples, mode_name):
+    photo = Image.open(samples / "coffee.png").convert("RGB")
+    if mode_name == "I;16":
+        grey = np.asarray(photo.convert("L"), dtype=np.uint16) * 257
+        source = Image.fromarray(grey)  # uint16 -> mode I;16
+        data = _encode(source, "PNG")
+    elif mode_name == "CMYK":
+        data = _encode(photo.convert("CMYK"), "JPEG", quality=95)
+    else:
+        data = _encode(photo.convert(mode_name), "PNG")
+    image = cutout(backend, data, output_format=OutputFormat.png)
+    alpha = np.asarray(image)[:, :, 3] / 255.0
+    assert alpha[240, 300] > 0.8 and alpha[0, 0] < 0.1, mode_name
+    if mode_name == "I;16":  # full tonal range, not clipped to white
+        assert np.asarray(image)[240, 300, 0] < 200
+
+
+def test_existing_transparency_is_kept(backend, samples):
+    rgba = Image.open(samples / "coffee.png").convert("RGBA")
+    pixels = np.array(rgba)
+    pixels[:, 300:, 3] = 0  # right half already cut away
+    image = cutout(backend, _encode(Image.fromarray(pixels), "PNG"), output_format=OutputFormat.png)
+    alpha = np.asarray(image)[:, :, 3]
+    assert alpha[:, 300:].max() == 0
+    assert alpha[240, 250] > 200
+
+
+def test_exif_orientation_applied(backend, samples):
+    photo = Image.open(samples / "coffee.png").convert("RGB")
+    rotated = photo.transpose(Image.Transpose.ROTATE_90)  # stored sideways...
+    exif = Image.Exif()
+    exif[0x0112] = 8  # ...with a tag saying "rotate 90 CW to view"
+    image = cutout(backend, _encode(rotated, "JPEG", exif=exif, quality=95))
+    assert image.size == photo.size
+
+
+def test_not_an_image(backend):
+    with pytest.raises(ImageError, match="not an image"):
+        backend.process(b"hello, world" * 10, RemovalOptions())
