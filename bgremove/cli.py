@@ -140,3 +140,9 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+# Sub-commands
+from bgremove.commands import server as _server_commands  # noqa: E402
+
+_server_commands.register(app)

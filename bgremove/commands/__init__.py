@@ -1,0 +1,1 @@
+"""Command groups beyond the default `remove`: one module each, registered at the end of cli.py."""

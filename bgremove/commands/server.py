@@ -1,0 +1,218 @@
+"""`bgremove serve` (the self-hosted API) and `bgremove keys ...` (its keys and credits).
+
+FastAPI, uvicorn and the model are imported inside `serve`, so `--help` stays fast and the keys
+commands work without the `server` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bgremove.errors import BgRemoveError, UsageError
+from bgremove.server.store import KeyStore, default_db_path, key_id_of
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+SERVER_MODULES = {"fastapi", "starlette", "uvicorn", "multipart", "python_multipart"}
+
+DbOption = Annotated[Path | None, typer.Option(
+    "--db", metavar="PATH", envvar="BGREMOVE_DB", help="The key database (SQLite).",
+    show_default="$XDG_DATA_HOME/bgremove/keys.sqlite3", show_envvar=True)]
+
+
+def serve(
+    host: Annotated[str, typer.Option(
+        metavar="HOST", help="Address to listen on (0.0.0.0: every interface).")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(
+        metavar="PORT", help="Port to listen on.", min=1, max=65535)] = 8000,
+    db: DbOption = None,
+    rate_limit: Annotated[int, typer.Option(
+        metavar="N", help="Requests per minute per key; 0: no limit.", min=0)] = 100,
+    cors_origin: Annotated[list[str] | None, typer.Option(
+        "--cors-origin", metavar="ORIGIN", show_default=False,
+        help="Let browser pages on this origin call the API (repeatable; * for any).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        metavar="N", help="Images processed at once.", show_default="one per core", min=1)] = None,
+    model: Annotated[str | None, typer.Option(
+        metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
+        show_default="u2netp, bundled")] = None,
+) -> None:
+    with _reported_errors():
+        uvicorn, app_module = _load_server()
+        store = _open_store(db)
+        concurrency = workers or app_module.default_concurrency()
+        backend = app_module.local_backend(concurrency, model)  # load the model before listening
+        app = app_module.create_app(store, rate_limit=rate_limit, max_concurrency=concurrency,
+                                    cors_origins=cors_origin or (), backend=backend)
+
+    _log_json_lines()
+    typer.echo(f"bgremove: the API will be at http://{host}:{port}/api/remove-background/ "
+               f"(keys: {store.path}; {rate_limit or 'no limit on'} requests per minute per key; "
+               f"{concurrency} images at once)", err=True)
+    if store.count() == 0:
+        typer.echo("bgremove: no API keys yet; create one with: bgremove keys create "
+                   "--email you@example.com --credits 100", err=True)
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
+
+
+def _load_server():  # -> (uvicorn, bgremove.server.app)
+    try:
+        import uvicorn
+        from starlette import formparsers
+
+        from bgremove.server import app as app_module
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in SERVER_MODULES:
+            raise
+        raise UsageError(f"{exc.name} is not installed; `bgremove serve` needs the server "
+                         "extra: pip install 'bgremove[server]'") from None
+    if formparsers.multipart is None:
+        raise UsageError("python-multipart is not installed; `bgremove serve` needs the server "
+                         "extra: pip install 'bgremove[server]'")
+    return uvicorn, app_module
+
+
+def _log_json_lines() -> None:
+    """The access log is one JSON object per line on stderr, as written by the app."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("bgremove.server")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+keys_app = typer.Typer(
+    name="keys",
+    help="Manage the API keys and credits of `bgremove serve`.\n\n"
+    "Example: bgremove keys create --email you@example.com --credits 100",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+@keys_app.command(
+    "create",
+    help="Create an API key and print it to stdout. It is shown this once: only a hash is kept.\n\n"
+    "Example: bgremove keys create --email you@example.com --credits 100",
+)
+def keys_create(
+    email: Annotated[str, typer.Option(
+        metavar="EMAIL", help="Whose key it is (sent back as x-user-email).")],
+    credits: Annotated[int, typer.Option(
+        metavar="N", help="Credits to start with (one per image).", min=0)],
+    db: DbOption = None,
+) -> None:
+    with _reported_errors():
+        store = _open_store(db)
+        key = store.create(email, credits)
+        info = store.get(key_id_of(key))
+    typer.echo(key)
+    typer.echo(f"bgremove: created key {info.id} for {info.email} with {_credits(info.credits)}. "
+               "Keep the key now: it cannot be shown again.", err=True)
+
+
+@keys_app.command(
+    "list",
+    help="List the keys: id, email, credits, use and status (never the keys themselves).\n\n"
+    "Example: bgremove keys list --json",
+)
+def keys_list(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
+    db: DbOption = None,
+) -> None:
+    with _reported_errors():
+        keys = _open_store(db).list()
+    if as_json:
+        typer.echo(json.dumps([info.as_dict() for info in keys], indent=2))
+        return
+    if not keys:
+        typer.echo("bgremove: no keys yet; create one with: bgremove keys create "
+                   "--email you@example.com --credits 100", err=True)
+        return
+    rows = [("ID", "EMAIL", "CREDITS", "USED", "CREATED", "LAST USED", "STATUS")]
+    for info in keys:
+        rows.append((info.id, info.email, str(info.credits), str(info.used), info.created_at,
+                     info.last_used_at or "-", "active" if info.active else "revoked"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        typer.echo("  ".join(cells).rstrip())
+
+
+@keys_app.command(
+    "add-credits",
+    help="Add credits to a key.\n\nExample: bgremove keys add-credits 3f9a2c1d7b4e 500",
+)
+def keys_add_credits(
+    key_id: Annotated[str, typer.Argument(metavar="KEY_ID", help="The key's id (keys list).")],
+    credits: Annotated[int, typer.Argument(metavar="N", help="Credits to add.", min=1)],
+    db: DbOption = None,
+) -> None:
+    with _reported_errors():
+        info = _open_store(db).add_credits(key_id, credits)
+    typer.echo(f"bgremove: key {info.id} ({info.email}) now has {_credits(info.credits)}.",
+               err=True)
+
+
+@keys_app.command(
+    "revoke",
+    help="Revoke a key: the server refuses it from now on (401).\n\n"
+    "Example: bgremove keys revoke 3f9a2c1d7b4e",
+)
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(metavar="KEY_ID", help="The key's id (keys list).")],
+    db: DbOption = None,
+) -> None:
+    with _reported_errors():
+        info = _open_store(db).revoke(key_id)
+    typer.echo(f"bgremove: revoked key {info.id} ({info.email}).", err=True)
+
+
+def _credits(n: int) -> str:
+    return f"{n} credit" if n == 1 else f"{n} credits"
+
+
+def _open_store(db: Path | None) -> KeyStore:
+    path = db or default_db_path()
+    try:
+        return KeyStore(path)
+    except (sqlite3.Error, OSError) as exc:
+        raise BgRemoveError(f"cannot open the key database {path}: {exc}") from None
+
+
+@contextmanager
+def _reported_errors() -> Iterator[None]:
+    """The one place where store errors become messages and exit codes."""
+    try:
+        yield
+    except UsageError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except BgRemoveError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    except sqlite3.Error as exc:
+        _fail(f"key database error: {exc}", EXIT_FAILED)
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"bgremove: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "serve",
+        help="Serve the Background Removal API over HTTP, processing images with the local "
+        "engine.\n\nExample: bgremove serve --port 8000 --cors-origin https://app.example.com",
+    )(serve)
+    app.add_typer(keys_app)
