@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated
 
 import typer
@@ -63,7 +64,8 @@ def serve(
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
 
 
-def _load_server():  # -> (uvicorn, bgremove.server.app)
+def _load_server() -> tuple[ModuleType, ModuleType]:
+    """uvicorn and bgremove.server.app, or a UsageError that says how to install them."""
     try:
         import uvicorn
         from starlette import formparsers

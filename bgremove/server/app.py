@@ -137,7 +137,7 @@ class RemovalService:
         info = await self._authenticate(request)
         if self.limiter.enabled:
             decision = self.limiter.hit(info.id)
-            request.state.extra_headers = decision.headers()
+            request.state.rate_headers = decision.headers()
             if not decision.allowed:
                 raise ApiError(
                     429,
@@ -172,7 +172,7 @@ class RemovalService:
             raise
         elapsed_ms = (time.perf_counter() - started) * 1000
         headers = {
-            **getattr(request.state, "extra_headers", {}),
+            **getattr(request.state, "rate_headers", {}),
             "x-user-email": info.email,
             "x-user-credits": str(remaining),
             "x-processing-time": str(round(elapsed_ms)),
@@ -298,24 +298,11 @@ class RequestContext:
         state["request_id"] = request_id
         started = time.perf_counter()
         status = 500
-        response_started = False
+        response_started = logged = False
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-                status = message["status"]
-                MutableHeaders(scope=message)["x-request-id"] = request_id
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            log.exception("unhandled error (request id %s)", request_id)
-            if not response_started:
-                response = _error(500, f"internal server error; request id {request_id}")
-                await response(scope, receive, send_with_id)
-        finally:
+        def write_log() -> None:
+            nonlocal logged
+            logged = True
             access_log.info(json.dumps({
                 "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                 "method": scope["method"],
@@ -327,6 +314,27 @@ class RequestContext:
                 "client": (scope.get("client") or [None])[0],
             }))
 
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                MutableHeaders(scope=message)["x-request-id"] = request_id
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                write_log()  # before the last byte leaves: the line exists once the client has it
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error (request id %s)", request_id)
+            if not response_started:
+                response = _error(500, f"internal server error; request id {request_id}")
+                await response(scope, receive, send_with_id)
+        finally:
+            if not logged:
+                write_log()
+
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
@@ -334,7 +342,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    headers = {**getattr(request.state, "extra_headers", {}), **exc.headers}
+    headers = {**getattr(request.state, "rate_headers", {}), **exc.headers}
     return _error(exc.status, exc.message, headers)
 
 
