@@ -107,7 +107,9 @@ def _path(value: Any) -> str:
 
 
 def _setting(default: Any, parse: Parser, help: str, *, secret: bool = False) -> Any:
-    return field(default=default, metadata={"parse": parse, "help": help, "secret": secret})
+    # A secret stays out of repr(), so it cannot leak into a traceback or a debug log.
+    return field(default=default, repr=not secret,
+                 metadata={"parse": parse, "help": help, "secret": secret})
 
 
 @dataclass(frozen=True)

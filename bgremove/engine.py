@@ -251,11 +251,7 @@ class Engine:
         try:
             while True:
                 try:
-                    if self._interrupts and not summary.interrupted:
-                        summary.interrupted = True
-                        self.stop.set()
-                    if self._interrupts > 1:
-                        summary.abandoned = True
+                    if self._take_interrupts(summary):
                         break
                     if self.stop.is_set():
                         # Queued work that has not started yet is dropped now, not waited for.
@@ -297,6 +293,14 @@ class Engine:
         summary.seconds = time.perf_counter() - started
         self.reporter.finish(summary)
         return summary
+
+    def _take_interrupts(self, summary: Summary) -> bool:
+        """Note interrupts in the summary; say whether to abandon the work in flight."""
+        if self._interrupts and not summary.interrupted:
+            summary.interrupted = True
+            self.stop.set()
+        summary.abandoned = self._interrupts > 1
+        return summary.abandoned
 
     @staticmethod
     def _not_processed(item: WorkItem, summary: Summary) -> Outcome:

@@ -45,6 +45,7 @@ def test_flags_win_over_environment_over_file_over_defaults(tmp_path):
     assert settings.include_mask is False
     assert settings.smooth_edges is True and settings.sources.get("smooth_edges") is None
     assert settings.api_key == "from-file-key-123456"
+    assert "from-file-key" not in repr(settings)  # nor in any traceback that shows it
     options = settings.removal_options()
     assert (options.mode, options.output_format, options.include_mask) == (
         Mode.quality, OutputFormat.webp, False)
