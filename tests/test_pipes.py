@@ -4,7 +4,9 @@ JSON report, and dry runs. Everything runs the real CLI in a subprocess."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from io import BytesIO
 from pathlib import Path
 
@@ -84,6 +86,8 @@ def test_files_from_stdin_with_missing_path_json_and_report(samples, tmp_path):
                    "--report", "report.json", input=listing.encode(), cwd=tmp_path)
     stderr = proc.stderr.decode()
     assert proc.returncode == 1, stderr  # one listed path is missing; the rest were processed
+    umask = os.umask(0)
+    os.umask(umask)
 
     lines = json_lines(proc.stdout)
     by_input = {line["input"]: line for line in lines}
@@ -100,6 +104,8 @@ def test_files_from_stdin_with_missing_path_json_and_report(samples, tmp_path):
         assert line["status"] == "done" and line["error"] is None and line["ms"] > 0
         written = tmp_path / line["output"]
         assert written.stat().st_size == line["bytes"]
+        # Like any new file, an output's permissions follow the umask (not private 0600).
+        assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~umask
         assert Image.open(written).mode == "RGBA"
     assert sorted(p.relative_to(tmp_path / "build").as_posix()
                   for p in (tmp_path / "build").rglob("*") if p.is_file()) == [
