@@ -6,19 +6,31 @@ that need them, so `bgremove --help` and `bgremove --version` start in a blink.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import click
 import typer
 from typer.core import TyperGroup
 
 from bgremove import __version__
+from bgremove.config import DEFAULTS, SETTING_NAMES, config_path
+from bgremove.config import describe as describe_settings
+from bgremove.config import load as load_settings
 from bgremove.errors import BgRemoveError, UsageError
-from bgremove.options import Mode, OutputFormat, RemovalOptions, parse_color
+from bgremove.options import Mode, OutputFormat
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# Command-line parameters whose setting has another name.
+CLI_TO_SETTING = {"output_format": "format"}
+
+ConfigOption = Annotated[str | None, typer.Option(
+    "--config", metavar="FILE", show_default=False,
+    help="Settings file to read [default: $BGREMOVE_CONFIG, else "
+    "$XDG_CONFIG_HOME/bgremove/config.toml, else ~/.config/bgremove/config.toml]")]
 
 
 class DefaultCommandGroup(TyperGroup):
@@ -32,6 +44,17 @@ class DefaultCommandGroup(TyperGroup):
         if args and args[0] not in self.commands and args[0] not in self.top_level_flags:
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list:
+        # `bgremove --mo<TAB>` offers the default command's options too, as `bgremove --mode`
+        # runs that command.
+        results = super().shell_complete(ctx, incomplete)
+        if incomplete.startswith("-"):
+            known = {item.value for item in results}
+            default = self.commands[self.default_command]
+            results += [item for item in default.shell_complete(ctx, incomplete)
+                        if item.value not in known]
+        return results
 
 
 app = typer.Typer(
@@ -62,67 +85,125 @@ def _root(
 
 @app.command(
     "remove",
-    help="Remove the background of images: files, folders (walked recursively) or - for stdin.\n\n"
+    help="Remove the background of images: files, folders, or - for stdin.\n\n"
+    "Folders are walked recursively and mirrored under -o; outputs that exist are skipped.\n\n"
     "Example: bgremove photos/ -o cutouts/ --format png",
 )
 def remove(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders, or - for stdin.", metavar="INPUT...",
-                                                show_default=False)],
-    output: Annotated[Optional[str], typer.Option(
-        "-o", "--output", metavar="PATH", help="Output folder (mirrors input sub-folders), or a file for one "
-        "input, or - for stdout.")] = None,
-    mode: Annotated[Mode, typer.Option(help="fast | balanced | quality.")] = Mode.balanced,
-    output_format: Annotated[Optional[OutputFormat], typer.Option(
+    ctx: typer.Context,
+    inputs: Annotated[list[str] | None, typer.Argument(
+        help="Image files, folders, or - for stdin.", metavar="INPUT...",
+        show_default=False)] = None,
+    output: Annotated[str | None, typer.Option(
+        "-o", "--output", metavar="PATH", help="Output folder (mirrors input sub-folders), "
+        "or a file for one input, or - for stdout.")] = None,
+    mode: Annotated[Mode, typer.Option(help="fast | balanced | quality.")] = DEFAULTS.mode,
+    output_format: Annotated[OutputFormat | None, typer.Option(
         "--format", "-f", help="png | webp [default: webp, or the -o file's extension]",
         show_default=False)] = None,
     include_mask: Annotated[bool, typer.Option(
         help="Transparent background (RGBA); off: background filled with --background-color."
-    )] = True,
+    )] = DEFAULTS.include_mask,
     smooth_edges: Annotated[bool, typer.Option(
-        help="Anti-aliased soft edges; off: hard edges, each pixel fully in or out.")] = True,
+        help="Anti-aliased soft edges; off: hard edges, each pixel fully in or out.",
+    )] = DEFAULTS.smooth_edges,
     preserve_shadows: Annotated[bool, typer.Option(
-        help="Keep the subject's cast shadow as a soft semi-transparent layer.")] = False,
+        help="Keep the subject's cast shadow as a soft semi-transparent layer.",
+    )] = DEFAULTS.preserve_shadows,
     background_color: Annotated[str, typer.Option(
-        help="Fill colour when --no-include-mask: #rrggbb or a name.")] = "white",
-    model: Annotated[Optional[str], typer.Option(
+        help="Fill colour when --no-include-mask: #rrggbb or a name.")] = DEFAULTS.background_color,
+    model: Annotated[str | None, typer.Option(
         help="Model name (see `bgremove models list`) or path to an .onnx file.",
         show_default="u2netp, bundled")] = None,
-    workers: Annotated[Optional[int], typer.Option(
-        help="Images processed at once.", show_default="2", min=1)] = None,
-    threads: Annotated[Optional[int], typer.Option(
+    workers: Annotated[int | None, typer.Option(
+        help="Images processed at once.", show_default=str(DEFAULTS.workers), min=1)] = None,
+    threads: Annotated[int | None, typer.Option(
         help="onnxruntime threads per inference.", show_default="all cores", min=1)] = None,
     overwrite: Annotated[bool, typer.Option(
         help="Redo outputs that already exist (by default they are skipped).")] = False,
+    files_from: Annotated[str | None, typer.Option(
+        metavar="FILE", help="Also process the paths listed in FILE (- for stdin), one per line; "
+        "blank lines and # comments are ignored.")] = None,
+    json_lines: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object per file on stdout as each finishes.")] = False,
+    report: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="Write the whole run's summary to FILE as one JSON document.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List what would be processed and skipped (and the credits it "
+        "would cost); write nothing.")] = False,
+    shard: Annotated[str | None, typer.Option(
+        metavar="K/N", help="Process only part K of N of the inputs, for a CI matrix of N jobs.",
+    )] = None,
+    config: ConfigOption = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only report failures.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="List every file.")] = False,
 ) -> None:
     try:
-        fmt = output_format or _format_from_output(output) or OutputFormat.webp
-        try:
-            colour = parse_color(background_color)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        options = RemovalOptions(mode, fmt, include_mask, smooth_edges, preserve_shadows, colour)
+        from bgremove import job as jobs
+        from bgremove.discover import Shard
 
-        from bgremove.discover import plan as make_plan
-        from bgremove.engine import Engine
-        from bgremove.progress import ConsoleReporter
-
-        plan = make_plan(inputs, output, fmt)
-        from bgremove.backends.local import LocalBackend
-
-        backend = LocalBackend(model, threads)
-        reporter = ConsoleReporter(quiet=quiet, verbose=verbose)
-        engine = Engine(backend, options, reporter, workers=workers or 2, overwrite=overwrite)
-        try:
-            summary = engine.run(plan)
-        finally:
-            backend.close()
+        given = _given_on_command_line(ctx)
+        if "format" not in given and _format_from_output(output):
+            given["format"] = _format_from_output(output)
+        settings = load_settings(given, config=config)
+        job = jobs.Job(list(inputs or []), output, files_from,
+                       Shard.parse(shard) if shard is not None else None,
+                       overwrite, dry_run, json_lines, report, quiet, verbose)
+        summary = jobs.run(job, settings)
     except UsageError as exc:
         _fail(str(exc), EXIT_USAGE)
     except BgRemoveError as exc:
         _fail(str(exc), EXIT_FAILED)
+    if summary.abandoned:
+        from bgremove.interrupts import exit_now
+
+        exit_now(summary.exit_code)
     raise typer.Exit(summary.exit_code)
+
+
+config_app = typer.Typer(
+    help="Show the settings bgremove uses, and where each comes from.\n\n"
+    "Flags win over BGREMOVE_* variables, which win over the config file.\n\n"
+    "Example: bgremove config show",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command(
+    "show",
+    help="Print the effective settings and where each comes from.\n\n"
+    "The API key is masked: only its last 4 characters are shown.\n\n"
+    "Example: BGREMOVE_MODE=fast bgremove config show",
+)
+def config_show(config: ConfigOption = None) -> None:
+    try:
+        settings = load_settings(config=config)
+    except UsageError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    typer.echo(describe_settings(settings))
+
+
+@config_app.command(
+    "path",
+    help="Print the path of the config file bgremove reads.\n\n"
+    "It is printed whether or not the file exists.\n\n"
+    "Example: ${EDITOR:-vi} \"$(bgremove config path)\"",
+)
+def config_path_command(config: ConfigOption = None) -> None:
+    typer.echo(str(config_path(config)[0]))
+
+
+def _given_on_command_line(ctx: typer.Context) -> dict[str, object]:
+    """The settings the user typed: they win over the environment and the config file."""
+    given = {}
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        name = CLI_TO_SETTING.get(param.name, param.name)
+        if name in SETTING_NAMES and source is not None and source.name == "COMMANDLINE":
+            given[name] = ctx.params[param.name]
+    return given
 
 
 def _format_from_output(output: str | None) -> OutputFormat | None:
@@ -136,10 +217,20 @@ def _fail(message: str, code: int) -> None:
 
 
 def main() -> None:
+    from bgremove.interrupts import sigterm_like_ctrl_c
+
+    sigterm_like_ctrl_c()
     try:
-        app()
+        # The name is fixed so that `python -m bgremove` shows and completes as `bgremove`.
+        app(prog_name="bgremove")
     except KeyboardInterrupt:
+        typer.echo("bgremove: interrupted", err=True)
         sys.exit(130)
+    except BrokenPipeError:
+        # The reader of stdout has gone (`bgremove --json ... | head -1`): stop quietly, and
+        # point stdout at /dev/null so Python's final flush does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 # Sub-commands

@@ -8,8 +8,8 @@ different images. The number of items in flight is bounded, so memory does not g
 from __future__ import annotations
 
 import os
+import secrets
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -28,7 +28,7 @@ class Outcome:
     """What happened to one work item."""
 
     item: WorkItem
-    status: str  # done | skipped | failed | not processed
+    status: str  # done | skipped | failed | not processed | would process (--dry-run)
     error: str | None = None
     bytes: int = 0
     ms: float = 0.0
@@ -57,6 +57,9 @@ class Summary:
     credits_remaining: int | None = None
     stopped: StopBatch | None = None
     interrupted: bool = False
+    # Interrupted twice: work in flight was dropped unwritten and may still be running.
+    abandoned: bool = False
+    dry_run: bool = False
     seconds: float = 0.0
 
     def count(self, status: str) -> int:
@@ -86,15 +89,25 @@ class Reporter(Protocol):
 
 
 def write_atomically(dest: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename: readers never see half a file."""
+    """Write via a temporary file in the same folder and rename: readers never see half a file.
+
+    The temporary file is opened with mode 0666 so the umask decides, as for any new file
+    (`tempfile.mkstemp` would make every output private to its owner, 0600).
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    while True:
+        tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.part"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, dest)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -117,16 +130,28 @@ def write_output(item: WorkItem, data: bytes) -> None:
         write_atomically(item.dest, data)
 
 
+ABANDONED = "abandoned (interrupted twice)"
+
+
 class Engine:
+    """Runs a plan through a backend.
+
+    Stopping: `interrupt()` (Ctrl-C, SIGTERM) stops taking new work; work in flight finishes and
+    is written whole, so the next run starts exactly where this one stopped. A second
+    `interrupt()` abandons the work in flight: nothing more is written and `run` returns at once
+    (its worker threads may still be computing; see `Summary.abandoned`).
+    """
+
     def __init__(
         self,
-        backend: Backend,
+        backend: Backend | None,
         options: RemovalOptions,
         reporter: Reporter,
         *,
         workers: int = 2,
         overwrite: bool = False,
         max_credits: int | None = None,
+        dry_run: bool = False,
     ):
         self.backend = backend
         self.options = options
@@ -134,14 +159,28 @@ class Engine:
         self.workers = max(1, workers)
         self.overwrite = overwrite
         self.max_credits = max_credits
+        self.dry_run = dry_run
         self.stop = threading.Event()
         self._lock = threading.Lock()
+        # Counted, not signalled: interrupt() runs inside a signal handler, which must not take
+        # a lock the interrupted main thread may be holding. The run loop polls the count.
+        self._interrupts = 0
+        # Writes in progress, and whether new ones are refused (after a second interrupt).
+        self._writes = threading.Condition()
+        self._writing = 0
+        self._no_more_writes = False
+        self._written: set[WorkItem] = set()
+
+    def interrupt(self) -> None:
+        """Stop the batch; called twice, abandon the work in flight. Safe in a signal handler."""
+        self._interrupts += 1
 
     def process_one(self, item: WorkItem) -> Outcome:
         started = time.perf_counter()
         try:
             result = self.backend.process(read_input(item), self.options)
-            write_output(item, result.data)
+            if not self._write(item, result.data):
+                return Outcome(item, "not processed", ABANDONED)
         except FileFailed as exc:
             elapsed = (time.perf_counter() - started) * 1000
             return Outcome(item, "failed", str(exc), ms=elapsed, request_id=exc.request_id)
@@ -156,6 +195,30 @@ class Engine:
             credits_spent=result.credits_spent,
         )
 
+    def _write(self, item: WorkItem, data: bytes) -> bool:
+        """Write the output unless writing has been stopped; say whether it was written."""
+        with self._writes:
+            if self._no_more_writes:
+                return False
+            self._writing += 1
+        written = False
+        try:
+            write_output(item, data)
+            written = True
+        finally:
+            with self._writes:  # one step with the count, so _stop_writing sees both at once
+                self._writing -= 1
+                if written:
+                    self._written.add(item)
+                self._writes.notify_all()
+        return True
+
+    def _stop_writing(self) -> None:
+        """Refuse new writes and wait for those under way: after this, no file changes."""
+        with self._writes:
+            self._no_more_writes = True
+            self._writes.wait_for(lambda: self._writing == 0)
+
     def _record(self, summary: Summary, outcome: Outcome) -> None:
         with self._lock:
             summary.outcomes.append(outcome)
@@ -167,23 +230,34 @@ class Engine:
         self.reporter.update(outcome, summary)
 
     def run(self, plan: Plan) -> Summary:
-        summary = Summary(not_images=list(plan.not_images))
+        summary = Summary(not_images=list(plan.not_images), dry_run=self.dry_run)
         started = time.perf_counter()
         todo: list[WorkItem] = []
         self.reporter.start(len(plan.items) + len(plan.invalid))
         for raw, reason in plan.invalid:
-            self._record(summary, Outcome(WorkItem(Path(raw), None), "failed", reason))
+            missing = WorkItem(Path(raw), None, has_output=False)
+            self._record(summary, Outcome(missing, "failed", reason))
         for item in plan.items:
             if item.dest is not None and item.dest.exists() and not self.overwrite:
                 self._record(summary, Outcome(item, "skipped", "output exists"))
+            elif self.dry_run:
+                self._record(summary, Outcome(item, "would process"))
             else:
                 todo.append(item)
 
         pending: dict[Future[Outcome], WorkItem] = {}
         queue = iter(todo)
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="bgremove") as pool:
-            try:
-                while True:
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bgremove")
+        try:
+            while True:
+                try:
+                    if self._take_interrupts(summary):
+                        break
+                    if self.stop.is_set():
+                        # Queued work that has not started yet is dropped now, not waited for.
+                        for future in [f for f in pending if f.cancel()]:
+                            item = pending.pop(future)
+                            self._record(summary, self._not_processed(item, summary))
                     # Keep a small, bounded number of items in flight.
                     while not self.stop.is_set() and len(pending) < self.workers * 2:
                         item = next(queue, None)
@@ -192,7 +266,7 @@ class Engine:
                         pending[pool.submit(self.process_one, item)] = item
                     if not pending:
                         break
-                    done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                     for future in done:
                         item = pending.pop(future)
                         try:
@@ -202,22 +276,33 @@ class Engine:
                             self.stop.set()
                             outcome = Outcome(item, "not processed", str(exc))
                         self._record(summary, outcome)
-            except KeyboardInterrupt:
-                summary.interrupted = True
-                self.stop.set()
-                # Work already running finishes and is written whole; nothing new starts.
-                for future, item in pending.items():
-                    if future.cancel():
-                        self._record(summary, Outcome(item, "not processed", "interrupted"))
-                        continue
-                    try:
-                        self._record(summary, future.result())
-                    except StopBatch as exc:
-                        self._record(summary, Outcome(item, "not processed", str(exc)))
-                pending.clear()
+                except KeyboardInterrupt:
+                    # Without a signal handler (see interrupts.py) Ctrl-C arrives as an exception.
+                    self.interrupt()
+        finally:
+            pool.shutdown(wait=not summary.abandoned, cancel_futures=True)
+        if summary.abandoned:
+            self._stop_writing()
+            for future, item in pending.items():
+                if item in self._written:  # finished writing just now: only returning is left
+                    self._record(summary, future.result())
+                else:
+                    self._record(summary, Outcome(item, "not processed", ABANDONED))
         for item in queue:
-            reason = "interrupted" if summary.interrupted else "batch stopped"
-            summary.outcomes.append(Outcome(item, "not processed", reason))
+            self._record(summary, self._not_processed(item, summary))
         summary.seconds = time.perf_counter() - started
         self.reporter.finish(summary)
         return summary
+
+    def _take_interrupts(self, summary: Summary) -> bool:
+        """Note interrupts in the summary; say whether to abandon the work in flight."""
+        if self._interrupts and not summary.interrupted:
+            summary.interrupted = True
+            self.stop.set()
+        summary.abandoned = self._interrupts > 1
+        return summary.abandoned
+
+    @staticmethod
+    def _not_processed(item: WorkItem, summary: Summary) -> Outcome:
+        return Outcome(item, "not processed",
+                       "interrupted" if summary.interrupted else "batch stopped")

@@ -26,15 +26,28 @@ class RateColumn(ProgressColumn):
 
 
 def stderr_console() -> Console:
-    # Rich honours NO_COLOR and turns colour and animation off when stderr is not a terminal.
+    # Rich honours NO_COLOR (no colour, bold stays), and turns colour off when stderr is not a
+    # terminal, unless FORCE_COLOR or TTY_COMPATIBLE=1 asks for it (CI logs that render colour).
     return Console(stderr=True, highlight=False)
+
+
+def animates(console: Console) -> bool:
+    """Whether a live progress bar may redraw itself on this console. Rich would animate when
+    FORCE_COLOR makes a pipe look like a terminal; a CI log would then fill with redraws. Colour
+    may be forced; animation needs a real terminal (and not TERM=dumb)."""
+    isatty = getattr(console.file, "isatty", None)
+    try:
+        real_terminal = bool(isatty and isatty())
+    except ValueError:  # closed stream
+        real_terminal = False
+    return real_terminal and console.is_interactive
 
 
 class ConsoleReporter:
     """Progress and summary on stderr. `verbose` lists every file; `quiet` only failures."""
 
-    def __init__(self, console: Console | None = None, *, quiet: bool = False, verbose: bool = False,
-                 credits: bool = False):
+    def __init__(self, console: Console | None = None, *, quiet: bool = False,
+                 verbose: bool = False, credits: bool = False):
         self.console = console or stderr_console()
         self.quiet = quiet
         self.verbose = verbose
@@ -43,7 +56,7 @@ class ConsoleReporter:
         self.task = None
 
     def start(self, total: int) -> None:
-        if self.quiet or not self.console.is_terminal or total < 1:
+        if self.quiet or not animates(self.console) or total < 1:
             return
         self.progress = Progress(
             TextColumn("[bold]removing backgrounds"),
@@ -75,8 +88,9 @@ class ConsoleReporter:
             rid = f" (request id {outcome.request_id})" if outcome.request_id else ""
             self.console.print(f"[red]failed[/] {outcome.item.name}: {outcome.error}{rid}",
                                markup=True, soft_wrap=True)
-        elif self.verbose:
-            self.console.print(f"{outcome.status} {outcome.item.name} -> {outcome.item.output_name}",
+        elif self.verbose and not summary.dry_run:  # a dry run lists every file on stdout
+            item = outcome.item
+            self.console.print(f"{outcome.status} {item.name} -> {item.output_name}",
                                markup=False, soft_wrap=True)
 
     def finish(self, summary: Summary) -> None:
@@ -88,19 +102,25 @@ class ConsoleReporter:
         table.add_column(justify="left")
         table.add_column(justify="right")
         done = summary.count("done")
-        table.add_row("processed", str(done))
+        if summary.dry_run:
+            table.add_row("would process", str(summary.count("would process")))
+        else:
+            table.add_row("processed", str(done))
         table.add_row("skipped (output exists)", str(summary.count("skipped")))
         if summary.not_images:
             table.add_row("skipped (not images)", str(len(summary.not_images)))
         table.add_row("failed", str(len(summary.failures)))
         if summary.count("not processed"):
             table.add_row("not processed", str(summary.count("not processed")))
-        if self.credits or summary.credits_spent:
+        if summary.dry_run and self.credits:
+            table.add_row("credits it would cost", str(summary.count("would process")))
+        elif self.credits or summary.credits_spent:
             table.add_row("credits spent", str(summary.credits_spent))
             if summary.credits_remaining is not None:
                 table.add_row("credits remaining", str(summary.credits_remaining))
         rate = done / summary.seconds if summary.seconds > 0 else 0.0
-        table.add_row("time", f"{summary.seconds:.1f} s ({rate:.2f} img/s)")
+        if not summary.dry_run:
+            table.add_row("time", f"{summary.seconds:.1f} s ({rate:.2f} img/s)")
         self.console.print(table)
         if self.verbose and summary.not_images:
             for path in summary.not_images:
@@ -125,5 +145,6 @@ class ConsoleReporter:
                 self.console.print(f"not processed ({len(left)}): " + ", ".join(left),
                                    markup=False, soft_wrap=True)
         if summary.interrupted:
-            self.console.print("interrupted: finished work was kept; run the same command again "
-                               "to continue where it stopped.")
+            dropped = " (work in flight was abandoned, unwritten)" if summary.abandoned else ""
+            self.console.print(f"interrupted: finished work was kept{dropped}; run the same "
+                               "command again to continue where it stopped.", soft_wrap=True)

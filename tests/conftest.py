@@ -22,13 +22,19 @@ def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     # The subprocess imports this checkout, whether or not the package is installed.
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("NO_COLOR", None)
+    # Hermetic: no colour or terminal overrides, no BGREMOVE_* settings and no config file from
+    # the machine running the tests.
+    for name in [*env]:
+        if name in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE") or (
+                name.startswith("BGREMOVE_")):
+            del env[name]
+    env["XDG_CONFIG_HOME"] = str(ROOT / "tests" / "no-config-here")
     env.update(extra)
     return env
 
 
 def run_cli(*args: str, input: bytes | None = None, env: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
+            timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run `bgremove ARGS...` as a user would, capturing stdout and stderr as bytes."""
     return subprocess.run(
         [sys.executable, "-m", "bgremove", *args],
@@ -36,4 +42,5 @@ def run_cli(*args: str, input: bytes | None = None, env: dict[str, str] | None =
         capture_output=True,
         env=env or cli_env(),
         timeout=timeout,
+        cwd=cwd,
     )

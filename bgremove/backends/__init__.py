@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bgremove.options import RemovalOptions
+
+if TYPE_CHECKING:
+    from bgremove.config import Settings
 
 
 @dataclass
@@ -26,3 +29,14 @@ class Backend(Protocol):
     def process(self, data: bytes, options: RemovalOptions) -> Result: ...
 
     def close(self) -> None: ...
+
+
+def open_backend(settings: Settings) -> Backend:
+    """The backend the settings ask for, ready to process images."""
+    from bgremove.errors import UsageError
+
+    if settings.backend == "local":
+        from bgremove.backends.local import LocalBackend
+
+        return LocalBackend(settings.model, settings.threads)
+    raise UsageError(f"the {settings.backend} backend is not available in this build")

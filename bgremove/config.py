@@ -1,0 +1,266 @@
+"""Settings: from the command line, else the environment, else the config file, else the defaults.
+
+A setting has one name everywhere: `mode` in the config file, `BGREMOVE_MODE` in the environment,
+`--mode` on the command line. The config file is TOML, flat `name = value` pairs, at
+`$XDG_CONFIG_HOME/bgremove/config.toml` (else `~/.config/bgremove/config.toml`); `--config PATH` or
+`BGREMOVE_CONFIG` names another. Every value keeps the name of where it came from, so
+`bgremove config show` can say why a setting is what it is.
+
+This module is imported by `bgremove --help`: it must stay free of heavy imports.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from bgremove.errors import UsageError
+from bgremove.options import Mode, OutputFormat, RemovalOptions, parse_bool, parse_color
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 reads TOML with the tomli backport (a dependency there)
+    import tomli as tomllib
+
+ENV_PREFIX = "BGREMOVE_"
+CONFIG_ENV = "BGREMOVE_CONFIG"
+DEFAULT_API_URL = "https://api.versatool.ai/api/remove-background/"
+
+Parser = Callable[[Any], Any]
+
+
+def _enum(kind: type[Enum]) -> Parser:
+    def parse(value: Any) -> Enum:
+        try:
+            return kind(value.value if isinstance(value, Enum) else value)
+        except ValueError:
+            raise ValueError(f"expected one of {', '.join(m.value for m in kind)}") from None
+
+    return parse
+
+
+def _choice(*choices: str) -> Parser:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return parse_bool(value)
+    raise ValueError("expected true or false")
+
+
+def _integer(minimum: int) -> Parser:
+    def parse(value: Any) -> int:
+        # TOML's true is an int in Python; a count is never a boolean.
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"expected a whole number of at least {minimum}")
+        return value
+
+    return parse
+
+
+def _positive_number(value: Any) -> float:
+    try:
+        number = float(value) if isinstance(value, (str, int, float)) else -1.0
+    except ValueError:
+        number = -1.0
+    if isinstance(value, bool) or not number > 0:
+        raise ValueError("expected a number above 0")
+    return number
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty string")
+    return value.strip()
+
+
+def _colour(value: Any) -> str:
+    text = _text(value)
+    parse_color(text)  # ValueError with a helpful message when it is not a colour
+    return text
+
+
+def _url(value: Any) -> str:
+    text = _text(value)
+    if not text.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    return text
+
+
+def _path(value: Any) -> str:
+    return str(Path(_text(value)).expanduser())
+
+
+def _setting(default: Any, parse: Parser, help: str, *, secret: bool = False) -> Any:
+    # A secret stays out of repr(), so it cannot leak into a traceback or a debug log.
+    return field(default=default, repr=not secret,
+                 metadata={"parse": parse, "help": help, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective settings of one run. `sources[name]` says where each value came from."""
+
+    backend: str = _setting("local", _choice("local", "remote"),
+                            "local: the bundled model on this machine; remote: the API")
+    mode: Mode = _setting(Mode.balanced, _enum(Mode), "fast | balanced | quality")
+    format: OutputFormat = _setting(OutputFormat.webp, _enum(OutputFormat), "png | webp")
+    include_mask: bool = _setting(True, _bool, "transparent background")
+    smooth_edges: bool = _setting(True, _bool, "anti-aliased soft edges")
+    preserve_shadows: bool = _setting(False, _bool, "keep the cast shadow")
+    background_color: str = _setting("white", _colour, "fill colour without the mask")
+    model: str | None = _setting(None, _text, "model name or .onnx path (local backend)")
+    workers: int = _setting(2, _integer(1), "images in flight at once")
+    threads: int | None = _setting(None, _integer(1), "onnxruntime threads (local backend)")
+    api_url: str = _setting(DEFAULT_API_URL, _url, "the API endpoint (remote backend)")
+    api_key: str | None = _setting(None, _text, "the API key (remote backend)", secret=True)
+    api_key_file: str | None = _setting(None, _path, "a file holding the API key")
+    rate_limit: float | None = _setting(None, _positive_number, "requests per minute (remote)")
+    max_credits: int | None = _setting(None, _integer(0), "stop after spending this many credits")
+
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # The config file that was looked for, and whether it exists.
+    config_file: Path | None = field(default=None, compare=False)
+    config_found: bool = field(default=False, compare=False)
+
+    def removal_options(self) -> RemovalOptions:
+        return RemovalOptions(self.mode, self.format, self.include_mask, self.smooth_edges,
+                              self.preserve_shadows, parse_color(self.background_color))
+
+    def items(self) -> Iterator[tuple[str, Any, str]]:
+        """(name, value, source) of every setting, secrets masked."""
+        for spec in setting_fields():
+            value = getattr(self, spec.name)
+            if spec.metadata["secret"] and value is not None:
+                value = mask_secret(value)
+            yield spec.name, value, self.sources.get(spec.name, "default")
+
+    def public(self) -> dict[str, Any]:
+        """The settings as plain JSON values, secrets masked: safe for reports and logs."""
+        return {name: value.value if isinstance(value, Enum) else value
+                for name, value, _ in self.items()}
+
+
+def setting_fields() -> list[Any]:
+    return [f for f in fields(Settings) if "parse" in f.metadata]
+
+
+SETTING_NAMES = tuple(f.name for f in setting_fields())
+DEFAULTS = Settings()
+
+
+def env_name(setting: str) -> str:
+    return ENV_PREFIX + setting.upper()
+
+
+def mask_secret(secret: str) -> str:
+    """Show only enough of a key to tell two apart: its last 4 characters (none of a short one)."""
+    return "…" + secret[-4:] if len(secret) >= 12 else "…"
+
+
+def config_path(explicit: str | None = None, environ: Mapping[str, str] | None = None,
+                ) -> tuple[Path, bool]:
+    """The config file to read, and whether the user named it (then it must exist)."""
+    environ = os.environ if environ is None else environ
+    named = explicit or environ.get(CONFIG_ENV) or None
+    if named:
+        return Path(named).expanduser(), True
+    base = environ.get("XDG_CONFIG_HOME") or ""
+    # The XDG spec says a relative XDG_CONFIG_HOME is invalid and must be ignored.
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".config"
+    return root / "bgremove" / "config.toml", False
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The file's settings by name (`include-mask` and `include_mask` both work)."""
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"config file {path}: {exc.strerror or exc}") from None
+    values = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in SETTING_NAMES:
+            raise UsageError(f"config file {path}: unknown setting {key!r} "
+                             f"(known: {', '.join(SETTING_NAMES)})")
+        values[name] = value
+    return values
+
+
+def load(flags: Mapping[str, Any] | None = None, *, config: str | None = None,
+         environ: Mapping[str, str] | None = None) -> Settings:
+    """Resolve every setting: `flags` (given on the command line) win over the environment, which
+    wins over the config file, which wins over the defaults. Bad values are usage errors that
+    name where the value came from."""
+    flags = flags or {}
+    environ = os.environ if environ is None else environ
+    path, named = config_path(config, environ)
+    found = path.is_file()
+    if named and not found:
+        raise UsageError(f"config file {path}: not found")
+    from_file = read_config_file(path) if found else {}
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for spec in setting_fields():
+        name, parse = spec.name, spec.metadata["parse"]
+        variable = env_name(name)
+        if flags.get(name) is not None:
+            raw, where, source = flags[name], f"--{name.replace('_', '-')}", "command line"
+        elif environ.get(variable):  # an empty variable counts as unset
+            raw, source = environ[variable], f"env {variable}"
+            where = f"environment variable {variable}"
+        elif name in from_file:
+            raw, where, source = from_file[name], f"config file {path}: {name}", "config file"
+        else:
+            continue
+        try:
+            values[name] = parse(raw)
+        except ValueError as exc:
+            shown = "(hidden)" if spec.metadata["secret"] else repr(raw)
+            raise UsageError(f"{where}: {shown} is not valid: {exc}") from None
+        sources[name] = source
+    return Settings(**values, sources=sources, config_file=path, config_found=found)
+
+
+def describe(settings: Settings) -> str:
+    """The effective settings, one `name = value  # source` line each, secrets masked."""
+    state = "found" if settings.config_file is not None and settings.config_found else "not found"
+    lines = [f"# config file: {settings.config_file} ({state})",
+             "# precedence: command line > environment (BGREMOVE_*) > config file > default"]
+    width = max(len(name) for name in SETTING_NAMES)
+    for name, value, source in settings.items():
+        if isinstance(value, Enum):
+            value = value.value
+        if value is None:
+            shown = "(not set)"
+        elif isinstance(value, bool):
+            shown = "true" if value else "false"
+        elif isinstance(value, str):
+            shown = _toml_string(value)
+        else:
+            shown = repr(value)
+        lines.append(f"{name:<{width}} = {shown:<20}  # {source}")
+    return "\n".join(lines)
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

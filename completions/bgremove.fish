@@ -1,0 +1,1 @@
+complete --command bgremove --no-files --arguments "(env _BGREMOVE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) bgremove)" --condition "env _BGREMOVE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) bgremove"

@@ -1,0 +1,58 @@
+"""Every command and sub-command, including ones added later, explains itself: a one-line
+description that fits the command list, and an example. `--help` stays instant."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from bgremove.cli import app
+from tests.conftest import cli_env
+
+
+def walk(command, path=()):
+    yield path, command
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield from walk(sub, (*path, name))
+
+
+ROOT = typer.main.get_command(app)
+COMMANDS = list(walk(ROOT))
+
+
+def test_the_walk_finds_the_sub_commands():
+    paths = {" ".join(path) for path, _ in COMMANDS}
+    assert {"", "remove", "config", "config show"} <= paths
+
+
+@pytest.mark.parametrize("path, command", COMMANDS,
+                         ids=[" ".join(p) or "bgremove" for p, _ in COMMANDS])
+def test_help_has_a_one_line_description_and_an_example(path, command):
+    result = CliRunner().invoke(app, [*path, "--help"], prog_name="bgremove", terminal_width=80)
+    assert result.exit_code == 0, result.output
+    first = (command.help or "").strip().split("\n\n")[0]
+    assert first and "\n" not in first, f"{path}: the first paragraph is the one-line description"
+    assert first in " ".join(result.output.split()), "the description is shown"
+    assert re.search(r"^\s*Example: .*\bbgremove\b", result.output, re.M), f"{path}: no Example:"
+
+
+@pytest.mark.parametrize("path, group", [(p, c) for p, c in COMMANDS if hasattr(c, "commands")])
+def test_command_lists_show_whole_descriptions(path, group):
+    result = CliRunner().invoke(app, [*path, "--help"], terminal_width=80)
+    listing = result.output.split("Commands:")[1]
+    assert "..." not in listing, f"a description in `{' '.join(('bgremove', *path))} --help` " \
+                                 "is cut short: make its first line shorter"
+
+
+def test_help_does_not_load_the_heavy_modules():
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "bgremove", "--help"],
+                          capture_output=True, text=True, env=cli_env())
+    assert proc.returncode == 0
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert "bgremove.cli" in imported
+    assert not imported & {"numpy", "onnxruntime", "PIL.Image", "scipy", "rembg"}
