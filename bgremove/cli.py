@@ -87,6 +87,10 @@ def remove(
     model: Annotated[Optional[str], typer.Option(
         help="Model name (see `bgremove models list`) or path to an .onnx file.",
         show_default="u2netp, bundled")] = None,
+    device: Annotated[str, typer.Option(
+        help="Where the model runs: auto | cpu | cuda | rocm | directml | coreml | openvino | "
+        "tensorrt (onnxruntime execution providers; auto: the best installed accelerator, "
+        "else cpu).")] = "auto",
     workers: Annotated[Optional[int], typer.Option(
         help="Images processed at once.", show_default="2", min=1)] = None,
     threads: Annotated[Optional[int], typer.Option(
@@ -110,8 +114,10 @@ def remove(
 
         plan = make_plan(inputs, output, fmt)
         from bgremove.backends.local import LocalBackend
+        from bgremove.commands.models import announce
 
-        backend = LocalBackend(model, threads)
+        backend = LocalBackend(model, threads, device)
+        announce(backend, model, mode.value, quiet=quiet, verbose=verbose)
         reporter = ConsoleReporter(quiet=quiet, verbose=verbose)
         engine = Engine(backend, options, reporter, workers=workers or 2, overwrite=overwrite)
         try:
@@ -140,3 +146,9 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+# Sub-commands
+from bgremove.commands.models import models_app  # noqa: E402
+
+app.add_typer(models_app, name="models")
