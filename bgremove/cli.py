@@ -115,6 +115,10 @@ def remove(
     model: Annotated[str | None, typer.Option(
         help="Model name (see `bgremove models list`) or path to an .onnx file.",
         show_default="u2netp, bundled")] = None,
+    device: Annotated[str | None, typer.Option(
+        help="Where the model runs: auto | cpu | cuda | rocm | directml | coreml | openvino | "
+        "tensorrt (onnxruntime execution providers; auto: the best installed accelerator, "
+        "else cpu).", show_default="auto")] = None,
     workers: Annotated[int | None, typer.Option(
         help="Images processed at once.", show_default=str(DEFAULTS.workers), min=1)] = None,
     threads: Annotated[int | None, typer.Option(
@@ -237,3 +241,6 @@ def main() -> None:
 from bgremove.commands import server as _server_commands  # noqa: E402
 
 _server_commands.register(app)
+from bgremove.commands.models import models_app  # noqa: E402
+
+app.add_typer(models_app, name="models")

@@ -125,6 +125,7 @@ class Settings:
     preserve_shadows: bool = _setting(False, _bool, "keep the cast shadow")
     background_color: str = _setting("white", _colour, "fill colour without the mask")
     model: str | None = _setting(None, _text, "model name or .onnx path (local backend)")
+    device: str = _setting("auto", _text, "where the model runs: auto | cpu | cuda | ...")
     workers: int = _setting(2, _integer(1), "images in flight at once")
     threads: int | None = _setting(None, _integer(1), "onnxruntime threads (local backend)")
     api_url: str = _setting(DEFAULT_API_URL, _url, "the API endpoint (remote backend)")

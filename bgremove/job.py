@@ -99,6 +99,10 @@ def run(job: Job, settings: Settings) -> Summary:
         reporter = console
 
     backend = None if job.dry_run else open_backend(settings)
+    if backend is not None and settings.backend == "local":
+        from bgremove.commands.models import announce
+
+        announce(backend, settings.model, settings.mode.value, quiet=job.quiet, verbose=job.verbose)
     engine = Engine(backend, options, reporter, workers=settings.workers, overwrite=job.overwrite,
                     max_credits=settings.max_credits, dry_run=job.dry_run)
     summary: Summary | None = None

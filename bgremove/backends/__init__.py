@@ -38,5 +38,5 @@ def open_backend(settings: Settings) -> Backend:
     if settings.backend == "local":
         from bgremove.backends.local import LocalBackend
 
-        return LocalBackend(settings.model, settings.threads)
+        return LocalBackend(settings.model, settings.threads, settings.device)
     raise UsageError(f"the {settings.backend} backend is not available in this build")

@@ -10,10 +10,11 @@ import numpy as np
 from PIL import Image
 
 from bgremove.backends import Result
+from bgremove.devices import place, warning
 from bgremove.imaging.compose import compose, encode
 from bgremove.imaging.decode import decode
-from bgremove.imaging.matte import Segmenter, compute_alpha
-from bgremove.models import BUNDLED, resolve
+from bgremove.imaging.matte import compute_alpha
+from bgremove.models import BUNDLED, KNOWN, resolve
 from bgremove.options import RemovalOptions
 
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -24,6 +25,16 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+def session_options(threads: int | None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or default_threads()
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
 class OnnxSaliency:
     """A U^2-Net-style model run directly with onnxruntime.
 
@@ -31,16 +42,14 @@ class OnnxSaliency:
     skip the side branches' upsampling, about a third of the model's time.
     """
 
-    def __init__(self, path: Path, threads: int | None = None, providers: list[str] | None = None):
+    def __init__(self, path: Path, threads: int | None = None, providers: list | None = None):
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or default_threads()
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(
-            str(path), sess_options=opts, providers=providers or ["CPUExecutionProvider"]
+            str(path), sess_options=session_options(threads),
+            providers=providers or ["CPUExecutionProvider"],
         )
+        self.providers = self.session.get_providers()  # what actually runs, best first
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         self.output_name = self.session.get_outputs()[0].name
@@ -65,22 +74,35 @@ class OnnxSaliency:
 class RembgSaliency:
     """Any other rembg model, through rembg's own session (which knows each model's pre-processing)."""
 
-    def __init__(self, name: str, path: Path):
-        os.environ.setdefault("U2NET_HOME", str(path.parent))
+    def __init__(self, name: str, path: Path, threads: int | None = None,
+                 providers: list | None = None):
         from rembg import new_session
 
-        self.session = new_session(name)
+        # rembg finds `<name>.onnx` in $U2NET_HOME, so it never downloads; set for this call only.
+        saved = os.environ.get("U2NET_HOME")
+        os.environ["U2NET_HOME"] = str(path.parent)
+        try:
+            self.session = new_session(name, sess_opts=session_options(threads),
+                                       providers=providers or ["CPUExecutionProvider"])
+        finally:
+            if saved is None:
+                del os.environ["U2NET_HOME"]
+            else:
+                os.environ["U2NET_HOME"] = saved
+        self.providers = self.session.inner_session.get_providers()
 
     def predict(self, rgb: np.ndarray) -> np.ndarray:
         masks = self.session.predict(Image.fromarray(rgb))
         return np.asarray(masks[0].convert("L"), dtype=np.float32) * (1.0 / 255.0)
 
 
-def load_segmenter(model: str | None, threads: int | None = None) -> Segmenter:
+def load_segmenter(model: str | None, threads: int | None = None,
+                   providers: list | None = None) -> OnnxSaliency | RembgSaliency:
     name, path = resolve(model)
-    if name in (BUNDLED, "custom"):
-        return OnnxSaliency(path, threads)
-    return RembgSaliency(name, path)
+    if name in KNOWN and name != BUNDLED:
+        return RembgSaliency(name, path, threads, providers)
+    # the bundled model, and custom files (by path, or pulled from a mirror): U^2-Net-style
+    return OnnxSaliency(path, threads, providers)
 
 
 class LocalBackend:
@@ -88,11 +110,15 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, model: str | None = None, threads: int | None = None):
-        self.model_name, _ = resolve(model)
+    def __init__(self, model: str | None = None, threads: int | None = None, device: str = "auto"):
+        self.model_name, self.model_path = resolve(model)
+        placement = place(device)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.segmenter = load_segmenter(model, threads)
+            self.segmenter = load_segmenter(model, threads, placement.providers)
+        self.providers: list[str] = self.segmenter.providers
+        # set when an accelerator was asked for but the model runs on the CPU
+        self.device_warning = warning(placement, self.providers)
 
     def process(self, data: bytes, options: RemovalOptions) -> Result:
         image = decode(data)

@@ -126,7 +126,8 @@ def keys_create(
 
 @keys_app.command(
     "list",
-    help="List the keys: id, email, credits, use and status (never the keys themselves).\n\n"
+    help="List the keys by id, never showing the keys themselves.\n\n"
+    "With email, credits, use and status.\n\n"
     "Example: bgremove keys list --json",
 )
 def keys_list(
@@ -214,7 +215,7 @@ def _fail(message: str, code: int) -> None:
 def register(app: typer.Typer) -> None:
     app.command(
         "serve",
-        help="Serve the Background Removal API over HTTP, processing images with the local "
-        "engine.\n\nExample: bgremove serve --port 8000 --cors-origin https://app.example.com",
+        help="Serve the Background Removal API on this machine's engine.\n\n"
+        "The same endpoint, fields, headers and errors as the hosted API.\n\nExample: bgremove serve --port 8000 --cors-origin https://app.example.com",
     )(serve)
     app.add_typer(keys_app)

@@ -1,0 +1,256 @@
+"""`bgremove models list | pull`, and the lines the main command prints about its model and device.
+
+Only typer and the registry are imported at module level: `bgremove --help` stays instant. Rich,
+httpx and onnxruntime are imported inside the commands that use them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from bgremove import models as registry
+
+models_app = typer.Typer(
+    help="List the models bgremove can use, and download more.\n\nExample: bgremove models list",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"bgremove: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _mib(size: float) -> str:
+    return f"{size:.1f} MiB" if size < 10 else f"{size:.0f} MiB"
+
+
+def model_rows() -> list[dict[str, Any]]:
+    """Every model `--model` can name, with where it is and what it is."""
+    rows = []
+    for info in registry.KNOWN.values():
+        if info.name == registry.BUNDLED:
+            status, path = "bundled", registry.BUNDLED_PATH
+        else:
+            path = registry.find_downloaded(info.name)
+            status = "downloaded" if path else "downloadable"
+        rows.append({
+            "name": info.name,
+            "status": status,
+            "path": str(path) if path else None,
+            "size_bytes": path.stat().st_size if path else None,
+            "download_mib": info.size_mb,
+            "input_size": info.input_size,
+            "licence": info.licence,
+            "commercial_use": not info.restriction,
+            "restriction": info.restriction or None,
+            "checksum": info.checksum,
+            "url": registry.asset_url(info.asset),
+            "note": info.note,
+        })
+    for name, path in registry.custom_models().items():
+        rows.append({
+            "name": name, "status": "custom", "path": str(path), "size_bytes": path.stat().st_size,
+            "download_mib": None, "input_size": None, "licence": None, "commercial_use": None,
+            "restriction": None, "checksum": None, "url": None,
+            "note": "your own model, run like U2-Net",
+        })
+    return rows
+
+
+def _providers() -> dict[str, Any]:
+    """The installed onnxruntime providers, and the one `--device auto` picks."""
+    from bgremove.devices import CPU, installed, place
+
+    return {"installed": installed(), "auto": place("auto").accelerator or CPU}
+
+
+@models_app.command(
+    "list",
+    help="List every model: bundled, downloaded or downloadable.\n\n"
+    "With its path, size, input resolution and licence.\n\nExample: bgremove models list --json",
+)
+def list_models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    rows = model_rows()
+    providers = _providers()
+    if as_json:
+        document = {"cache": str(registry.cache_dir()), "mirror": registry.mirror(),
+                    "providers": providers,
+                    "models": rows}
+        typer.echo(json.dumps(document, indent=2))
+        return
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from bgremove.devices import short
+
+    table = Table(title="bgremove models", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True)
+    table.add_column("model", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("input", justify="right", no_wrap=True)
+    table.add_column("licence", min_width=10)
+    table.add_column("notes / path", overflow="fold", min_width=12)
+    for row in rows:
+        if row["size_bytes"] is not None:
+            size = _mib(row["size_bytes"] / 2**20)
+        else:
+            size = "~" + _mib(row["download_mib"])
+        side = row["input_size"]
+        licence = Text(row["licence"] or "-")
+        if row["restriction"]:
+            licence = Text(f"{row['licence']} (non-commercial)", style="bold red")
+        where = row["path"] if row["status"] in ("downloaded", "custom") else row["note"]
+        style = {"bundled": "green", "downloaded": "green", "custom": "cyan"}.get(row["status"], "")
+        table.add_row(row["name"], Text(row["status"], style=style), size,
+                      f"{side}px" if side else "-", licence, where)
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped: no terminal width to fit, so do not fold the names
+        console.width = max(console.width, 132)
+    console.print(table)
+    for row in rows:
+        if row["restriction"]:
+            console.print(f"{row['name']}: {row['licence']}, {row['restriction']}.", style="red",
+                          soft_wrap=True)
+    console.print(f"cache: {registry.cache_dir()}   downloads from: {registry.mirror()}",
+                  soft_wrap=True, markup=False)
+    installed = ", ".join(providers["installed"]) or "none"
+    console.print(f"onnxruntime providers: {installed}; --device auto runs on "
+                  f"{short(providers['auto'])}", soft_wrap=True, markup=False)
+    console.print("Download one with: bgremove models pull NAME", markup=False)
+
+
+@models_app.command(
+    "pull",
+    help="Download a model into the model cache, verifying its checksum. A custom model can be "
+    "pulled from a mirror by name with --checksum.\n\n"
+    "Example: bgremove models pull isnet-general-use",
+)
+def pull(
+    name: Annotated[str, typer.Argument(help="The model's name (see `bgremove models list`).",
+                                        show_default=False)],
+    mirror: Annotated[str | None, typer.Option(
+        metavar="URL", help=f"Base URL to download from, e.g. a company mirror of rembg's release "
+        f"files [env: {registry.MIRROR_ENV}; default: {registry.RELEASES}]",
+        show_default=False)] = None,
+    checksum: Annotated[str | None, typer.Option(
+        metavar="ALG:HEX", help="sha256:HEX or md5:HEX of a custom model served by your mirror "
+        "(the checksums of known models are built in).", show_default=False)] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Download again even when a verified copy is present.")] = False,
+) -> None:
+    from bgremove.models.pull import Checksum, DownloadFailed, download
+
+    try:
+        expected_given = Checksum.parse(checksum) if checksum else None
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    if name == registry.BUNDLED:
+        typer.echo(f"{name} is bundled with bgremove ({registry.BUNDLED_PATH}); nothing to "
+                   f"download.", err=True)
+        typer.echo(str(registry.BUNDLED_PATH))
+        return
+    info = registry.KNOWN.get(name)
+    if info is not None:
+        expected = Checksum.parse(info.checksum)
+        if expected_given is not None and expected_given != expected:
+            _fail(f"the checksum of {name} is built in ({expected}); --checksum is for custom "
+                  f"models served by a mirror", 2)
+        asset, approx = info.asset, f" (~{_mib(info.size_mb)})"
+    elif (registry.is_custom_name(name) and expected_given is not None
+          and registry.mirror(mirror) != registry.RELEASES):
+        # your own model on your own mirror: fetched as <mirror>/<name>.onnx, pinned by --checksum
+        expected, asset, approx = expected_given, f"{name}.onnx", ""
+    else:
+        _fail(f"unknown model {name!r}. {registry.available_text()} A custom model can be pulled "
+              f"from your mirror by name with --mirror URL (or {registry.MIRROR_ENV}) and "
+              f"--checksum sha256:HEX; it is fetched as URL/{name}.onnx.", 2)
+
+    dest = registry.cached_path(name)
+    present = registry.find_downloaded(name)
+    if present is not None and not force:
+        if expected.of_file(present) == expected:
+            typer.echo(f"{name} is already downloaded and verified ({expected.algorithm}): "
+                       f"{present}", err=True)
+            typer.echo(str(present))
+            return
+        typer.echo(f"{present} does not match {name}'s checksum; downloading it again.", err=True)
+
+    url = registry.asset_url(asset, mirror)
+    typer.echo(f"downloading {name}{approx} from {url}", err=True)
+    try:
+        with DownloadBar(name) as progress:
+            path = download(url, dest, expected, progress=progress)
+    except DownloadFailed as exc:
+        _fail(str(exc), 1)
+    typer.echo(f"saved {name} to {path} ({expected.algorithm} verified)", err=True)
+    typer.echo(str(path))
+
+
+class DownloadBar:
+    """A Rich download bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.bar = None
+        self.task = None
+
+    def __enter__(self):
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        console = Console(stderr=True)
+        if console.is_terminal:
+            self.bar = Progress(TextColumn(f"[bold]{self.name}"), BarColumn(),
+                                DownloadColumn(binary_units=True), TransferSpeedColumn(),
+                                TimeRemainingColumn(), console=console)
+            self.bar.start()
+        return self.update
+
+    def update(self, done: int, total: int | None) -> None:
+        if self.bar is None:
+            return
+        if self.task is None:
+            self.task = self.bar.add_task("", total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def announce(backend: Any, model: str | None, mode: str, *, quiet: bool, verbose: bool) -> None:
+    """Tell the user (stderr) what the main command runs on: a warning when an accelerator was
+    asked for but the CPU runs, the provider with -v, and a better model when one is at hand."""
+    from bgremove.devices import short
+
+    if backend.device_warning:
+        typer.echo(f"bgremove: warning: {backend.device_warning}", err=True)
+    if verbose:
+        where = "bundled" if backend.model_name == registry.BUNDLED else backend.model_path
+        providers = ", ".join(short(p) for p in backend.providers)
+        typer.echo(f"model {backend.model_name} ({where}) on {short(backend.providers[0])} "
+                   f"(onnxruntime providers: {providers})", err=True)
+    if model is None and mode == "quality" and not quiet:
+        better = registry.suggest_upgrade()
+        if better:
+            typer.echo(f"hint: {better} is downloaded; --model {better} usually gives finer edges "
+                       f"than the bundled {registry.BUNDLED} in quality mode.", err=True)
