@@ -6,9 +6,11 @@ that need them, so `bgremove --help` and `bgremove --version` start in a blink.
 
 from __future__ import annotations
 
+import os
 import sys
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import click
 import typer
@@ -18,7 +20,15 @@ from bgremove import __version__
 from bgremove.errors import BgRemoveError, UsageError
 from bgremove.options import Mode, OutputFormat, RemovalOptions, parse_color
 
+if TYPE_CHECKING:
+    from bgremove.backends import Backend
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class BackendName(str, Enum):
+    local = "local"
+    remote = "remote"
 
 
 class DefaultCommandGroup(TyperGroup):
@@ -88,13 +98,32 @@ def remove(
         help="Model name (see `bgremove models list`) or path to an .onnx file.",
         show_default="u2netp, bundled")] = None,
     workers: Annotated[Optional[int], typer.Option(
-        help="Images processed at once.", show_default="2", min=1)] = None,
+        help="Images processed at once.", show_default="2 local, 8 remote", min=1)] = None,
     threads: Annotated[Optional[int], typer.Option(
         help="onnxruntime threads per inference.", show_default="all cores", min=1)] = None,
     overwrite: Annotated[bool, typer.Option(
         help="Redo outputs that already exist (by default they are skipped).")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only report failures.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="List every file.")] = False,
+    backend_name: Annotated[BackendName, typer.Option(
+        "--backend", help="local: the model on this machine; remote: the Background Removal API.")
+    ] = BackendName.local,
+    api_url: Annotated[Optional[str], typer.Option(
+        help="API endpoint (remote backend), e.g. a `bgremove serve`. Also: BGREMOVE_API_URL.",
+        show_default="https://api.versatool.ai/api/remove-background/")] = None,
+    api_key: Annotated[Optional[str], typer.Option(
+        help="API key (remote backend). Prefer --api-key-file or BGREMOVE_API_KEY: a command "
+        "line is visible to other users of the machine.", show_default=False)] = None,
+    api_key_file: Annotated[Optional[Path], typer.Option(
+        help="File holding the API key.", show_default=False)] = None,
+    rate_limit: Annotated[Optional[int], typer.Option(
+        help="Requests started per --rate-window at most (remote backend).", show_default="100",
+        min=1)] = None,
+    rate_window: Annotated[Optional[float], typer.Option(
+        help="Seconds the --rate-limit applies to.", show_default="60", min=0.001)] = None,
+    max_credits: Annotated[Optional[int], typer.Option(
+        help="Stop once this many credits are spent (remote backend).", show_default=False,
+        min=1)] = None,
 ) -> None:
     try:
         fmt = output_format or _format_from_output(output) or OutputFormat.webp
@@ -109,11 +138,14 @@ def remove(
         from bgremove.progress import ConsoleReporter
 
         plan = make_plan(inputs, output, fmt)
-        from bgremove.backends.local import LocalBackend
-
-        backend = LocalBackend(model, threads)
-        reporter = ConsoleReporter(quiet=quiet, verbose=verbose)
-        engine = Engine(backend, options, reporter, workers=workers or 2, overwrite=overwrite)
+        remote = backend_name is BackendName.remote
+        backend = _make_backend(backend_name, model=model, threads=threads, api_url=api_url,
+                                api_key=api_key, api_key_file=api_key_file, rate_limit=rate_limit,
+                                rate_window=rate_window, max_credits=max_credits)
+        reporter = ConsoleReporter(quiet=quiet, verbose=verbose, credits=remote)
+        # Remote requests wait on the network, not the CPU: more of them overlap.
+        engine = Engine(backend, options, reporter, workers=workers or (8 if remote else 2),
+                        overwrite=overwrite, max_credits=max_credits)
         try:
             summary = engine.run(plan)
         finally:
@@ -123,6 +155,36 @@ def remove(
     except BgRemoveError as exc:
         _fail(str(exc), EXIT_FAILED)
     raise typer.Exit(summary.exit_code)
+
+
+def _make_backend(name: BackendName, *, model: str | None, threads: int | None,
+                  api_url: str | None, api_key: str | None, api_key_file: Path | None,
+                  rate_limit: int | None, rate_window: float | None,
+                  max_credits: int | None) -> Backend:
+    """Build the backend `--backend` names, refusing options that mean nothing to it."""
+    if name is BackendName.local:
+        remote_only = {"--api-url": api_url, "--rate-limit": rate_limit,
+                       "--rate-window": rate_window, "--max-credits": max_credits}
+        named = [flag for flag, value in remote_only.items() if value is not None]
+        if named:
+            raise UsageError(f"{', '.join(named)}: only for --backend remote")
+        from bgremove.backends.local import LocalBackend
+
+        return LocalBackend(model, threads)
+    if model is not None or threads is not None:
+        raise UsageError("--model and --threads are for --backend local; the API picks its model")
+    from bgremove.apikey import resolve_api_key
+    from bgremove.backends import remote
+
+    key = resolve_api_key(api_key, api_key_file)
+    if key is None:
+        raise UsageError("--backend remote needs an API key: --api-key-file FILE, the "
+                         "BGREMOVE_API_KEY environment variable, or --api-key KEY")
+    return remote.RemoteBackend(
+        api_url or os.environ.get(remote.ENV_API_URL) or remote.DEFAULT_API_URL, key,
+        rate_limit=rate_limit or remote.DEFAULT_RATE_LIMIT,
+        rate_window=rate_window or remote.DEFAULT_RATE_WINDOW,
+    )
 
 
 def _format_from_output(output: str | None) -> OutputFormat | None:

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from bgremove.backends import Backend
 from bgremove.discover import Plan, WorkItem
-from bgremove.errors import FileFailed, StopBatch
+from bgremove.errors import CreditLimitReached, FileFailed, StopBatch
 from bgremove.options import RemovalOptions
 
 
@@ -161,10 +161,20 @@ class Engine:
             summary.outcomes.append(outcome)
             summary.credits_spent += outcome.credits_spent
             if outcome.credits_remaining is not None:
-                summary.credits_remaining = outcome.credits_remaining
+                # Answers arrive out of order; the balance only falls during a run.
+                previous = summary.credits_remaining
+                summary.credits_remaining = outcome.credits_remaining if previous is None else min(
+                    previous, outcome.credits_remaining)
             if self.max_credits is not None and summary.credits_spent >= self.max_credits:
                 self.stop.set()
         self.reporter.update(outcome, summary)
+
+    def _within_budget(self, summary: Summary, in_flight: int) -> bool:
+        # Each request in flight may spend a credit: never start more than the budget has left.
+        if self.max_credits is None:
+            return True
+        with self._lock:
+            return summary.credits_spent + in_flight < self.max_credits
 
     def run(self, plan: Plan) -> Summary:
         summary = Summary(not_images=list(plan.not_images))
@@ -185,7 +195,8 @@ class Engine:
             try:
                 while True:
                     # Keep a small, bounded number of items in flight.
-                    while not self.stop.is_set() and len(pending) < self.workers * 2:
+                    while (not self.stop.is_set() and len(pending) < self.workers * 2
+                           and self._within_budget(summary, len(pending))):
                         item = next(queue, None)
                         if item is None:
                             break
@@ -201,6 +212,12 @@ class Engine:
                             summary.stopped = summary.stopped or exc
                             self.stop.set()
                             outcome = Outcome(item, "not processed", str(exc))
+                            # Queued work never starts; what is already running finishes.
+                            for queued, queued_item in list(pending.items()):
+                                if queued.cancel():
+                                    del pending[queued]
+                                    self._record(summary, Outcome(queued_item, "not processed",
+                                                                  "batch stopped"))
                         self._record(summary, outcome)
             except KeyboardInterrupt:
                 summary.interrupted = True
@@ -215,9 +232,14 @@ class Engine:
                     except StopBatch as exc:
                         self._record(summary, Outcome(item, "not processed", str(exc)))
                 pending.clear()
-        for item in queue:
+        left = list(queue)
+        for item in left:
             reason = "interrupted" if summary.interrupted else "batch stopped"
             summary.outcomes.append(Outcome(item, "not processed", reason))
+        budget_spent = self.max_credits is not None and not summary.interrupted
+        if left and summary.stopped is None and budget_spent:
+            summary.stopped = CreditLimitReached(
+                f"spent the {self.max_credits} credits this run may use (--max-credits)")
         summary.seconds = time.perf_counter() - started
         self.reporter.finish(summary)
         return summary
