@@ -13,12 +13,18 @@ from collections import deque
 from collections.abc import Callable
 
 
+def default_slack(window: float) -> float:
+    """2% of the window, and at least half a second."""
+    return max(0.02 * window, 0.5)
+
+
 class RateLimiter:
     """Grant at most `cap` slots in any `window` seconds, to any number of threads.
 
-    `slack` widens the window by that fraction of it. We stamp a request when we start it; the
-    server counts it when it arrives, a little later and not always equally later. Spacing our
-    window slightly wider than the server's absorbs that jitter, so it can never see cap+1.
+    `slack` (seconds) widens our window beyond the server's. We stamp a request when we start it;
+    the server counts it when it gets to it, a little later and not always equally later (upload
+    time, its own queue). Spacing our window slightly wider absorbs that jitter, so the server
+    never sees cap+1 in its window.
     """
 
     def __init__(
@@ -26,7 +32,7 @@ class RateLimiter:
         cap: int,
         window: float = 60.0,
         *,
-        slack: float = 0.02,
+        slack: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         if cap < 1:
@@ -34,7 +40,7 @@ class RateLimiter:
         if window <= 0:
             raise ValueError("the rate window must be longer than 0 seconds")
         self.cap = cap
-        self.window = window * (1.0 + slack)
+        self.window = window + (default_slack(window) if slack is None else slack)
         self._clock = clock
         self._starts: deque[float] = deque()
         self._not_before = 0.0

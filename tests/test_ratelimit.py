@@ -43,11 +43,14 @@ def test_window_slides_rather_than_resetting():
     assert limiter.reserve() == pytest.approx(8.5)  # when the start at +9 s leaves
 
 
-def test_slack_widens_the_window():
+def test_default_slack_widens_the_window():
     clock = FakeClock()
-    limiter = RateLimiter(1, 60.0, slack=0.02, clock=clock)
+    limiter = RateLimiter(1, 60.0, clock=clock)
     limiter.reserve()
-    assert limiter.reserve() == pytest.approx(61.2)
+    assert limiter.reserve() == pytest.approx(61.2)  # 2% of a minute
+    short = RateLimiter(1, 3.0, clock=clock)
+    short.reserve()
+    assert short.reserve() == pytest.approx(3.5)  # at least half a second
 
 
 def test_defer_holds_everyone_off():
