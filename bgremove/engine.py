@@ -222,6 +222,9 @@ class Engine:
             except KeyboardInterrupt:
                 summary.interrupted = True
                 self.stop.set()
+                cancel = getattr(self.backend, "cancel", None)
+                if cancel is not None:
+                    cancel()  # a request waiting for a rate slot or a retry is not sent
                 # Work already running finishes and is written whole; nothing new starts.
                 for future, item in pending.items():
                     if future.cancel():

@@ -22,7 +22,13 @@ from rich.console import Console
 from bgremove.backends.remote import RemoteBackend
 from bgremove.discover import plan
 from bgremove.engine import Engine
-from bgremove.errors import AuthenticationFailed, FileFailed, ImageError, OutOfCredits
+from bgremove.errors import (
+    AuthenticationFailed,
+    FileFailed,
+    ImageError,
+    OutOfCredits,
+    StopBatch,
+)
 from bgremove.options import OutputFormat, RemovalOptions
 from bgremove.progress import ConsoleReporter
 
@@ -178,7 +184,7 @@ def test_transient_failures_are_retried_until_one_succeeds(make_backend):
 def test_retries_are_bounded_and_back_off(make_backend):
     script = Script(500)
     backend = make_backend(script, max_retries=3, backoff=0.05)
-    with pytest.raises(FileFailed, match="gave up after 4 attempts: 500 scripted 500"):
+    with pytest.raises(FileFailed, match=re.escape("gave up after 4 attempts: scripted 500 (HTTP 500)")):
         backend.process(image_bytes(), RemovalOptions())
     times = [t for t, _ in script.requests]
     assert len(times) == 4
@@ -227,6 +233,29 @@ def test_403_stops_sending_new_work(make_backend):
     assert caught.value.exit_code == 4
     with pytest.raises(OutOfCredits):
         backend.process(image_bytes(), RemovalOptions())
+    assert script.count == 1
+
+
+def test_cancel_abandons_requests_waiting_for_a_slot(make_backend):
+    script = Script(ok)
+    backend = make_backend(script, rate_limit=1, rate_window=30.0)
+    backend.process(image_bytes(), RemovalOptions())
+    errors = []
+
+    def wait_for_slot() -> None:
+        try:
+            backend.process(image_bytes(), RemovalOptions())
+        except StopBatch as exc:
+            errors.append(exc)
+
+    waiting = threading.Thread(target=wait_for_slot)
+    waiting.start()
+    time.sleep(0.1)
+    began = time.monotonic()
+    backend.cancel()
+    waiting.join(5)
+    assert time.monotonic() - began < 1 and not waiting.is_alive()
+    assert [str(e) for e in errors] == ["interrupted"]
     assert script.count == 1
 
 

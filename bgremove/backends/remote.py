@@ -199,17 +199,17 @@ class RemoteBackend:
                 if status < 300:
                     return response
                 request_id = response.headers.get("x-request-id")
-                problem = f"{status} {self._api_message(response)}"
+                problem = f"{self._api_message(response)} (HTTP {status})"
                 if status == 401:
                     self._stop(AuthenticationFailed(
-                        f"the API rejected the API key ({problem}); check --api-key, "
+                        f"the API rejected the API key: {problem}; check --api-key, "
                         "--api-key-file or BGREMOVE_API_KEY"))
                 if status == 403:
                     self._stop(OutOfCredits(
-                        f"the account is out of credits ({problem}); once it has more, run "
+                        f"the account is out of credits: {problem}; once it has more, run "
                         "the same command again to process the rest"))
                 if status not in RETRY_STATUSES:
-                    raise FileFailed(f"the API refused this image ({problem})", request_id)
+                    raise FileFailed(f"the API refused this image: {problem}", request_id)
                 if status == 429:
                     # Everyone waits, not only this thread: the server is telling the whole pool.
                     delay = retry_after_seconds(response.headers.get("retry-after"))
@@ -250,6 +250,13 @@ class RemoteBackend:
                 self._stopped = exc
             self._halt.set()
         raise exc
+
+    def cancel(self) -> None:
+        """Give up on everything not yet sent (Ctrl-C): requests on the wire still finish."""
+        with self._lock:
+            if self._stopped is None:
+                self._stopped = StopBatch("interrupted")
+            self._halt.set()
 
     def _raise_if_stopped(self) -> None:
         stopped = self._stopped
