@@ -238,7 +238,9 @@ def test_key_never_appears_in_any_output(api, model, samples, tmp_path):
             ([], wrong),  # rejected
         ]):
             report = tmp_path / f"report{i}.json"
+            # every machine-readable output there is, too
             extra = ["--report", str(report)] if "--report" in help_text else []
+            extra += ["--json"] if "--json" in help_text else []
             proc = server.run(str(src), "-o", str(tmp_path / f"out{i}"), "-v", *how, *extra,
                               key=key)
             runs.append((proc, report))
