@@ -167,6 +167,13 @@ def test_400_is_not_retried(make_backend):
     assert script.count == 1
 
 
+def test_a_redirect_is_not_followed_with_the_key(make_backend):
+    script = Script(lambda r: httpx.Response(308, headers={"location": "http://elsewhere.test/"}))
+    with pytest.raises(FileFailed, match="redirects .* to http://elsewhere.test/"):
+        make_backend(script).process(image_bytes(), RemovalOptions())
+    assert script.count == 1
+
+
 def test_transient_failures_are_retried_until_one_succeeds(make_backend):
     script = Script(
         500,
@@ -184,7 +191,8 @@ def test_transient_failures_are_retried_until_one_succeeds(make_backend):
 def test_retries_are_bounded_and_back_off(make_backend):
     script = Script(500)
     backend = make_backend(script, max_retries=3, backoff=0.05)
-    with pytest.raises(FileFailed, match=re.escape("gave up after 4 attempts: scripted 500 (HTTP 500)")):
+    gave_up = "gave up after 4 attempts: scripted 500 (HTTP 500)"
+    with pytest.raises(FileFailed, match=re.escape(gave_up)):
         backend.process(image_bytes(), RemovalOptions())
     times = [t for t, _ in script.requests]
     assert len(times) == 4

@@ -208,6 +208,11 @@ class RemoteBackend:
                     self._stop(OutOfCredits(
                         f"the account is out of credits: {problem}; once it has more, run "
                         "the same command again to process the rest"))
+                if 300 <= status < 400:
+                    # Not followed: the key would go along to wherever the redirect points.
+                    where = self._key.redact(response.headers.get("location", "?"))
+                    raise FileFailed(f"the API address redirects (HTTP {status}) to {where}; "
+                                     "give that address as --api-url", request_id)
                 if status not in RETRY_STATUSES:
                     raise FileFailed(f"the API refused this image: {problem}", request_id)
                 if status == 429:
