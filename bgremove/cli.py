@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,11 @@ from bgremove.errors import BgRemoveError, UsageError
 from bgremove.options import Mode, OutputFormat
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class Backend(str, Enum):
+    local = "local"
+    remote = "remote"
 
 # Command-line parameters whose setting has another name.
 CLI_TO_SETTING = {"output_format": "format"}
@@ -120,9 +126,29 @@ def remove(
         "tensorrt (onnxruntime execution providers; auto: the best installed accelerator, "
         "else cpu).", show_default="auto")] = None,
     workers: Annotated[int | None, typer.Option(
-        help="Images processed at once.", show_default=str(DEFAULTS.workers), min=1)] = None,
+        help="Images processed at once.", show_default="2 local, 8 remote", min=1)] = None,
     threads: Annotated[int | None, typer.Option(
         help="onnxruntime threads per inference.", show_default="all cores", min=1)] = None,
+    backend: Annotated[Backend, typer.Option(
+        help="local: the model on this machine; remote: the Background Removal API.",
+    )] = Backend.local,
+    api_url: Annotated[str | None, typer.Option(
+        metavar="URL", help="API endpoint (remote backend), e.g. a `bgremove serve`.",
+        show_default=DEFAULTS.api_url)] = None,
+    api_key: Annotated[str | None, typer.Option(
+        metavar="KEY", help="API key (remote backend). Prefer --api-key-file or BGREMOVE_API_KEY: "
+        "a command line is visible to other users of the machine.", show_default=False)] = None,
+    api_key_file: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="File holding the API key.", show_default=False)] = None,
+    rate_limit: Annotated[int | None, typer.Option(
+        help="Requests started per --rate-window at most (remote backend).",
+        show_default=str(DEFAULTS.rate_limit), min=1)] = None,
+    rate_window: Annotated[float | None, typer.Option(
+        metavar="SECONDS", help="The window --rate-limit counts in.",
+        show_default=f"{DEFAULTS.rate_window:g}", min=0.001)] = None,
+    max_credits: Annotated[int | None, typer.Option(
+        help="Stop once this many credits are spent (remote backend).", show_default=False,
+        min=1)] = None,
     overwrite: Annotated[bool, typer.Option(
         help="Redo outputs that already exist (by default they are skipped).")] = False,
     files_from: Annotated[str | None, typer.Option(
@@ -206,7 +232,8 @@ def _given_on_command_line(ctx: typer.Context) -> dict[str, object]:
         source = ctx.get_parameter_source(param.name)
         name = CLI_TO_SETTING.get(param.name, param.name)
         if name in SETTING_NAMES and source is not None and source.name == "COMMANDLINE":
-            given[name] = ctx.params[param.name]
+            value = ctx.params[param.name]
+            given[name] = str(value) if isinstance(value, Path) else value
     return given
 
 

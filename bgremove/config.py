@@ -46,6 +46,7 @@ def _enum(kind: type[Enum]) -> Parser:
 
 def _choice(*choices: str) -> Parser:
     def parse(value: Any) -> str:
+        value = value.value if isinstance(value, Enum) else value
         if value not in choices:
             raise ValueError(f"expected one of {', '.join(choices)}")
         return value
@@ -126,18 +127,26 @@ class Settings:
     background_color: str = _setting("white", _colour, "fill colour without the mask")
     model: str | None = _setting(None, _text, "model name or .onnx path (local backend)")
     device: str = _setting("auto", _text, "where the model runs: auto | cpu | cuda | ...")
-    workers: int = _setting(2, _integer(1), "images in flight at once")
+    # Unset: chosen for the backend (remote requests wait on the network, so more overlap).
+    workers: int | None = _setting(None, _integer(1), "images in flight at once")
     threads: int | None = _setting(None, _integer(1), "onnxruntime threads (local backend)")
     api_url: str = _setting(DEFAULT_API_URL, _url, "the API endpoint (remote backend)")
     api_key: str | None = _setting(None, _text, "the API key (remote backend)", secret=True)
     api_key_file: str | None = _setting(None, _path, "a file holding the API key")
-    rate_limit: float | None = _setting(None, _positive_number, "requests per minute (remote)")
+    rate_limit: int = _setting(100, _integer(1), "requests per rate_window at most (remote)")
+    rate_window: float = _setting(60.0, _positive_number, "seconds the rate_limit applies to")
     max_credits: int | None = _setting(None, _integer(0), "stop after spending this many credits")
 
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     # The config file that was looked for, and whether it exists.
     config_file: Path | None = field(default=None, compare=False)
     config_found: bool = field(default=False, compare=False)
+
+    @property
+    def pool_size(self) -> int:
+        if self.workers is not None:
+            return self.workers
+        return 8 if self.backend == "remote" else 2
 
     def removal_options(self) -> RemovalOptions:
         return RemovalOptions(self.mode, self.format, self.include_mask, self.smooth_edges,

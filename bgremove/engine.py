@@ -19,7 +19,7 @@ from typing import Protocol
 
 from bgremove.backends import Backend
 from bgremove.discover import Plan, WorkItem
-from bgremove.errors import FileFailed, StopBatch
+from bgremove.errors import CreditLimitReached, FileFailed, StopBatch
 from bgremove.options import RemovalOptions
 
 
@@ -224,10 +224,20 @@ class Engine:
             summary.outcomes.append(outcome)
             summary.credits_spent += outcome.credits_spent
             if outcome.credits_remaining is not None:
-                summary.credits_remaining = outcome.credits_remaining
+                # Answers arrive out of order; the balance only falls during a run.
+                previous = summary.credits_remaining
+                summary.credits_remaining = outcome.credits_remaining if previous is None else min(
+                    previous, outcome.credits_remaining)
             if self.max_credits is not None and summary.credits_spent >= self.max_credits:
                 self.stop.set()
         self.reporter.update(outcome, summary)
+
+    def _within_budget(self, summary: Summary, in_flight: int) -> bool:
+        # Each request in flight may spend a credit: never start more than the budget has left.
+        if self.max_credits is None:
+            return True
+        with self._lock:
+            return summary.credits_spent + in_flight < self.max_credits
 
     def run(self, plan: Plan) -> Summary:
         summary = Summary(not_images=list(plan.not_images), dry_run=self.dry_run)
@@ -259,7 +269,8 @@ class Engine:
                             item = pending.pop(future)
                             self._record(summary, self._not_processed(item, summary))
                     # Keep a small, bounded number of items in flight.
-                    while not self.stop.is_set() and len(pending) < self.workers * 2:
+                    while (not self.stop.is_set() and len(pending) < self.workers * 2
+                           and self._within_budget(summary, len(pending))):
                         item = next(queue, None)
                         if item is None:
                             break
@@ -288,8 +299,13 @@ class Engine:
                     self._record(summary, future.result())
                 else:
                     self._record(summary, Outcome(item, "not processed", ABANDONED))
-        for item in queue:
+        left = list(queue)
+        for item in left:
             self._record(summary, self._not_processed(item, summary))
+        budget_spent = self.max_credits is not None and not summary.interrupted
+        if left and summary.stopped is None and budget_spent:
+            summary.stopped = CreditLimitReached(
+                f"spent the {self.max_credits} credits this run may use (--max-credits)")
         summary.seconds = time.perf_counter() - started
         self.reporter.finish(summary)
         return summary
@@ -299,6 +315,9 @@ class Engine:
         if self._interrupts and not summary.interrupted:
             summary.interrupted = True
             self.stop.set()
+            cancel = getattr(self.backend, "cancel", None)
+            if cancel is not None:
+                cancel()  # a request still waiting for a rate slot or a retry is not sent
         summary.abandoned = self._interrupts > 1
         return summary.abandoned
 

@@ -45,3 +45,10 @@ class OutOfCredits(StopBatch):
 
 class ModelUnavailable(UsageError):
     """The model asked for is unknown here or not downloaded."""
+
+
+class CreditLimitReached(StopBatch):
+    """This run spent the credits it was allowed (`--max-credits`); the rest is left for later."""
+
+    exit_code = 4
+    reason = "credit limit reached"

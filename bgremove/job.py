@@ -103,7 +103,7 @@ def run(job: Job, settings: Settings) -> Summary:
         from bgremove.commands.models import announce
 
         announce(backend, settings.model, settings.mode.value, quiet=job.quiet, verbose=job.verbose)
-    engine = Engine(backend, options, reporter, workers=settings.workers, overwrite=job.overwrite,
+    engine = Engine(backend, options, reporter, workers=settings.pool_size, overwrite=job.overwrite,
                     max_credits=settings.max_credits, dry_run=job.dry_run)
     summary: Summary | None = None
     try:

@@ -39,4 +39,13 @@ def open_backend(settings: Settings) -> Backend:
         from bgremove.backends.local import LocalBackend
 
         return LocalBackend(settings.model, settings.threads, settings.device)
-    raise UsageError(f"the {settings.backend} backend is not available in this build")
+    from bgremove.apikey import api_key_from
+    from bgremove.backends.remote import RemoteBackend
+
+    key = api_key_from(settings)
+    if key is None:
+        raise UsageError("--backend remote needs an API key: --api-key-file FILE, the "
+                         "BGREMOVE_API_KEY environment variable, api_key in the config file, "
+                         "or --api-key KEY")
+    return RemoteBackend(settings.api_url, key, rate_limit=settings.rate_limit,
+                         rate_window=settings.rate_window)

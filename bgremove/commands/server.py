@@ -216,6 +216,7 @@ def register(app: typer.Typer) -> None:
     app.command(
         "serve",
         help="Serve the Background Removal API on this machine's engine.\n\n"
-        "The same endpoint, fields, headers and errors as the hosted API.\n\nExample: bgremove serve --port 8000 --cors-origin https://app.example.com",
+        "The same endpoint, fields, headers and errors as the hosted API.\n\n"
+        "Example: bgremove serve --port 8000 --cors-origin https://app.example.com",
     )(serve)
     app.add_typer(keys_app)
