@@ -120,9 +120,9 @@ def remove(
         "tensorrt (onnxruntime execution providers; auto: the best installed accelerator, "
         "else cpu).", show_default="auto")] = None,
     workers: Annotated[int | None, typer.Option(
-        help="Images processed at once.", show_default=str(DEFAULTS.workers), min=1)] = None,
+        help="Images processed at once.", show_default="by cores, 2 to 4", min=1)] = None,
     threads: Annotated[int | None, typer.Option(
-        help="onnxruntime threads per inference.", show_default="all cores", min=1)] = None,
+        help="onnxruntime threads per image.", show_default="cores / workers", min=1)] = None,
     overwrite: Annotated[bool, typer.Option(
         help="Redo outputs that already exist (by default they are skipped).")] = False,
     files_from: Annotated[str | None, typer.Option(

@@ -126,8 +126,10 @@ class Settings:
     background_color: str = _setting("white", _colour, "fill colour without the mask")
     model: str | None = _setting(None, _text, "model name or .onnx path (local backend)")
     device: str = _setting("auto", _text, "where the model runs: auto | cpu | cuda | ...")
-    workers: int = _setting(2, _integer(1), "images in flight at once")
-    threads: int | None = _setting(None, _integer(1), "onnxruntime threads (local backend)")
+    workers: int | None = _setting(None, _integer(1),
+                                   "images in flight at once (default: by cores)")
+    threads: int | None = _setting(None, _integer(1),
+                                   "onnxruntime threads per image (default: cores / workers)")
     api_url: str = _setting(DEFAULT_API_URL, _url, "the API endpoint (remote backend)")
     api_key: str | None = _setting(None, _text, "the API key (remote backend)", secret=True)
     api_key_file: str | None = _setting(None, _path, "a file holding the API key")

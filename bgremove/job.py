@@ -75,6 +75,16 @@ def make_plan(job: Job, settings: Settings) -> Plan:
     return plan(job.inputs, job.output, settings.format, listed=listed, shard=job.shard)
 
 
+def sized_for_this_machine(settings: Settings) -> Settings:
+    """The settings with `workers` and `threads` that were not set filled in from the cores."""
+    from dataclasses import replace
+
+    from bgremove.parallel import plan
+
+    workers, threads = plan(settings.workers, settings.threads, local=settings.backend == "local")
+    return replace(settings, workers=workers, threads=threads)
+
+
 def run(job: Job, settings: Settings) -> Summary:
     """Run the job to the end, or until interrupted. On a second interrupt this returns with
     `summary.abandoned` set while worker threads may still be busy: exit with
@@ -86,6 +96,7 @@ def run(job: Job, settings: Settings) -> Summary:
     from bgremove.report import JsonLinesReporter, PlanListing, Reporters, write_report
 
     job.check()
+    settings = sized_for_this_machine(settings)
     options = settings.removal_options()
     plan = make_plan(job, settings)
 
