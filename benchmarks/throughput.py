@@ -204,8 +204,8 @@ def startup(args: list[str], runs: int = 7) -> float:
 # ---------------------------------------------------------------- encoders
 
 def encoder_tradeoffs(photos: list[Path]) -> list[tuple[str, float, float, str]]:
-    """(encoder, ms per megapixel, bits per pixel, note) on the fast-mode cut-outs of the
-    1600 px photos, single-threaded."""
+    """(encoder, ms per megapixel, bits per pixel, note) on the fast-mode cut-outs of the five
+    1600 px photos (not their mirror images), single-threaded."""
     import zlib
     from io import BytesIO
 
@@ -227,7 +227,8 @@ def encoder_tradeoffs(photos: list[Path]) -> list[tuple[str, float, float, str]]
     backend = LocalBackend(threads=1)
     options = RemovalOptions(Mode.fast, OutputFormat.png)
     cutouts = []
-    for photo in (p for p in photos if p.name.startswith("1600-")):
+    chosen = [p for p in photos if p.name.startswith("1600-") and "mirrored" not in p.name]
+    for photo in chosen:
         image = decode(photo.read_bytes())
         alpha = compute_alpha(backend.segmenter, image.rgb, Mode.fast, True)
         cutouts.append(compose(image.rgb, alpha, options, image.alpha))
@@ -306,6 +307,7 @@ def main() -> None:
     measure([str(rembg), "p", "-m", "u2netp", str(warm), str(out)], expect=out, count=1)
     measure(bgremove_command(warm, out, "fast", "png"), expect=out, count=1)
 
+    load_before = os.getloadavg()[0]
     for round_ in range(args.rounds):
         print(f"round {round_ + 1}/{args.rounds}", file=sys.stderr)
         record("rembg", measure([str(rembg), "p", "-m", "u2netp", str(WORK / "in"), str(out)],
@@ -319,13 +321,15 @@ def main() -> None:
     def median(name: str, key: str = "seconds") -> float:
         return statistics.median(r[key] for r in results[name])
 
+    load_after = os.getloadavg()[0]
     floor_name = min((f"floor, {t} thread(s)" for t in thread_options), key=median)
     print("memory: 30 vs 300 files, one 4000x4000 photo", file=sys.stderr)
     rss_30 = min(r["rss_mib"] for r in results["bgremove fast png"])
     run_300 = measure(bgremove_command(many, out, "fast", "png"), expect=out, count=10 * n)
     big_rss = {}
     for mode in ("fast", "balanced", "quality"):
-        big_rss[mode] = measure(bgremove_command(big, out / "4000.png", mode, "png"))["rss_mib"]
+        big_rss[mode] = measure(bgremove_command(big, out / "4000.png", mode, "png",
+                                                 "--overwrite"))["rss_mib"]
     print("start-up", file=sys.stderr)
     help_s, version_s = startup(["--help"]), startup(["--version"])
     print("encoders", file=sys.stderr)
@@ -350,7 +354,9 @@ def main() -> None:
         f"{', '.join(map(str, SIDES))} px (long side), built from `samples/` by "
         "`benchmarks/throughput.py`. Median of "
         f"{args.rounds} alternating rounds; every run is a fresh process timed from start to "
-        "exit (start-up and model load included); peak RSS is that process's.",
+        "exit (start-up and model load included); peak RSS is that process's. Load average "
+        f"(1 min) when the rounds began {load_before:.1f}, when they ended {load_after:.1f}: "
+        "anything else running on the machine slows every contender.",
         "",
         f"bgremove defaults here: {workers} workers x {threads} onnxruntime thread(s) "
         f"(`bgremove.parallel`). Floor: the bare `InferenceSession.run` of u2netp, 30 inputs one "
@@ -384,7 +390,7 @@ def main() -> None:
         "Versions: rembg's environment " + ", ".join(f"{k} {v}" for k, v in rembg_versions.items())
         + "; bgremove's " + ", ".join(f"{k} {v}" for k, v in our_versions.items()) + ".",
         "",
-        "Encoders, on the fast-mode cut-outs of the ten 1600 px photos (RGBA), one thread: the "
+        "Encoders, on the fast-mode cut-outs of the five 1600 px photos (RGBA), one thread: the "
         "size/speed trade-off behind bgremove's choices (fully transparent pixels are cleared "
         "first in bgremove's PNG writer; libwebp does the same itself).",
         "",

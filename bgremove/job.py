@@ -75,13 +75,14 @@ def make_plan(job: Job, settings: Settings) -> Plan:
     return plan(job.inputs, job.output, settings.format, listed=listed, shard=job.shard)
 
 
-def sized_for_this_machine(settings: Settings) -> Settings:
+def sized_for_this_machine(settings: Settings, images: int) -> Settings:
     """The settings with `workers` and `threads` that were not set filled in from the cores."""
     from dataclasses import replace
 
     from bgremove.parallel import plan
 
-    workers, threads = plan(settings.workers, settings.threads, local=settings.backend == "local")
+    workers, threads = plan(settings.workers, settings.threads, images=images,
+                            local=settings.backend == "local")
     return replace(settings, workers=workers, threads=threads)
 
 
@@ -96,9 +97,9 @@ def run(job: Job, settings: Settings) -> Summary:
     from bgremove.report import JsonLinesReporter, PlanListing, Reporters, write_report
 
     job.check()
-    settings = sized_for_this_machine(settings)
     options = settings.removal_options()
     plan = make_plan(job, settings)
+    settings = sized_for_this_machine(settings, len(plan.items))
 
     console = ConsoleReporter(quiet=job.quiet, verbose=job.verbose,
                               credits=settings.backend == "remote")

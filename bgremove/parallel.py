@@ -28,8 +28,11 @@ def usable_cores() -> int:
 
 
 def plan(workers: int | None, threads: int | None, *, local: bool = True,
-         cores: int | None = None) -> tuple[int, int]:
-    """(workers, onnxruntime threads per inference): what was asked for, the rest by the cores."""
+         cores: int | None = None, images: int | None = None) -> tuple[int, int]:
+    """(workers, onnxruntime threads per inference): what was asked for, the rest by the cores.
+
+    `images`, when known, caps the workers: a single photo gets every core for its inference.
+    """
     cores = cores or usable_cores()
     if workers is None:
         if not local:
@@ -38,6 +41,8 @@ def plan(workers: int | None, threads: int | None, *, local: bool = True,
             workers = min(max(2, cores), MAX_AUTO_WORKERS)
         else:
             workers = max(2, cores // threads)
+        if images is not None:
+            workers = max(1, min(workers, images))
     if threads is None:
         threads = max(1, cores // workers)
     return workers, threads

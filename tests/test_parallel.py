@@ -23,6 +23,13 @@ def test_what_is_asked_for_is_kept_and_the_rest_follows():
     assert parallel.plan(6, None, cores=2) == (6, 1)
 
 
+def test_a_single_photo_gets_every_core():
+    assert parallel.plan(None, None, cores=8, images=1) == (1, 8)
+    assert parallel.plan(None, None, cores=8, images=3) == (3, 2)
+    assert parallel.plan(None, None, cores=8, images=0) == (1, 8)
+    assert parallel.plan(2, None, cores=8, images=1) == (2, 4)  # as asked
+
+
 def test_remote_work_does_not_follow_the_cores():
     assert parallel.plan(None, None, local=False, cores=64) == (parallel.REMOTE_WORKERS, 32)
 
@@ -36,9 +43,10 @@ def test_usable_cores_is_the_affinity():
 
 def test_the_report_says_what_ran(tmp_path, samples):
     report = tmp_path / "report.json"
-    result = run_cli(str(samples / "chelsea.webp"), "-o", str(tmp_path / "out"), "--mode", "fast",
-                     "--threads", "1", "--report", str(report), "--quiet")
+    result = run_cli(str(samples / "chelsea.webp"), str(samples / "coffee.png"), "-o",
+                     str(tmp_path / "out"), "--mode", "fast", "--threads", "1",
+                     "--report", str(report), "--quiet")
     assert result.returncode == 0, result.stderr.decode()
     options = json.loads(report.read_text())["options"]
     assert options["threads"] == 1
-    assert options["workers"] == max(2, parallel.usable_cores())
+    assert options["workers"] == 2  # as many as the cores allow, but never more than the images
