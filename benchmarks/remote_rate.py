@@ -136,7 +136,8 @@ def main() -> None:
         "",
         "| measure | value |",
         "|---|---|",
-        f"| sustained rate ({k * args.cap} requests, from arrival 1 to arrival {k * args.cap + 1}) | "
+        f"| sustained rate ({k * args.cap} requests, from arrival 1 to arrival "
+        f"{k * args.cap + 1}) | "
         f"{rate * 60:.0f}/min = **{rate / cap_rate:.1%} of the cap** |",
         f"| most arrivals in any {args.window:g} s | {busiest} (cap {args.cap}) |",
         f"| 429 answers | **{too_many}** |",

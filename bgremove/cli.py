@@ -126,9 +126,10 @@ def remove(
         "tensorrt (onnxruntime execution providers; auto: the best installed accelerator, "
         "else cpu).", show_default="auto")] = None,
     workers: Annotated[int | None, typer.Option(
-        help="Images processed at once.", show_default="2 local, 8 remote", min=1)] = None,
+        help="Images processed at once.", show_default="by cores, 2 to 4; remote: 8",
+        min=1)] = None,
     threads: Annotated[int | None, typer.Option(
-        help="onnxruntime threads per inference.", show_default="all cores", min=1)] = None,
+        help="onnxruntime threads per image.", show_default="cores / workers", min=1)] = None,
     backend: Annotated[Backend, typer.Option(
         help="local: the model on this machine; remote: the Background Removal API.",
     )] = Backend.local,

@@ -127,9 +127,10 @@ class Settings:
     background_color: str = _setting("white", _colour, "fill colour without the mask")
     model: str | None = _setting(None, _text, "model name or .onnx path (local backend)")
     device: str = _setting("auto", _text, "where the model runs: auto | cpu | cuda | ...")
-    # Unset: chosen for the backend (remote requests wait on the network, so more overlap).
-    workers: int | None = _setting(None, _integer(1), "images in flight at once")
-    threads: int | None = _setting(None, _integer(1), "onnxruntime threads (local backend)")
+    workers: int | None = _setting(None, _integer(1),
+                                   "images in flight at once (default: by cores)")
+    threads: int | None = _setting(None, _integer(1),
+                                   "onnxruntime threads per image (default: cores / workers)")
     api_url: str = _setting(DEFAULT_API_URL, _url, "the API endpoint (remote backend)")
     api_key: str | None = _setting(None, _text, "the API key (remote backend)", secret=True)
     api_key_file: str | None = _setting(None, _path, "a file holding the API key")
@@ -141,12 +142,6 @@ class Settings:
     # The config file that was looked for, and whether it exists.
     config_file: Path | None = field(default=None, compare=False)
     config_found: bool = field(default=False, compare=False)
-
-    @property
-    def pool_size(self) -> int:
-        if self.workers is not None:
-            return self.workers
-        return 8 if self.backend == "remote" else 2
 
     def removal_options(self) -> RemovalOptions:
         return RemovalOptions(self.mode, self.format, self.include_mask, self.smooth_edges,

@@ -75,6 +75,17 @@ def make_plan(job: Job, settings: Settings) -> Plan:
     return plan(job.inputs, job.output, settings.format, listed=listed, shard=job.shard)
 
 
+def sized_for_this_machine(settings: Settings, images: int) -> Settings:
+    """The settings with `workers` and `threads` that were not set filled in from the cores."""
+    from dataclasses import replace
+
+    from bgremove.parallel import plan
+
+    workers, threads = plan(settings.workers, settings.threads, images=images,
+                            local=settings.backend == "local")
+    return replace(settings, workers=workers, threads=threads)
+
+
 def run(job: Job, settings: Settings) -> Summary:
     """Run the job to the end, or until interrupted. On a second interrupt this returns with
     `summary.abandoned` set while worker threads may still be busy: exit with
@@ -88,6 +99,7 @@ def run(job: Job, settings: Settings) -> Summary:
     job.check()
     options = settings.removal_options()
     plan = make_plan(job, settings)
+    settings = sized_for_this_machine(settings, len(plan.items))
 
     console = ConsoleReporter(quiet=job.quiet, verbose=job.verbose,
                               credits=settings.backend == "remote")
@@ -103,7 +115,7 @@ def run(job: Job, settings: Settings) -> Summary:
         from bgremove.commands.models import announce
 
         announce(backend, settings.model, settings.mode.value, quiet=job.quiet, verbose=job.verbose)
-    engine = Engine(backend, options, reporter, workers=settings.pool_size, overwrite=job.overwrite,
+    engine = Engine(backend, options, reporter, workers=settings.workers, overwrite=job.overwrite,
                     max_credits=settings.max_credits, dry_run=job.dry_run)
     summary: Summary | None = None
     try:

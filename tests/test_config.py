@@ -27,7 +27,7 @@ def test_defaults_without_any_config(tmp_path):
     settings = config.load(environ={"XDG_CONFIG_HOME": str(tmp_path)})
     assert settings == config.Settings()
     assert settings.mode is Mode.balanced and settings.format is OutputFormat.webp
-    assert settings.pool_size == 2 and settings.backend == "local" and settings.api_key is None
+    assert settings.workers is None and settings.backend == "local" and settings.api_key is None
     assert not settings.config_found
     assert settings.config_file == tmp_path / "bgremove" / "config.toml"
 

@@ -49,10 +49,11 @@ def test_command_lists_show_whole_descriptions(path, group):
                                  "is cut short: make its first line shorter"
 
 
-def test_help_does_not_load_the_heavy_modules():
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "bgremove", "--help"],
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_help_does_not_load_the_heavy_modules(flag):
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "bgremove", flag],
                           capture_output=True, text=True, env=cli_env())
     assert proc.returncode == 0
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
     assert "bgremove.cli" in imported
-    assert not imported & {"numpy", "onnxruntime", "PIL.Image", "scipy", "rembg"}
+    assert not imported & {"numpy", "onnxruntime", "PIL.Image", "scipy", "rembg", "isal"}

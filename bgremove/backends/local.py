@@ -16,22 +16,23 @@ from bgremove.imaging.decode import decode
 from bgremove.imaging.matte import compute_alpha
 from bgremove.models import BUNDLED, KNOWN, resolve
 from bgremove.options import RemovalOptions
+from bgremove.parallel import usable_cores
 
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-def default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
 def session_options(threads: int | None):
+    """One image's inference on `threads` threads (default: all usable cores)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or default_threads()
+    opts.intra_op_num_threads = threads or usable_cores()
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The memory pattern pre-plans one block per run, and every image in flight holds its own:
+    # without it, peak memory with two images in flight is ~170 MB lower, at the same speed.
+    opts.enable_mem_pattern = False
     return opts
 
 
@@ -57,7 +58,12 @@ class OnnxSaliency:
         self.side = side if isinstance(side, int) else 320
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
-        small = Image.fromarray(rgb).resize((self.side, self.side), Image.Resampling.BILINEAR)
+        # reducing_gap: a box-filter reduce() by an integer factor first, then bilinear the rest
+        # of the way: about half the cost of a bilinear resize from full size; the model input
+        # differs by under 0.3 grey levels on average (measured on the benchmark photos).
+        small = Image.fromarray(rgb).resize(
+            (self.side, self.side), Image.Resampling.BILINEAR, reducing_gap=2.0
+        )
         x = np.asarray(small, dtype=np.float32)
         x *= 1.0 / max(float(x.max()), 1e-6)
         x -= _MEAN
@@ -72,7 +78,7 @@ class OnnxSaliency:
 
 
 class RembgSaliency:
-    """Any other rembg model, through rembg's own session (which knows each model's pre-processing)."""
+    """Any other rembg model, through rembg's own session (it knows each model's pre-processing)."""
 
     def __init__(self, name: str, path: Path, threads: int | None = None,
                  providers: list | None = None):

@@ -72,7 +72,8 @@ def decode(data: bytes) -> Decoded:
     image = open_image(data)
     try:
         image.load()
-        image = ImageOps.exif_transpose(image)
+        # In place: without an orientation tag the copy exif_transpose() returns is pure waste.
+        ImageOps.exif_transpose(image, in_place=True)
     except Image.DecompressionBombError:
         raise ImageError(f"image too large to decode safely (over {MAX_PIXELS:,} pixels)") from None
     except Exception as exc:
@@ -96,4 +97,6 @@ def _to_rgb_alpha(image: Image.Image) -> Decoded:
         if alpha.min() == 255:  # an alpha channel that hides nothing is no alpha at all
             return Decoded(np.ascontiguousarray(rgba[:, :, :3]), None)
         return Decoded(np.ascontiguousarray(rgba[:, :, :3]), np.ascontiguousarray(alpha))
-    return Decoded(np.asarray(image.convert("RGB")), None)
+    if mode != "RGB":  # convert() copies even when there is nothing to convert
+        image = image.convert("RGB")
+    return Decoded(np.asarray(image), None)
