@@ -16,8 +16,8 @@ import os
 
 # Past this many images in flight, more workers only cost memory: give them more threads instead.
 MAX_AUTO_WORKERS = 4
-# Remote work waits on the network, not the CPU: more requests overlap (the API's own cap).
-REMOTE_WORKERS = 8
+# Remote work waits on the network, not the CPU; the API's rate limit is the real bound.
+REMOTE_WORKERS = 8  # enough to keep the cap busy with ~0.25 s answers (benchmarks/remote_rate.py)
 
 
 def usable_cores() -> int:
