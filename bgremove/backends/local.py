@@ -57,7 +57,12 @@ class OnnxSaliency:
         self.side = side if isinstance(side, int) else 320
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
-        small = Image.fromarray(rgb).resize((self.side, self.side), Image.Resampling.BILINEAR)
+        # Lanczos, as rembg shrinks the photo: the model's maps are measurably better
+        # for it (sod-dev maxF 0.837 against 0.830 with bilinear, BENCHMARKS.md). reducing_gap
+        # box-shrinks very large photos first, which keeps the cost near a bilinear resize.
+        small = Image.fromarray(rgb).resize(
+            (self.side, self.side), Image.Resampling.LANCZOS, reducing_gap=3.0
+        )
         x = np.asarray(small, dtype=np.float32)
         x *= 1.0 / max(float(x.max()), 1e-6)
         x -= _MEAN
