@@ -181,17 +181,30 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 
 def shadow_matte(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Opacity of the subject's cast shadow: background pixels near the subject that are darker
-    than the surrounding background, as a soft layer in [0, 1] (0 where there is no shadow)."""
-    lum = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    """Opacity of the subject's cast shadow, as a soft layer in [0, 1] (0 where there is none).
+
+    A shadow is background near the subject that is darker than the surface around it. Two tests
+    keep dark objects out: a shadow dims a surface rather than recolouring it (a loose test: the
+    saucer's shadow on the coffee table is redder than the lit wood), and it is not near-black
+    against a bright surround (the black table behind the astronaut's helmet). Without them the
+    astronaut came out with that table and the flag's stripes as a "shadow".
+    """
+    image = rgb.astype(np.float32)
+    lum = image @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     side = max(alpha.shape)
     background = 1.0 - alpha
     radius = max(8, side // 12)
-    # Local background brightness, estimated from background pixels only.
-    bg_lum = box(lum * background, radius) / (box(background, radius) + 1e-5)
-    darkness = np.clip(1.0 - lum / (bg_lum + 1e-3), 0.0, 1.0)
+    # The surface around each pixel: brightness and colour of background pixels only.
+    weight = box(background, radius) + 1e-5
+    bg_lum = box(lum * background, radius) / weight
+    ratio = lum / (bg_lum + 1e-3)
+    darkness = np.clip(1.0 - ratio, 0.0, 1.0)
+    chroma = image / (image.sum(axis=2, keepdims=True) + 1.0)
+    bg_chroma = box(chroma * background[:, :, None], radius) / weight[:, :, None]
+    same_colour = np.clip(1.0 - np.abs(chroma - bg_chroma).sum(axis=2) / 0.45, 0.0, 1.0)
+    not_black = np.clip((ratio - 0.03) / 0.07, 0.0, 1.0)
     # Shadows fall next to the subject: weight by how much subject lies within a wide window.
     near = np.clip(box(alpha, max(6, side // 20)) * 4.0, 0.0, 1.0)
-    shadow = darkness * near * background
+    shadow = darkness * same_colour * not_black * near * background
     shadow = np.where(shadow > 0.08, np.minimum(shadow * 1.5, 0.85), 0.0)
     return box(shadow.astype(np.float32), 2)
