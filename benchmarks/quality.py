@@ -54,6 +54,7 @@ from bgremove.options import Mode, OutputFormat, RemovalOptions  # noqa: E402
 REFERENCE_MAXF, REFERENCE_MAE = 0.837, 0.118
 MAX_COST_RATIO = 4.0
 THRESHOLDS = 256
+REFERENCE = "rembg u2netp (reference)"
 
 
 # --- metrics -------------------------------------------------------------------------------------
@@ -179,8 +180,10 @@ def measure(rows: list[Row], eval_dir: Path, limit: int | None) -> int:
         # on all of them alike.
         for row in rows:
             row.sod.add(alpha_at(timed(row, data), gt_image.size), gt)
-        print(f"\r  sod-dev {n}/{len(pairs)}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+        if sys.stderr.isatty():
+            print(f"\r  sod-dev {n}/{len(pairs)}", end="", file=sys.stderr, flush=True)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
 
     gt01 = eval_dir / "alphamatting-gt01"
     data = (gt01 / "image.png").read_bytes()
@@ -203,7 +206,7 @@ def table(rows: list[Row]) -> str:
         s = float(np.mean(r.seconds))
         m = r.matte
         lines.append(
-            f"| {r.name} | {r.sod.max_f():.3f} | {r.sod.mean_abs_error():.3f} | {m['sad']:.2f} "
+            f"| {r.name} | {r.sod.max_f():.4f} | {r.sod.mean_abs_error():.4f} | {m['sad']:.2f} "
             f"| {m['mse']:.4f} | {m['sad_unknown']:.2f} | {m['mse_unknown']:.4f} "
             f"| {s:.3f} | {s / fast:.2f} |"
         )
@@ -212,24 +215,27 @@ def table(rows: list[Row]) -> str:
 
 def verdict(rows: list[Row]) -> str:
     by = {r.name: r for r in rows}
-    fast = by["fast"]
+    fast, ref = by["fast"], by[REFERENCE]
     fast_f, fast_mae = fast.sod.max_f(), fast.sod.mean_abs_error()
-    parts = []
-    ok = fast_f >= REFERENCE_MAXF and fast_mae <= REFERENCE_MAE
-    parts.append(
-        f"fast vs rembg's u2netp reference (maxF ≥ {REFERENCE_MAXF}, MAE ≤ {REFERENCE_MAE}): "
-        f"{'met' if ok else 'NOT met'} (maxF {fast_f:.3f}, MAE {fast_mae:.3f})"
-    )
+    ref_f, ref_mae = ref.sod.max_f(), ref.sod.mean_abs_error()
+    # Matched against rembg measured in this run, and against the eval README's figures at the
+    # precision they are given in.
+    ok = (fast_f >= ref_f and fast_mae <= ref_mae
+          and round(fast_f, 3) >= REFERENCE_MAXF and round(fast_mae, 3) <= REFERENCE_MAE)
+    parts = [
+        f"fast at least matches rembg's u2netp: {'met' if ok else 'NOT met'} (maxF {fast_f:.4f}"
+        f" vs {ref_f:.4f} measured alongside and {REFERENCE_MAXF} published; MAE {fast_mae:.4f}"
+        f" vs {ref_mae:.4f} and {REFERENCE_MAE})"
+    ]
     for name in ("balanced", "quality"):
         r = by[name]
         f, mae = r.sod.max_f(), r.sod.mean_abs_error()
-        # "No worse" at the precision the table shows.
-        no_worse = round(f, 3) >= round(fast_f, 3) and round(mae, 3) <= round(fast_mae, 3)
+        no_worse = f >= fast_f and mae <= fast_mae
         better = (r.matte["sad_unknown"] < fast.matte["sad_unknown"]
                   and r.matte["mse"] < fast.matte["mse"])
         parts.append(
             f"{name} no worse than fast on sod-dev and better on GT01: "
-            f"{'met' if no_worse and better else 'NOT met'} (maxF {f:.3f}, MAE {mae:.3f}; "
+            f"{'met' if no_worse and better else 'NOT met'} (maxF {f:.4f}, MAE {mae:.4f}; "
             f"GT01 SAD in unknown {r.matte['sad_unknown']:.2f} vs {fast.matte['sad_unknown']:.2f}"
             f", MSE {r.matte['mse']:.4f} vs {fast.matte['mse']:.4f})"
         )
@@ -293,7 +299,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         shutil.copy(resolve(BUNDLED)[1], Path(home) / "u2netp.onnx")
         rows = [Row(mode.value, bgremove_pipeline(backend, mode)) for mode in Mode]
-        rows.append(Row("rembg u2netp (reference)", rembg_pipeline(Path(home))))
+        rows.append(Row(REFERENCE, rembg_pipeline(Path(home))))
         count = measure(rows, args.eval_dir, args.limit)
 
     result = table(rows)
