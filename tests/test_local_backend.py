@@ -88,6 +88,26 @@ def test_preserve_shadows_adds_a_semi_transparent_layer(backend, samples):
     assert np.percentile(shadow[added], 50) < 230
 
 
+def test_preserve_shadows_leaves_dark_objects_out(backend, samples):
+    # The astronaut stands before a bright backdrop with a black table and a flag beside her and
+    # casts no shadow on them: dark objects next to the subject are not its shadow.
+    data = (samples / "astronaut.jpg").read_bytes()
+    plain = np.asarray(cutout(backend, data, output_format=OutputFormat.png))[:, :, 3]
+    shadow = np.asarray(cutout(backend, data, output_format=OutputFormat.png,
+                               preserve_shadows=True))[:, :, 3]
+    added = (shadow.astype(int) - plain) > 50
+    assert added.mean() < 0.005
+
+
+def test_quality_keeps_the_whole_subject_opaque(backend, samples):
+    # The model misses the helmet in the mirrored photo: its second opinion must not make the
+    # helmet see-through.
+    data = (samples / "astronaut.jpg").read_bytes()
+    alpha = np.asarray(cutout(backend, data, mode=Mode.quality))[:, :, 3] / 255.0
+    for x, y in [(380, 440), (360, 470), (330, 420)]:
+        assert alpha[y, x] > 0.9, (x, y)
+
+
 def test_quality_cleans_colours_and_differs_from_fast(backend, samples):
     data = (samples / "astronaut.jpg").read_bytes()
     fast = np.asarray(cutout(backend, data, mode=Mode.fast, output_format=OutputFormat.png))
