@@ -377,7 +377,20 @@ def main() -> None:
                      f"{median(name, 'rss_mib'):.0f} MiB |")
     lines.append(f"| floor (model only) | {floor_ips:.2f} | {floor_ips / rembg_ips:.2f}x | 1.00x "
                  "| - |")
+    fast_ips = n / median("bgremove fast png")
+    slowest_start = max(help_s, version_s)
+    bars = [  # the targets
+        ("fast PNG at least 2x rembg", fast_ips >= 2 * rembg_ips, f"{fast_ips / rembg_ips:.2f}x"),
+        ("within 1.3x of the floor", floor_ips <= 1.3 * fast_ips, f"{floor_ips / fast_ips:.2f}x"),
+        ("start-up under 0.3 s", slowest_start < 0.3, f"{slowest_start:.2f} s"),
+        ("peak RSS flat from 30 to 300 files (within 20%)", run_300["rss_mib"] <= 1.2 * rss_30,
+         f"{run_300['rss_mib'] / rss_30 - 1:+.0%}"),
+    ]
+    verdict = "Bars: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'} ({value})"
+                                   for name, ok, value in bars) + "."
     lines += [
+        "",
+        verdict,
         "",
         f"Memory (`--mode fast --format png`): 30 files {rss_30:.0f} MiB, 300 files "
         f"{run_300['rss_mib']:.0f} MiB peak RSS ({n * 10 / run_300['seconds']:.2f} img/s). "
@@ -402,6 +415,8 @@ def main() -> None:
     print(section)
     if not args.no_write:
         write_section(ROOT / "BENCHMARKS.md", section)
+    if not all(ok for _, ok, _ in bars):
+        raise SystemExit("a bar is not met (above)")
 
 
 def write_section(path: Path, body: str) -> None:
