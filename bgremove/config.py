@@ -19,6 +19,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from bgremove.contract import DEFAULT_API_URL, RATE_LIMIT, RATE_WINDOW
 from bgremove.errors import UsageError
 from bgremove.options import Mode, OutputFormat, RemovalOptions, parse_bool, parse_color
 
@@ -29,7 +30,6 @@ else:  # pragma: no cover - Python 3.10 reads TOML with the tomli backport (a de
 
 ENV_PREFIX = "BGREMOVE_"
 CONFIG_ENV = "BGREMOVE_CONFIG"
-DEFAULT_API_URL = "https://api.versatool.ai/api/remove-background/"
 
 Parser = Callable[[Any], Any]
 
@@ -134,8 +134,9 @@ class Settings:
     api_url: str = _setting(DEFAULT_API_URL, _url, "the API endpoint (remote backend)")
     api_key: str | None = _setting(None, _text, "the API key (remote backend)", secret=True)
     api_key_file: str | None = _setting(None, _path, "a file holding the API key")
-    rate_limit: int = _setting(100, _integer(1), "requests per rate_window at most (remote)")
-    rate_window: float = _setting(60.0, _positive_number, "seconds the rate_limit applies to")
+    rate_limit: int = _setting(RATE_LIMIT, _integer(1), "requests per rate_window at most (remote)")
+    rate_window: float = _setting(RATE_WINDOW, _positive_number,
+                                  "seconds the rate_limit applies to")
     max_credits: int | None = _setting(None, _integer(0), "stop after spending this many credits")
 
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)

@@ -21,6 +21,7 @@ import httpx
 
 from bgremove.apikey import Secret
 from bgremove.backends import Result
+from bgremove.contract import CONTENT_TYPES, MAX_FILE_BYTES, MAX_SIDE, RATE_LIMIT, RATE_WINDOW
 from bgremove.errors import (
     AuthenticationFailed,
     FileFailed,
@@ -33,13 +34,6 @@ from bgremove.imaging.decode import SNIFF_BYTES, open_image, sniff
 from bgremove.options import RGB, WHITE, OutputFormat, RemovalOptions
 from bgremove.ratelimit import RateLimiter
 
-# The contract's limits (background-removal-api.txt, "Rate Limits and Quotas").
-API_FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
-MAX_BYTES = 10 * 1024 * 1024
-MAX_SIDE = 4000
-DEFAULT_RATE_LIMIT = 100
-DEFAULT_RATE_WINDOW = 60.0
-
 # A cut-out of a large photo in quality mode takes a while on the server: the read timeout is
 # generous, because a request that times out after the server did the work may be charged twice
 # when it is retried. Connecting and uploading get shorter limits.
@@ -51,12 +45,11 @@ RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
 
 def check_limits(data: bytes) -> str:
     """Refuse what the API would refuse, before a credit is spent; return the format's name."""
-    if len(data) > MAX_BYTES:
-        raise ImageError(
-            f"file is {len(data) / 2**20:.1f} MB; the API takes files up to {MAX_BYTES // 2**20} MB"
-        )
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"file is {len(data) / 2**20:.1f} MB; the API takes files up to "
+                         f"{MAX_FILE_BYTES // 2**20} MB")
     kind = sniff(data[:SNIFF_BYTES])
-    if kind is not None and kind not in API_FORMATS:
+    if kind is not None and kind not in CONTENT_TYPES:
         raise ImageError(f"{kind.upper()} image; the API takes JPEG, PNG or WebP only")
     width, height = open_image(data).size  # the header only: nothing is decoded
     if width > MAX_SIDE or height > MAX_SIDE:
@@ -96,13 +89,13 @@ def fill_background(data: bytes, colour: RGB, output_format: OutputFormat) -> by
     import numpy as np
     from PIL import Image
 
-    from bgremove.imaging.compose import encode
+    from bgremove.imaging.compose import encode, flatten
 
     with Image.open(BytesIO(data)) as image:
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
-    alpha = rgba[:, :, 3:4] * (1.0 / 255.0)
-    out = rgba[:, :, :3] * alpha + np.asarray(colour, dtype=np.float32) * (1.0 - alpha)
-    return encode(Image.fromarray((out + 0.5).astype(np.uint8), "RGB"), output_format)
+        rgba = np.asarray(image.convert("RGBA"))
+    alpha = rgba[:, :, 3].astype(np.float32) * (1.0 / 255.0)
+    return encode(flatten(rgba[:, :, :3], alpha, np.asarray(colour, dtype=np.float32)),
+                  output_format)
 
 
 class RemoteBackend:
@@ -116,8 +109,8 @@ class RemoteBackend:
         api_key: Secret | str,
         *,
         client: httpx.Client | None = None,
-        rate_limit: int = DEFAULT_RATE_LIMIT,
-        rate_window: float = DEFAULT_RATE_WINDOW,
+        rate_limit: int = RATE_LIMIT,
+        rate_window: float = RATE_WINDOW,
         max_retries: int = 4,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
@@ -184,7 +177,7 @@ class RemoteBackend:
                     self.api_url,
                     headers={"x-api-key": self._key.reveal()},
                     data=fields,
-                    files={"file": (f"image.{kind}", data, API_FORMATS[kind])},
+                    files={"file": (f"image.{kind}", data, CONTENT_TYPES[kind])},
                     timeout=self.timeout,
                 )
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:

@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from bgremove.contract import RATE_LIMIT
 from bgremove.errors import BgRemoveError, UsageError
 from bgremove.server.store import KeyStore, default_db_path, key_id_of
 
@@ -36,7 +37,7 @@ def serve(
         metavar="PORT", help="Port to listen on.", min=1, max=65535)] = 8000,
     db: DbOption = None,
     rate_limit: Annotated[int, typer.Option(
-        metavar="N", help="Requests per minute per key; 0: no limit.", min=0)] = 100,
+        metavar="N", help="Requests per minute per key; 0: no limit.", min=0)] = RATE_LIMIT,
     cors_origin: Annotated[list[str] | None, typer.Option(
         "--cors-origin", metavar="ORIGIN", show_default=False,
         help="Let browser pages on this origin call the API (repeatable; * for any).")] = None,

@@ -34,24 +34,28 @@ def compose(
         alpha = alpha * (source_alpha.astype(np.float32) * (1.0 / 255.0))
     shadow = shadow_matte(rgb, alpha) if options.preserve_shadows else None
     fg = estimate_foreground(rgb, alpha) if options.mode is Mode.quality else rgb
-    a = alpha[:, :, None]
-
     if not options.include_mask:
         background = np.asarray(options.background_color, dtype=np.float32)
         if shadow is not None:
             background = background * (1.0 - shadow[:, :, None])
-        out = fg.astype(np.float32) * a + background * (1.0 - a)
-        return Image.fromarray((out + 0.5).astype(np.uint8), "RGB")
+        return flatten(fg, alpha, background)
 
     if shadow is not None:
         # The shadow is a black layer under the subject: over it, the colour is the subject's
         # premultiplied colour divided by the combined opacity.
         total = alpha + (1.0 - alpha) * shadow
-        colour = fg.astype(np.float32) * (a / np.maximum(total, 1e-6)[:, :, None])
+        colour = fg.astype(np.float32) * (alpha / np.maximum(total, 1e-6))[:, :, None]
         fg = (colour + 0.5).astype(np.uint8)
         alpha = total
     alpha8 = (alpha * 255.0 + 0.5).astype(np.uint8)
     return _rgba(fg, alpha8)
+
+
+def flatten(fg: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> Image.Image:
+    """`fg` over `background` (one colour, or one per pixel), `alpha` in [0, 1]: an RGB image."""
+    a = alpha[:, :, None]
+    out = fg.astype(np.float32) * a + background * (1.0 - a)
+    return Image.fromarray((out + 0.5).astype(np.uint8), "RGB")
 
 
 def _rgba(rgb: np.ndarray, alpha8: np.ndarray) -> Image.Image:

@@ -35,16 +35,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bgremove import __version__
 from bgremove.backends import Backend
+from bgremove.contract import CONTENT_TYPES, MAX_FILE_BYTES, MAX_SIDE, RATE_LIMIT, RATE_WINDOW
 from bgremove.errors import ImageError
 from bgremove.imaging.decode import SNIFF_BYTES, open_image, sniff
 from bgremove.options import Mode, OutputFormat, RemovalOptions, parse_bool
 from bgremove.server.ratelimit import RateLimiter
 from bgremove.server.store import KeyInfo, KeyStore
 
-# The contract's limits.
-MAX_FILE_BYTES = 10 * 1024 * 1024
-MAX_SIDE = 4000
-ACCEPTED_FORMATS = ("jpeg", "png", "webp")
 # Room in the request body for the other form fields and the multipart framing around the file.
 MAX_BODY_BYTES = MAX_FILE_BYTES + 64 * 1024
 TOO_LARGE = "file too large: the limit is 10 MB"
@@ -231,7 +228,7 @@ class RemovalService:
         if len(data) > MAX_FILE_BYTES:
             raise ApiError(400, TOO_LARGE)
         kind = sniff(data[:SNIFF_BYTES])
-        if kind not in ACCEPTED_FORMATS:
+        if kind not in CONTENT_TYPES:
             found = f" ({kind.upper()})" if kind else ""
             raise ApiError(400, f"unsupported file type{found}: send a JPEG, PNG or WebP image")
         try:
@@ -364,8 +361,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 def create_app(
     store: KeyStore | str | os.PathLike[str],
     *,
-    rate_limit: int = 100,
-    rate_window: float = 60.0,
+    rate_limit: int = RATE_LIMIT,
+    rate_window: float = RATE_WINDOW,
     max_concurrency: int | None = None,
     cors_origins: Sequence[str] = (),
     backend: Backend | None = None,
