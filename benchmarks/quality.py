@@ -29,7 +29,6 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import shutil
 import sys
 import tempfile
@@ -46,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import bgremove  # noqa: E402
+from benchmarks.sections import write_section  # noqa: E402
 from bgremove.backends.local import LocalBackend  # noqa: E402
 from bgremove.models import BUNDLED, resolve  # noqa: E402
 from bgremove.options import Mode, OutputFormat, RemovalOptions  # noqa: E402
@@ -276,17 +276,6 @@ def versions() -> str:
     )
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    doc = path.read_text()
-    section = f"<!-- quality:start -->\n{text.strip()}\n<!-- quality:end -->"
-    doc, n = re.subn(r"<!-- quality:start -->.*?<!-- quality:end -->", lambda _: section, doc,
-                     flags=re.S)
-    if n != 1:
-        raise SystemExit("BENCHMARKS.md has no quality section")
-    path.write_text(doc)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--eval-dir", type=Path, default=default_eval_dir(),
@@ -316,6 +305,7 @@ def write(args: argparse.Namespace, count: int, result: str, bars: str) -> None:
     if args.limit:
         raise SystemExit("not writing BENCHMARKS.md from a --limit run (add --no-write)")
     write_section(
+        "quality",
         f"Quality, measured {datetime.date.today().isoformat()} by `benchmarks/quality.py` on "
         f"{machine()}; {versions()}.\n\n"
         f"sod-dev: {count} photos with human salient-object masks (maxF, MAE: the U²-Net paper's "

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.sections import write_section  # noqa: E402
 from bgremove.backends.local import LocalBackend  # noqa: E402
 from bgremove.options import Mode, RemovalOptions  # noqa: E402
 from bgremove.server import create_app  # noqa: E402
@@ -70,17 +70,6 @@ def sustained_rate(times: list[float], cap: int) -> tuple[float, int]:
     if k < 1:
         raise SystemExit("too few requests for a full window: raise --windows")
     return k * cap / (times[k * cap] - times[0]), k
-
-
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    doc = path.read_text()
-    section = f"<!-- remote:start -->\n{text.strip()}\n<!-- remote:end -->"
-    doc, n = re.subn(r"<!-- remote:start -->.*?<!-- remote:end -->", lambda _: section, doc,
-                     flags=re.S)
-    if n != 1:
-        doc = doc.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(doc)
 
 
 def main() -> None:
@@ -151,7 +140,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section("remote", text)
     if too_many or busiest > args.cap or rate < 0.95 * cap_rate:
         raise SystemExit("below target: want >= 95% of the cap and no 429")
 

@@ -34,6 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.sections import write_section  # noqa: E402
+
 BENCH = ROOT / ".bench"
 WORK = BENCH / "throughput"
 REMBG_VENV = BENCH / "rembg-venv"
@@ -41,7 +43,6 @@ U2NET_HOME = BENCH / "u2net"
 REMBG_SPEC = "rembg[cpu,cli]"  # [cpu]: onnxruntime; [cli]: the `rembg` command
 MODEL = ROOT / "bgremove" / "models" / "u2netp.onnx"
 SIDES = (800, 1600, 2400)
-MARKERS = ("<!-- throughput:start -->", "<!-- throughput:end -->")
 BGREMOVE_VARIANTS = (
     ("fast", "png"),
     ("fast", "webp"),
@@ -414,17 +415,9 @@ def main() -> None:
     section = "\n".join(lines)
     print(section)
     if not args.no_write:
-        write_section(ROOT / "BENCHMARKS.md", section)
+        write_section("throughput", section)
     if not all(ok for _, ok, _ in bars):
         raise SystemExit("a bar is not met (above)")
-
-
-def write_section(path: Path, body: str) -> None:
-    start, end = MARKERS
-    text = path.read_text()
-    before, rest = text.split(start, 1)
-    _, after = rest.split(end, 1)
-    path.write_text(f"{before}{start}\n{body}\n{end}{after}")
 
 
 if __name__ == "__main__":
