@@ -10,9 +10,8 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -22,6 +21,9 @@ from bgremove.config import describe as describe_settings
 from bgremove.config import load as load_settings
 from bgremove.errors import BgRemoveError, UsageError
 from bgremove.options import Mode, OutputFormat
+
+if TYPE_CHECKING:  # typer vendors click; only its types are named here
+    import click
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -43,6 +43,14 @@ class OutOfCredits(StopBatch):
     reason = "out of credits"
 
 
+class SetupError(StopBatch):
+    """The setup is wrong, not the file: the API cannot be reached or is not the API, the output
+    cannot be written, the port is taken. Every other file would fail the same way, so stop."""
+
+    exit_code = 5
+    reason = "setup"
+
+
 class ModelUnavailable(UsageError):
     """The model asked for is unknown here or not downloaded."""
 

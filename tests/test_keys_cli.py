@@ -12,7 +12,7 @@ import time
 
 import httpx
 import pytest
-from click.testing import Result
+from typer.testing import Result
 from typer.testing import CliRunner
 
 from bgremove.cli import app
