@@ -4,6 +4,8 @@
 Imported by `bgremove --help` (through the settings): it must stay free of heavy imports.
 """
 
+from bgremove.errors import ImageError
+
 DEFAULT_API_URL = "https://api.versatool.ai/api/remove-background/"
 
 # Accepted images, by the format their content shows, and the type each is sent as.
@@ -13,3 +15,31 @@ MAX_SIDE = 4000
 # Requests per key in any RATE_WINDOW seconds.
 RATE_LIMIT = 100
 RATE_WINDOW = 60.0
+
+
+def check_upload(data: bytes) -> str:
+    """Refuse what the API refuses, from the bytes and the image header alone (nothing is
+    decoded); return the format's name ("jpeg", "png" or "webp").
+
+    The client runs it before spending a credit and the server before reserving one, so both
+    refuse the same files with the same ImageError message.
+    """
+    # Imported here: this module is read by `bgremove --help`, which must not load Pillow.
+    from bgremove.imaging.decode import SNIFF_BYTES, open_image, sniff
+
+    if not data:
+        raise ImageError("the file is empty")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"file too large: {len(data) / 2**20:.1f} MB, the limit is "
+                         f"{MAX_FILE_BYTES // 2**20} MB")
+    kind = sniff(data[:SNIFF_BYTES])
+    if kind not in CONTENT_TYPES:
+        found = f" ({kind.upper()})" if kind else ""
+        raise ImageError(f"unsupported file type{found}: the API takes JPEG, PNG or WebP images")
+    image = open_image(data)  # the header only
+    width, height = image.size
+    image.close()
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise ImageError(f"image too large: {width}x{height} pixels, the limit is "
+                         f"{MAX_SIDE}x{MAX_SIDE}")
+    return kind

@@ -7,6 +7,7 @@ before anything else is loaded.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -79,3 +80,44 @@ class RemovalOptions:
             "smoothEdges": flag[self.smooth_edges],
             "preserveShadows": flag[self.preserve_shadows],
         }
+
+    @classmethod
+    def from_form(cls, fields: Mapping[str, object]) -> RemovalOptions:
+        """The options a request's form fields ask for (the inverse of `form_fields`), with the
+        API's defaults for those not sent. A ValueError names the field that is wrong."""
+        defaults = cls()
+
+        def text(name: str) -> str | None:
+            value = fields.get(name)
+            if value is None:
+                return None
+            if not isinstance(value, str):
+                raise ValueError(f"'{name}' must be a text field, not a file")
+            return value.strip()
+
+        def choice(name: str, kind: type[Enum], default: Enum) -> Enum:
+            value = text(name)
+            if value is None:
+                return default
+            try:
+                return kind(value.lower())
+            except ValueError:
+                allowed = ", ".join(member.value for member in kind)
+                raise ValueError(f"invalid {name} {value!r}: use one of {allowed}") from None
+
+        def flag(name: str, default: bool) -> bool:
+            value = text(name)
+            if value is None:
+                return default
+            try:
+                return parse_bool(value)
+            except ValueError as exc:
+                raise ValueError(f"invalid {name}: {exc}") from None
+
+        return cls(
+            mode=choice("mode", Mode, defaults.mode),
+            output_format=choice("outputFormat", OutputFormat, defaults.output_format),
+            include_mask=flag("includeMask", defaults.include_mask),
+            smooth_edges=flag("smoothEdges", defaults.smooth_edges),
+            preserve_shadows=flag("preserveShadows", defaults.preserve_shadows),
+        )

@@ -44,3 +44,37 @@ def run_cli(*args: str, input: bytes | None = None, env: dict[str, str] | None =
         timeout=timeout,
         cwd=cwd,
     )
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL on 127.0.0.1 for the whole session (tests/postgres.py), its password in
+    a pgpass file named by PGPASSFILE. Skipped where PostgreSQL is missing, failed in CI."""
+    from contextlib import ExitStack
+
+    from tests.postgres import required, running_postgres
+
+    with ExitStack() as stack:
+        try:
+            server = stack.enter_context(running_postgres())
+        except Exception as exc:
+            if required():
+                pytest.fail(f"PostgreSQL is required (CI) but did not start: {exc}")
+            pytest.skip(f"PostgreSQL did not start: {exc}")
+        patch = stack.enter_context(pytest.MonkeyPatch.context())
+        patch.setenv("PGPASSFILE", str(server.passfile))
+        patch.delenv("PGPASSWORD", raising=False)
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres) -> str:
+    """A URL to an empty schema of its own (no password in it)."""
+    import secrets
+
+    import psycopg
+
+    schema = "t_" + secrets.token_hex(6)
+    with psycopg.connect(postgres.url()) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return postgres.url(options=f"-csearch_path%3D{schema}")

@@ -16,12 +16,14 @@ def serve_app(app: Any, timeout: float = 30.0) -> Iterator[str]:
     URL (`http://127.0.0.1:PORT`) once it accepts connections, and stop it cleanly afterwards."""
     import uvicorn
 
+    from bgremove.server.http import uvicorn_config
+
     # Bind the socket here and hand it over, so no other process can take the port in between.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn_config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
                               name=f"uvicorn-{port}")
     thread.start()

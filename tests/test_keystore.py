@@ -1,58 +1,226 @@
-"""The key store and the rate limiter on their own: hashing, atomic charging, the sliding window."""
+"""The key store's contract, run against both implementations: SQLite (a file) and PostgreSQL (a
+real server, tests/postgres.py). Keys and hashing, atomic reservations, the sweeper, the sliding
+rate log."""
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable, Iterator
 
-from bgremove.server.ratelimit import RateLimiter
-from bgremove.server.store import KeyStore
+import pytest
 
+from bgremove.errors import UsageError
+from bgremove.server.postgres_store import PostgresKeyStore
+from bgremove.server.sqlite_store import SqliteKeyStore
+from bgremove.server.store import KeyStore, UnknownKeyId, key_id_of, open_store
 
-def test_only_a_hash_of_the_key_is_stored(tmp_path):
-    store = KeyStore(tmp_path / "keys.sqlite3")
-    key = store.create("a@example.com", 1)
-    secret = key.split("_", 2)[2]
-    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir())
-    assert secret.encode() not in on_disk and b"a@example.com" in on_disk
-    assert store.authenticate(key).email == "a@example.com"
-    assert store.authenticate(key[:-1] + ("x" if key[-1] != "x" else "y")) is None
-    assert (tmp_path / "keys.sqlite3").stat().st_mode & 0o077 == 0  # private to its owner
+Opener = Callable[[], KeyStore]
 
 
-def test_charging_from_many_threads_never_overdraws(tmp_path):
-    store = KeyStore(tmp_path / "keys.sqlite3")
-    key_id = store.create("a@example.com", 10)[4:16]
-    other = KeyStore(tmp_path / "keys.sqlite3")  # a second handle, as another process would have
-    start = threading.Barrier(30)
-    results: list[int | None] = []
+@pytest.fixture(params=["sqlite", "postgres"])
+def opener(request, tmp_path) -> Iterator[Opener]:
+    """Opens handles on one fresh database, as separate processes would."""
+    if request.param == "sqlite":
+        location = str(tmp_path / "keys.sqlite3")
+    else:
+        location = request.getfixturevalue("pg_url")
+    opened: list[KeyStore] = []
 
-    def charge(handle: KeyStore) -> None:
+    def open_one() -> KeyStore:
+        opened.append(open_store(location))
+        return opened[-1]
+
+    yield open_one
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(opener) -> KeyStore:
+    return opener()
+
+
+def run_at_once(count: int, action: Callable[[int], object]) -> list[object]:
+    start = threading.Barrier(count)
+    results: list[object] = [None] * count
+
+    def run(i: int) -> None:
         start.wait()
-        results.append(handle.charge(key_id))
+        results[i] = action(i)
 
-    threads = [threading.Thread(target=charge, args=(store if i % 2 else other,))
-               for i in range(30)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return results
+
+
+def test_locations_pick_the_implementation(tmp_path, pg_url):
+    for location in (tmp_path / "a.sqlite3", str(tmp_path / "b.sqlite3"),
+                     f"sqlite:///{tmp_path}/c.sqlite3"):
+        with open_store(location) as store:
+            assert isinstance(store, SqliteKeyStore)
+    assert (tmp_path / "c.sqlite3").is_file()
+    with open_store(pg_url) as store:
+        assert isinstance(store, PostgresKeyStore)
+    with pytest.raises(UsageError, match="unknown database"):
+        open_store("mysql://root@localhost/keys")
+
+
+def test_create_get_list_add_revoke(store):
+    key = store.create("  ada@example.com ", 3)
+    key_id = key_id_of(key)
+    info = store.get(key_id)
+    assert (info.email, info.credits, info.used, info.active) == ("ada@example.com", 3, 0, True)
+    assert info.created_at.endswith("+00:00") and info.last_used_at is None
+    other = store.create("bob@example.com", 0)
+    assert [k.id for k in store.list()] == [key_id, key_id_of(other)]
+    assert store.count() == 2
+    assert store.add_credits(key_id, 5).credits == 8
+    revoked = store.revoke(key_id)
+    assert not revoked.active and revoked.revoked_at
+    assert store.revoke(key_id).revoked_at == revoked.revoked_at  # the first date stays
+    for action in (lambda: store.get("0123456789ab"), lambda: store.revoke("0123456789ab"),
+                   lambda: store.add_credits("0123456789ab", 1)):
+        with pytest.raises(UnknownKeyId):
+            action()
+    with pytest.raises(UsageError, match="email"):
+        store.create("not an email", 1)
+    with pytest.raises(UsageError, match="negative"):
+        store.create("a@example.com", -1)
+    with pytest.raises(UsageError, match="positive"):
+        store.add_credits(key_id, 0)
+
+
+def test_keys_authenticate_by_hash_only(store):
+    key = store.create("a@example.com", 1)
+    assert store.authenticate(key).email == "a@example.com"
+    secret = key.split("_", 2)[2]
+    wrong = key[:-1] + ("x" if key[-1] != "x" else "y")
+    assert store.authenticate(wrong) is None
+    assert store.authenticate("bgr_000000000000_" + secret) is None
+    assert store.authenticate("nonsense") is None
+    assert secret not in repr(store) and secret not in repr(store.get(key_id_of(key)))
+
+
+def test_reservations_from_many_handles_never_overdraw(opener):
+    handles = [opener(), opener()]  # two handles on one database, as two replicas have
+    key_id = key_id_of(handles[0].create("a@example.com", 10))
+    results = run_at_once(30, lambda i: handles[i % 2].reserve(key_id, f"req-{i}", f"r{i % 2}"))
     assert sorted(r for r in results if r is not None) == list(range(10))
     assert results.count(None) == 20
-    assert store.get(key_id).credits == 0
-    assert store.refund(key_id) == 1 and store.get(key_id).used == 9
+    store = handles[0]
+    info = store.get(key_id)
+    assert (info.credits, info.used) == (0, 10)
+    assert info.last_used_at is not None
+    assert store.reservations() == 10
 
 
-def test_sliding_window_has_no_burst_at_a_boundary():
-    now = [0.0]
-    limiter = RateLimiter(3, window=10.0, clock=lambda: now[0])
-    for t in (0.0, 4.0, 9.0):
-        now[0] = t
-        assert limiter.hit("k").allowed
-    now[0] = 9.5
-    refused = limiter.hit("k")
-    assert not refused.allowed and refused.headers()["Retry-After"] == "1"  # 0 leaves at 10
-    assert limiter.hit("other").allowed  # per key
-    now[0] = 10.0  # a fixed window would now allow three more; only the slot of t=0 is free
-    assert limiter.hit("k").allowed
-    assert not limiter.hit("k").allowed
-    assert limiter.hit("k").headers()["Retry-After"] == "4"  # t=4 leaves at 14
+def test_settle_keeps_the_credit_release_gives_it_back_once(store):
+    key_id = key_id_of(store.create("a@example.com", 2))
+    assert store.reserve(key_id, "one", "r") == 1
+    assert store.reserve(key_id, "two", "r") == 0
+    assert store.reserve(key_id, "three", "r") is None  # nothing left
+    assert store.settle("one") is True
+    assert store.release("one") is None  # settled: nothing to give back
+    assert store.release("two") == 1
+    assert store.release("two") is None  # given back once only
+    assert store.settle("two") is False
+    info = store.get(key_id)
+    assert (info.credits, info.used, store.reservations()) == (1, 1, 0)
+
+
+def test_revoked_key_reserves_nothing(store):
+    key_id = key_id_of(store.create("a@example.com", 2))
+    store.revoke(key_id)
+    assert store.reserve(key_id, "r1", "rep") is None
+    assert store.get(key_id).credits == 2
+
+
+def test_sweeper_gives_back_what_dead_replicas_reserved(opener):
+    alive, dead = opener(), opener()
+    key_id = key_id_of(alive.create("a@example.com", 5))
+    dead.heartbeat("dead")
+    alive.heartbeat("alive")
+    assert dead.reserve(key_id, "d1", "dead") == 4
+    assert dead.reserve(key_id, "d2", "dead") == 3
+    assert alive.reserve(key_id, "a1", "alive") == 2
+    assert alive.sweep(dead_after=1.0) == 0  # nobody has been silent for a second yet
+    time.sleep(1.3)
+    alive.heartbeat("alive")  # only "dead" has gone quiet
+    assert alive.sweep(dead_after=1.0) == 2
+    assert alive.sweep(dead_after=1.0) == 0  # once only
+    info = alive.get(key_id)
+    assert (info.credits, info.used, alive.reservations()) == (4, 1, 1)
+    assert dead.release("d1") is None  # already given back by the sweeper
+    assert alive.settle("a1") is True
+
+
+def test_sweepers_racing_give_back_once(opener):
+    handles = [opener() for _ in range(4)]
+    key_id = key_id_of(handles[0].create("a@example.com", 10))
+    for i in range(6):
+        handles[0].reserve(key_id, f"r{i}", "gone")  # a replica that never sent a heartbeat
+    time.sleep(1.1)
+    given = run_at_once(4, lambda i: handles[i].sweep(dead_after=1.0))
+    assert sum(given) == 6
+    assert handles[0].get(key_id).credits == 10
+
+
+def test_a_retiring_replica_returns_what_it_holds(store):
+    key_id = key_id_of(store.create("a@example.com", 3))
+    store.heartbeat("me")
+    store.reserve(key_id, "r1", "me")
+    store.reserve(key_id, "r2", "other")
+    assert store.retire("me") == 1
+    assert (store.get(key_id).credits, store.reservations()) == (2, 1)
+
+
+def test_rate_log_is_a_sliding_window(store):
+    key_id = key_id_of(store.create("a@example.com", 1))
+    other = key_id_of(store.create("b@example.com", 1))
+    first = store.hit(key_id, 3, 2.0)
+    assert (first.allowed, first.remaining) == (True, 2)
+    time.sleep(1.0)
+    assert store.hit(key_id, 3, 2.0).allowed
+    last = store.hit(key_id, 3, 2.0)
+    assert (last.allowed, last.remaining) == (True, 0)
+    refused = store.hit(key_id, 3, 2.0)
+    assert not refused.allowed and refused.remaining == 0
+    assert 0.5 < refused.reset_after <= 1.0  # the first hit leaves the window in ~1 s
+    assert refused.headers()["Retry-After"] == "1"
+    assert store.hit(other, 3, 2.0).allowed  # per key
+    time.sleep(refused.reset_after + 0.1)
+    # A fixed window would have reset; a sliding one frees only the first hit's slot.
+    assert store.hit(key_id, 3, 2.0).allowed
+    again = store.hit(key_id, 3, 2.0)
+    assert not again.allowed and again.headers()["Retry-After"] == "1"
+
+
+def test_rate_log_holds_across_handles_at_once(opener):
+    handles = [opener(), opener(), opener()]
+    key_id = key_id_of(handles[0].create("a@example.com", 1))
+    decisions = run_at_once(30, lambda i: handles[i % 3].hit(key_id, 10, 60.0))
+    assert sum(d.allowed for d in decisions) == 10
+    refused = [d for d in decisions if not d.allowed]
+    assert all(int(d.headers()["Retry-After"]) >= 59 for d in refused)
+
+
+def test_sqlite_file_is_private_and_holds_no_secret(tmp_path):
+    with open_store(tmp_path / "keys.sqlite3") as store:
+        key = store.create("a@example.com", 1)
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert key.split("_", 2)[2].encode() not in on_disk and b"a@example.com" in on_disk
+    assert (tmp_path / "keys.sqlite3").stat().st_mode & 0o077 == 0
+
+
+def test_postgres_holds_no_secret(pg_url):
+    import psycopg
+
+    with open_store(pg_url) as store:
+        key = store.create("a@example.com", 1)
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT * FROM keys").fetchall()
+    assert key.split("_", 2)[2] not in repr(rows) and "a@example.com" in repr(rows)

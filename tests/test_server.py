@@ -20,7 +20,7 @@ from PIL import Image
 
 from bgremove.backends.local import LocalBackend
 from bgremove.server import create_app
-from bgremove.server.store import KeyStore
+from bgremove.server.store import KeyStore, open_store
 from tests.serving import serve_app
 
 ORIGIN = "https://app.example"
@@ -58,7 +58,7 @@ def backend() -> Watched:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> KeyStore:
-    return KeyStore(tmp_path_factory.mktemp("keys") / "keys.sqlite3")
+    return open_store(tmp_path_factory.mktemp("keys") / "keys.sqlite3")
 
 
 @pytest.fixture(scope="module")

@@ -21,16 +21,15 @@ import httpx
 
 from bgremove.apikey import Secret
 from bgremove.backends import Result
-from bgremove.contract import CONTENT_TYPES, MAX_FILE_BYTES, MAX_SIDE, RATE_LIMIT, RATE_WINDOW
+from bgremove.contract import CONTENT_TYPES, RATE_LIMIT, RATE_WINDOW, check_upload
 from bgremove.errors import (
     AuthenticationFailed,
     FileFailed,
-    ImageError,
     OutOfCredits,
     StopBatch,
     UsageError,
 )
-from bgremove.imaging.decode import SNIFF_BYTES, open_image, sniff
+from bgremove.imaging.decode import SNIFF_BYTES, sniff
 from bgremove.options import RGB, WHITE, OutputFormat, RemovalOptions
 from bgremove.ratelimit import RateLimiter
 
@@ -45,19 +44,7 @@ RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
 
 def check_limits(data: bytes) -> str:
     """Refuse what the API would refuse, before a credit is spent; return the format's name."""
-    if len(data) > MAX_FILE_BYTES:
-        raise ImageError(f"file is {len(data) / 2**20:.1f} MB; the API takes files up to "
-                         f"{MAX_FILE_BYTES // 2**20} MB")
-    kind = sniff(data[:SNIFF_BYTES])
-    if kind is not None and kind not in CONTENT_TYPES:
-        raise ImageError(f"{kind.upper()} image; the API takes JPEG, PNG or WebP only")
-    width, height = open_image(data).size  # the header only: nothing is decoded
-    if width > MAX_SIDE or height > MAX_SIDE:
-        raise ImageError(
-            f"image is {width}x{height} pixels; the API takes at most {MAX_SIDE}x{MAX_SIDE}"
-        )
-    assert kind is not None  # open_image refused anything sniff does not know
-    return kind
+    return check_upload(data)
 
 
 def check_api_url(url: str) -> str:

@@ -7,25 +7,25 @@ commands work without the `server` extra.
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import ModuleType
 from typing import Annotated
 
 import typer
 
 from bgremove.contract import RATE_LIMIT
-from bgremove.errors import BgRemoveError, UsageError
-from bgremove.server.store import KeyStore, default_db_path, key_id_of
+from bgremove.errors import BgRemoveError, StopBatch, UsageError
+from bgremove.server.store import KeyStore, key_id_of, open_store, url_password
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 SERVER_MODULES = {"fastapi", "starlette", "uvicorn", "multipart", "python_multipart"}
 
-DbOption = Annotated[Path | None, typer.Option(
-    "--db", metavar="PATH", envvar="BGREMOVE_DB", help="The key database (SQLite).",
+DbOption = Annotated[str | None, typer.Option(
+    "--db", metavar="PATH|URL", envvar="BGREMOVE_DB",
+    help="The key database: a SQLite file (PATH or sqlite:///PATH), or postgresql://USER@HOST/DB "
+    "shared by several servers (the password from PGPASSWORD or ~/.pgpass).",
     show_default="$XDG_DATA_HOME/bgremove/keys.sqlite3", show_envvar=True)]
 
 
@@ -37,7 +37,8 @@ def serve(
         metavar="PORT", help="Port to listen on.", min=1, max=65535)] = 8000,
     db: DbOption = None,
     rate_limit: Annotated[int, typer.Option(
-        metavar="N", help="Requests per minute per key; 0: no limit.", min=0)] = RATE_LIMIT,
+        metavar="N", help="Requests per minute per key, across every server sharing the "
+        "database; 0: no limit.", min=0)] = RATE_LIMIT,
     cors_origin: Annotated[list[str] | None, typer.Option(
         "--cors-origin", metavar="ORIGIN", show_default=False,
         help="Let browser pages on this origin call the API (repeatable; * for any).")] = None,
@@ -46,23 +47,44 @@ def serve(
     model: Annotated[str | None, typer.Option(
         metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
         show_default="u2netp, bundled")] = None,
+    replica_timeout: Annotated[float, typer.Option(
+        metavar="SECONDS", min=1.0,
+        help="A server sharing the database that is silent this long is presumed dead, and the "
+        "credits it had reserved are given back.")] = 60.0,
 ) -> None:
     with _reported_errors():
         uvicorn, app_module = _load_server()
+        from bgremove.parallel import usable_cores
+        from bgremove.server.http import bind, uvicorn_config
+
+        sock = bind(host, port)  # a taken port fails now, not after loading the model
         store = _open_store(db)
-        concurrency = workers or app_module.default_concurrency()
-        backend = app_module.local_backend(concurrency, model)  # load the model before listening
+        concurrency = workers or usable_cores()
+        # The model is loaded and has run every mode once before the server listens.
+        backend = app_module.local_backend(concurrency, model)
+        app_module.warm_up(backend)
         app = app_module.create_app(store, rate_limit=rate_limit, max_concurrency=concurrency,
-                                    cors_origins=cors_origin or (), backend=backend)
+                                    cors_origins=cors_origin or (), backend=backend,
+                                    replica_timeout=replica_timeout)
+        server = uvicorn.Server(uvicorn_config(app, log_level="info"))
 
     _log_json_lines()
     typer.echo(f"bgremove: the API will be at http://{host}:{port}/api/remove-background/ "
-               f"(keys: {store.path}; {rate_limit or 'no limit on'} requests per minute per key; "
-               f"{concurrency} images at once)", err=True)
+               f"(keys: {store.location}; {rate_limit or 'no limit on'} requests per minute per "
+               f"key; {concurrency} images at once)", err=True)
     if store.count() == 0:
         typer.echo("bgremove: no API keys yet; create one with: bgremove keys create "
                    "--email you@example.com --credits 100", err=True)
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
+    try:
+        server.run(sockets=[sock])
+    except SystemExit as exc:  # uvicorn's startup failed (its log says why)
+        if exc.code:
+            _fail("the server failed to start (see the messages above)", EXIT_FAILED)
+        raise
+    finally:
+        backend.close()
+        store.close()
+        sock.close()
 
 
 def _load_server() -> tuple[ModuleType, ModuleType]:
@@ -117,9 +139,9 @@ def keys_create(
     db: DbOption = None,
 ) -> None:
     with _reported_errors():
-        store = _open_store(db)
-        key = store.create(email, credits)
-        info = store.get(key_id_of(key))
+        with _open_store(db) as store:
+            key = store.create(email, credits)
+            info = store.get(key_id_of(key))
     typer.echo(key)
     typer.echo(f"bgremove: created key {info.id} for {info.email} with {_credits(info.credits)}. "
                "Keep the key now: it cannot be shown again.", err=True)
@@ -136,7 +158,8 @@ def keys_list(
     db: DbOption = None,
 ) -> None:
     with _reported_errors():
-        keys = _open_store(db).list()
+        with _open_store(db) as store:
+            keys = store.list()
     if as_json:
         typer.echo(json.dumps([info.as_dict() for info in keys], indent=2))
         return
@@ -164,7 +187,8 @@ def keys_add_credits(
     db: DbOption = None,
 ) -> None:
     with _reported_errors():
-        info = _open_store(db).add_credits(key_id, credits)
+        with _open_store(db) as store:
+            info = store.add_credits(key_id, credits)
     typer.echo(f"bgremove: key {info.id} ({info.email}) now has {_credits(info.credits)}.",
                err=True)
 
@@ -179,7 +203,8 @@ def keys_revoke(
     db: DbOption = None,
 ) -> None:
     with _reported_errors():
-        info = _open_store(db).revoke(key_id)
+        with _open_store(db) as store:
+            info = store.revoke(key_id)
     typer.echo(f"bgremove: revoked key {info.id} ({info.email}).", err=True)
 
 
@@ -187,12 +212,13 @@ def _credits(n: int) -> str:
     return f"{n} credit" if n == 1 else f"{n} credits"
 
 
-def _open_store(db: Path | None) -> KeyStore:
-    path = db or default_db_path()
-    try:
-        return KeyStore(path)
-    except (sqlite3.Error, OSError) as exc:
-        raise BgRemoveError(f"cannot open the key database {path}: {exc}") from None
+def _open_store(db: str | None) -> KeyStore:
+    password = url_password(db or "")
+    if password and any(password in arg for arg in sys.argv):
+        typer.echo("bgremove: warning: the database password is on the command line, where "
+                   "every user of this machine can read it (ps); put it in PGPASSWORD or "
+                   "~/.pgpass instead", err=True)
+    return open_store(db)
 
 
 @contextmanager
@@ -202,10 +228,10 @@ def _reported_errors() -> Iterator[None]:
         yield
     except UsageError as exc:
         _fail(str(exc), EXIT_USAGE)
+    except StopBatch as exc:  # the setup: a taken port, an unreachable database (exit code 5)
+        _fail(str(exc), exc.exit_code)
     except BgRemoveError as exc:
         _fail(str(exc), EXIT_FAILED)
-    except sqlite3.Error as exc:
-        _fail(f"key database error: {exc}", EXIT_FAILED)
 
 
 def _fail(message: str, code: int) -> None:

@@ -3,8 +3,12 @@
 One request, in the order its checks run (cheapest and least revealing first, so a refused request
 costs almost nothing): key -> rate limit -> credits -> body size (from Content-Length, then counted
 while reading) -> form fields -> file type by content and pixel size from the image header ->
-reserve one credit -> run the backend on a worker thread -> the image. A credit reserved for work
-that then fails is given back.
+reserve one credit -> run the backend on a worker thread -> settle the credit -> the image. A
+credit reserved for work that then fails is given back.
+
+Keys, credits and the rate limit live in the store (SQLite or PostgreSQL), never in this process,
+so any number of replicas of this app can serve one database. Each replica heartbeats into the
+store and sweeps it: the credits reserved by a replica that died mid-request are given back.
 
 The image work is the same `LocalBackend` and `RemovalOptions` the CLI uses; this module only speaks
 HTTP.
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -24,9 +29,11 @@ from datetime import datetime, timezone
 
 import anyio
 import anyio.to_thread
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
-from starlette.datastructures import FormData, MutableHeaders, UploadFile
+from fastapi.responses import HTMLResponse
+from fastapi.security import APIKeyHeader
+from starlette.datastructures import MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
@@ -35,16 +42,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bgremove import __version__
 from bgremove.backends import Backend
-from bgremove.contract import CONTENT_TYPES, MAX_FILE_BYTES, MAX_SIDE, RATE_LIMIT, RATE_WINDOW
+from bgremove.contract import MAX_FILE_BYTES, RATE_LIMIT, RATE_WINDOW, check_upload
 from bgremove.errors import ImageError
-from bgremove.imaging.decode import SNIFF_BYTES, open_image, sniff
-from bgremove.options import Mode, OutputFormat, RemovalOptions, parse_bool
-from bgremove.server.ratelimit import RateLimiter
-from bgremove.server.store import KeyInfo, KeyStore
+from bgremove.options import RemovalOptions
+from bgremove.parallel import usable_cores
+from bgremove.server import openapi
+from bgremove.server.memory import MemoryKeeper
+from bgremove.server.store import KeyInfo, KeyStore, StoreError, open_store
 
 # Room in the request body for the other form fields and the multipart framing around the file.
 MAX_BODY_BYTES = MAX_FILE_BYTES + 64 * 1024
 TOO_LARGE = "file too large: the limit is 10 MB"
+# A replica silent for this long is presumed dead, and the credits it reserved are given back.
+REPLICA_TIMEOUT = 60.0
 
 # Response headers a browser page on another origin may read.
 EXPOSED_HEADERS = (
@@ -87,81 +97,164 @@ def _counting_receive(receive: Receive, limit: int) -> Receive:
     return counted
 
 
-def default_concurrency() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
-
-
 def local_backend(concurrency: int, model: str | None = None) -> Backend:
-    """The local engine sized for a server processing `concurrency` images at once."""
+    """The engine, sized for a server processing `concurrency` images at once: the one place the
+    server obtains it."""
     from bgremove.backends.local import LocalBackend
 
     # Split the cores between the images in flight rather than give each inference all of them:
     # a busy server then does not oversubscribe the CPU.
-    return LocalBackend(model, threads=max(1, default_concurrency() // concurrency))
+    return LocalBackend(model, threads=max(1, usable_cores() // concurrency))
+
+
+def warm_up(backend: Backend) -> None:
+    """Run every mode's code path once, so the first request is as fast as the ones after it.
+
+    Lazy imports (scipy for the refined modes), onnxruntime's first run, and each codec's first use
+    would otherwise all land on the first client. Three small images between them decode JPEG,
+    PNG and WebP, run the three modes, and encode PNG and WebP, with and without the mask.
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from bgremove.options import Mode, OutputFormat
+
+    y, x = np.mgrid[0:240, 0:320]
+    disc = ((x - 160) ** 2 + (y - 120) ** 2 < 80**2)[:, :, None]
+    pixels = np.where(disc, [200, 60, 40], [235, 235, 230]).astype(np.uint8)
+    runs = [
+        ("JPEG", RemovalOptions(mode=Mode.fast, output_format=OutputFormat.png)),
+        ("PNG", RemovalOptions(mode=Mode.balanced, output_format=OutputFormat.webp,
+                               preserve_shadows=True)),
+        ("WEBP", RemovalOptions(mode=Mode.quality, output_format=OutputFormat.png,
+                                include_mask=False, smooth_edges=False)),
+    ]
+    for fmt, options in runs:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, fmt)
+        backend.process(buffer.getvalue(), options)
 
 
 class RemovalService:
-    """The state behind the endpoint: keys, rate limit, worker slots and the backend."""
+    """The state behind the endpoint: the store, this replica's name, worker slots, the backend."""
 
-    def __init__(self, store: KeyStore, limiter: RateLimiter, concurrency: int,
-                 backend: Backend | None):
+    def __init__(self, store: KeyStore, *, rate_limit: int, rate_window: float,
+                 concurrency: int, backend: Backend | None, model: str | None,
+                 replica_timeout: float, owns_store: bool):
+        if rate_limit < 0 or rate_window <= 0:
+            raise ValueError("the rate limit must be >= 0 and its window > 0 seconds")
         self.store = store
-        self.limiter = limiter
+        self.rate_limit = rate_limit
+        self.rate_window = rate_window
         self.concurrency = concurrency
+        self.replica_timeout = replica_timeout
+        # Names this process in the charges table; host and pid help an operator reading it.
+        self.replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._owns_store = owns_store
+        self._model = model
         # At most `concurrency` images are decoded, segmented and encoded at once; requests
         # beyond that wait for a slot without holding a thread.
         self.slots = anyio.CapacityLimiter(concurrency)
+        self.memory = MemoryKeeper()
+        self.memory.configure()
         self._backend = backend
         self._owns_backend = False
         self._backend_lock = threading.Lock()
 
     def backend(self) -> Backend:
-        """The backend, loading the bundled model on first use (on a worker thread)."""
+        """The backend, loading and warming up the model on first use (on a worker thread)."""
         if self._backend is None:
             with self._backend_lock:
                 if self._backend is None:
-                    self._backend = local_backend(self.concurrency)
+                    backend = local_backend(self.concurrency, self._model)
+                    warm_up(backend)
+                    self._backend = backend
                     self._owns_backend = True
         return self._backend
 
+    async def start(self) -> None:
+        """Before the first request: the model loaded and warm, this replica registered, and
+        whatever a dead replica left reserved given back."""
+        await anyio.to_thread.run_sync(self.backend)
+        await anyio.to_thread.run_sync(self.store.heartbeat, self.replica)
+        await self._sweep()
+
+    async def keep_alive(self) -> None:
+        """Heartbeat and sweep, for as long as the app runs."""
+        while True:
+            await anyio.sleep(self.replica_timeout / 4)
+            try:
+                await anyio.to_thread.run_sync(self.store.heartbeat, self.replica)
+                await self._sweep()
+            except StoreError as exc:  # the database is away: requests will say so
+                log.warning("heartbeat failed: %s", exc)
+
+    async def _sweep(self) -> None:
+        given = await anyio.to_thread.run_sync(self.store.sweep, self.replica_timeout)
+        if given:
+            log.warning("gave back %d credit(s) reserved by replicas that stopped responding",
+                        given)
+
     def close(self) -> None:
+        try:
+            given = self.store.retire(self.replica)
+            if given:
+                log.warning("gave back %d credit(s) still reserved at shutdown", given)
+        except StoreError as exc:
+            log.warning("could not deregister this replica: %s", exc)
         if self._owns_backend and self._backend is not None:
             self._backend.close()
+        if self._owns_store:
+            self.store.close()
 
     async def remove_background(self, request: Request) -> Response:
         info = await self._authenticate(request)
-        if self.limiter.enabled:
-            decision = self.limiter.hit(info.id)
+        if self.rate_limit:
+            decision = await anyio.to_thread.run_sync(
+                self.store.hit, info.id, self.rate_limit, self.rate_window
+            )
             request.state.rate_headers = decision.headers()
             if not decision.allowed:
                 raise ApiError(
                     429,
-                    f"rate limit exceeded: at most {self.limiter.limit} requests per "
-                    f"{self.limiter.window:g} s; retry after {decision.headers()['Retry-After']} s",
+                    f"rate limit exceeded: at most {self.rate_limit} requests per "
+                    f"{self.rate_window:g} s; retry after {decision.headers()['Retry-After']} s",
                 )
-        if info.credits <= 0:  # a cheap early answer; the atomic check is charge() below
+        if info.credits <= 0:  # a cheap early answer; the atomic check is reserve() below
             raise ApiError(403, "insufficient credits: this key has no credits left")
 
         data, options = await self._read_upload(request)
-        self._check_image(data)
+        try:
+            check_upload(data)
+        except ImageError as exc:
+            raise ApiError(400, str(exc)) from None
 
+        request_id = request.state.request_id
         started = time.perf_counter()
-        remaining = await anyio.to_thread.run_sync(self.store.charge, info.id)
+        remaining = await anyio.to_thread.run_sync(
+            self.store.reserve, info.id, request_id, self.replica
+        )
         if remaining is None:
             raise ApiError(403, "insufficient credits: this key has no credits left")
         try:
             image = await anyio.to_thread.run_sync(
                 self._process, data, options, limiter=self.slots
             )
+            if not await anyio.to_thread.run_sync(self.store.settle, request_id):
+                log.warning("request %s: its credit was given back by a sweeper (this replica "
+                            "was presumed dead); delivered anyway", request_id)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.store.refund, info.id)
+                try:
+                    await anyio.to_thread.run_sync(self.store.release, request_id)
+                except StoreError as store_error:
+                    log.warning("request %s: could not give its credit back now (%s); it goes "
+                                "back when this replica stops", request_id, store_error)
             if isinstance(exc, ImageError):  # e.g. a truncated file: the upload's fault
                 raise ApiError(400, str(exc)) from None
-            if isinstance(exc, Exception):
-                request_id = request.state.request_id
+            if isinstance(exc, Exception) and not isinstance(exc, StoreError):
                 log.exception("processing failed (request id %s, key %s)", request_id, info.id)
                 raise ApiError(
                     500, f"processing the image failed; request id {request_id}"
@@ -177,7 +270,10 @@ class RemovalService:
         return Response(image, media_type=options.output_format.mime_type, headers=headers)
 
     def _process(self, data: bytes, options: RemovalOptions) -> bytes:
-        return self.backend().process(data, options).data
+        try:
+            return self.backend().process(data, options).data
+        finally:
+            self.memory.after(data)
 
     async def _authenticate(self, request: Request) -> KeyInfo:
         key = request.headers.get("x-api-key", "").strip()
@@ -211,7 +307,10 @@ class RemovalService:
         except ClientDisconnect:
             raise ApiError(400, "the upload was interrupted") from None
         try:
-            options = _options(form)
+            try:
+                options = RemovalOptions.from_form(form)
+            except ValueError as exc:
+                raise ApiError(400, str(exc)) from None
             upload = form.get("file")
             if upload is None:
                 raise ApiError(400, "missing file: send the image in the multipart field 'file'")
@@ -220,63 +319,6 @@ class RemovalService:
             return await upload.read(), options
         finally:
             await form.close()
-
-    @staticmethod
-    def _check_image(data: bytes) -> None:
-        if not data:
-            raise ApiError(400, "the file is empty")
-        if len(data) > MAX_FILE_BYTES:
-            raise ApiError(400, TOO_LARGE)
-        kind = sniff(data[:SNIFF_BYTES])
-        if kind not in CONTENT_TYPES:
-            found = f" ({kind.upper()})" if kind else ""
-            raise ApiError(400, f"unsupported file type{found}: send a JPEG, PNG or WebP image")
-        try:
-            image = open_image(data)  # reads the header only: nothing is decoded yet
-        except ImageError as exc:
-            raise ApiError(400, str(exc)) from None
-        width, height = image.size
-        image.close()
-        if width > MAX_SIDE or height > MAX_SIDE:
-            raise ApiError(
-                400, f"image too large: {width}x{height} pixels, the limit is "
-                f"{MAX_SIDE}x{MAX_SIDE}"
-            )
-
-
-def _options(form: FormData) -> RemovalOptions:
-    """RemovalOptions from the form fields, with the API's defaults for those not sent."""
-
-    def field(name: str, default: str) -> str:
-        value = form.get(name)
-        if value is None:
-            return default
-        if not isinstance(value, str):
-            raise ApiError(400, f"'{name}' must be a text field, not a file")
-        return value.strip()
-
-    mode = field("mode", Mode.balanced.value).lower()
-    if mode not in Mode._value2member_map_:
-        raise ApiError(400, f"invalid mode {mode!r}: use fast, balanced or quality")
-    output_format = field("outputFormat", OutputFormat.webp.value).lower()
-    if output_format not in OutputFormat._value2member_map_:
-        raise ApiError(400, f"invalid outputFormat {output_format!r}: use png or webp")
-    flags = {}
-    defaults = RemovalOptions()
-    for name, default in (("includeMask", defaults.include_mask),
-                          ("smoothEdges", defaults.smooth_edges),
-                          ("preserveShadows", defaults.preserve_shadows)):
-        try:
-            flags[name] = parse_bool(field(name, str(default)))
-        except ValueError as exc:
-            raise ApiError(400, f"invalid {name}: {exc}") from None
-    return RemovalOptions(
-        mode=Mode(mode),
-        output_format=OutputFormat(output_format),
-        include_mask=flags["includeMask"],
-        smooth_edges=flags["smoothEdges"],
-        preserve_shadows=flags["preserveShadows"],
-    )
 
 
 class RequestContext:
@@ -343,6 +385,12 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(exc.status, exc.message, headers)
 
 
+async def _store_error(request: Request, exc: Exception) -> JSONResponse:
+    request_id = request.state.request_id
+    log.error("key database failed (request id %s): %s", request_id, exc)
+    return _error(500, f"the key database is unavailable; request id {request_id}")
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     # FastAPI's own answers (404, 405, ...) in the API's error format.
     assert isinstance(exc, HTTPException)
@@ -358,6 +406,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(400, f"invalid request: {problems}")
 
 
+# Documents the header in the OpenAPI description; the check itself is _authenticate's, so that a
+# missing key is answered in the API's error format.
+_API_KEY = APIKeyHeader(name="x-api-key", auto_error=False, scheme_name="ApiKey",
+                        description="Your API key (`bgremove keys create`).")
+
+
 def create_app(
     store: KeyStore | str | os.PathLike[str],
     *,
@@ -366,35 +420,53 @@ def create_app(
     max_concurrency: int | None = None,
     cors_origins: Sequence[str] = (),
     backend: Backend | None = None,
+    model: str | None = None,
+    replica_timeout: float = REPLICA_TIMEOUT,
 ) -> FastAPI:
-    """The API as an ASGI app, serving the keys in `store` (a KeyStore or the path of one).
+    """The API as an ASGI app, serving the keys in `store` (a KeyStore, or where one is: a path,
+    `sqlite:///PATH` or `postgresql://...`).
 
-    `rate_limit` requests per `rate_window` seconds per key (0: no limit); at most
-    `max_concurrency` images processed at once (default: one per core); browsers on
-    `cors_origins` (or "*") may call it. `backend` defaults to the local engine with the bundled
-    model, loaded on the first request.
+    `rate_limit` requests per `rate_window` seconds per key (0: no limit), counted in the store,
+    so across every replica; at most `max_concurrency` images processed at once (default: one per
+    core); browsers on `cors_origins` (or "*") may call it. `backend` defaults to the local
+    engine with `model` (the bundled one by default), loaded and warmed up before the server
+    takes requests. A replica silent for `replica_timeout` seconds is presumed dead and its
+    reserved credits are given back.
     """
+    owns_store = not isinstance(store, KeyStore)
     service = RemovalService(
-        store if isinstance(store, KeyStore) else KeyStore(store),
-        RateLimiter(rate_limit, rate_window),
-        max_concurrency or default_concurrency(),
-        backend,
+        open_store(store) if owns_store else store,
+        rate_limit=rate_limit,
+        rate_window=rate_window,
+        concurrency=max_concurrency or usable_cores(),
+        backend=backend,
+        model=model,
+        replica_timeout=replica_timeout,
+        owns_store=owns_store,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        service.close()
+        await service.start()
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(service.keep_alive)
+                yield
+                tasks.cancel_scope.cancel()
+        finally:
+            await anyio.to_thread.run_sync(service.close)
 
     app = FastAPI(
         title="Background Removal API (bgremove)",
         version=__version__,
+        description=openapi.DESCRIPTION,
         lifespan=lifespan,
-        docs_url=None,
+        docs_url=None,  # the page below works offline; Swagger UI would load from a CDN
         redoc_url=None,
     )
     app.state.service = service
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
 
@@ -402,13 +474,26 @@ def create_app(
     for path in ("/api/remove-background/", "/api/remove-background"):
         app.add_api_route(
             path, service.remove_background, methods=["POST"],
-            include_in_schema=path.endswith("/"), summary="Remove the background of an image",
+            include_in_schema=path.endswith("/"),
+            summary="Remove the background of an image",
+            description=openapi.ENDPOINT,
+            dependencies=[Security(_API_KEY)],
+            response_class=Response,
+            responses=openapi.responses(),
+            openapi_extra=openapi.request_body(),
+            operation_id="removeBackground",
         )
 
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.add_api_route("/health", health, methods=["GET"], summary="Liveness check")
+    app.add_api_route("/health", health, methods=["GET"], summary="Liveness check",
+                      operation_id="health")
+
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(openapi.docs_page(app.openapi()))
+
+    app.add_api_route("/docs", docs, methods=["GET"], include_in_schema=False)
 
     if cors_origins:
         app.add_middleware(

@@ -1,63 +1,57 @@
-"""API keys and their credits, in one SQLite file.
+"""API keys, their credits and their rate limit: the interface, and where a database is opened.
+
+Two implementations share this interface and one contract test suite: `SqliteKeyStore` (one file,
+for one host: `bgremove serve` and the CLI on the same machine) and `PostgresKeyStore` (any number
+of replicas on any number of hosts sharing one PostgreSQL). Everything that must hold across
+processes lives in the database, never in a replica's memory:
+
+- Credits are *reserved* before the work (one conditional UPDATE, so a balance never goes below
+  zero however many requests race), recorded in a charges table under the request id, and then
+  *settled* when the image is sent or *released* (given back) when the work fails. A replica that
+  dies between the two leaves its reservation behind; the sweeper of any live replica gives it
+  back once that replica has stopped sending heartbeats.
+- The per-key rate limit is a sliding log in the database, stamped by the database's clock: at
+  most `limit` requests in any `window` seconds, summed over every replica. No token bucket: it
+  would let a burst exceed "N in any window", the promise the CLI paces itself to.
 
 A key looks like `bgr_<id>_<secret>`. The id is not secret: it names the key in listings, logs and
 management commands. Only the SHA-256 of the whole key is stored (the secret has 256 bits of
 entropy, so a plain hash is as strong as a slow one), and it is compared in constant time.
-
-Every method opens its own short-lived connection, so one store can be used from any thread and
-from several processes at once (the CLI adding credits while the server charges them). Charging is
-one conditional UPDATE inside `BEGIN IMMEDIATE`: the balance can never go below zero and a request
-is never charged twice, however many arrive at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import re
 import secrets
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-from bgremove.errors import UsageError
+from bgremove.errors import BgRemoveError, SetupError, UsageError
 
 KEY_PREFIX = "bgr_"
 _ID_HEX = 12  # 48 bits: collisions are re-drawn, and ids are not secret anyway
 _KEY_RE = re.compile(rf"^{KEY_PREFIX}([0-9a-f]{{{_ID_HEX}}})_[A-Za-z0-9_-]{{43}}$")
 # Emails travel back in the x-user-email header, so they must be plain printable ASCII.
 _EMAIL_RE = re.compile(r"^[!-~]+@[!-~]+$")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS keys (
-    id           TEXT PRIMARY KEY,
-    key_hash     BLOB NOT NULL UNIQUE,
-    email        TEXT NOT NULL,
-    credits      INTEGER NOT NULL CHECK (credits >= 0),
-    used         INTEGER NOT NULL DEFAULT 0,
-    created_at   TEXT NOT NULL,
-    last_used_at TEXT,
-    revoked_at   TEXT
-);
-"""
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
 class UnknownKeyId(UsageError):
     """No key has this id."""
 
 
-def default_db_path() -> Path:
-    """`$BGREMOVE_DB`, else `$XDG_DATA_HOME/bgremove/keys.sqlite3`, else `~/.local/share/...`."""
-    if os.environ.get("BGREMOVE_DB"):
-        return Path(os.environ["BGREMOVE_DB"]).expanduser()
-    data_home = os.environ.get("XDG_DATA_HOME", "")
-    # The XDG spec says a relative value is invalid and must be ignored.
-    base = Path(data_home) if os.path.isabs(data_home) else Path.home() / ".local" / "share"
-    return base / "bgremove" / "keys.sqlite3"
+class StoreError(BgRemoveError):
+    """The key database failed a statement."""
+
+
+class StoreUnavailable(SetupError, StoreError):
+    """The key database cannot be opened or reached: the setup's fault, not a request's."""
 
 
 @dataclass(frozen=True)
@@ -89,58 +83,117 @@ class KeyInfo:
         }
 
 
+@dataclass(frozen=True)
+class RateDecision:
+    """One request counted against a key's rate limit (or refused by it)."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    # Seconds until the oldest request in the window leaves it, freeing a slot.
+    reset_after: float
+
+    def headers(self) -> dict[str, str]:
+        """The rate-limit headers clients expect (and Retry-After when refused)."""
+        reset = str(max(1, math.ceil(self.reset_after))) if self.reset_after > 0 else "0"
+        headers = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": reset,
+        }
+        if not self.allowed:
+            headers["Retry-After"] = reset
+        return headers
+
+
 def key_id_of(key: str) -> str | None:
     """The id part of a key, or None if it is not shaped like one of ours."""
     match = _KEY_RE.match(key)
     return match.group(1) if match else None
 
 
-def _hash(key: str) -> bytes:
+def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8")).digest()
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def default_db_path() -> Path:
+    """`$XDG_DATA_HOME/bgremove/keys.sqlite3`, else `~/.local/share/bgremove/keys.sqlite3`."""
+    data_home = os.environ.get("XDG_DATA_HOME", "")
+    # The XDG spec says a relative value is invalid and must be ignored.
+    base = Path(data_home) if os.path.isabs(data_home) else Path.home() / ".local" / "share"
+    return base / "bgremove" / "keys.sqlite3"
 
 
-_COLUMNS = "id, email, credits, used, created_at, last_used_at, revoked_at"
+def default_location() -> str:
+    """`$BGREMOVE_DB`, else the default SQLite file."""
+    return os.environ.get("BGREMOVE_DB") or str(default_db_path())
 
 
-class KeyStore:
-    """The key and credit database at `path` (created on first use)."""
+def is_postgres(location: str) -> bool:
+    return urlsplit(location).scheme in POSTGRES_SCHEMES
 
-    def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path).expanduser()
-        if not self.path.parent.exists():
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        new = not self.path.exists()
-        with self._connect() as db:
-            # WAL lets the server read keys while another process writes credits.
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-        if new:
-            os.chmod(self.path, 0o600)  # emails and balances are nobody else's business
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        # isolation_level=None: no implicit transactions; the writes below say BEGIN IMMEDIATE.
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+def url_password(location: str) -> str | None:
+    """The password written into a PostgreSQL URL, if any (to warn about it, and to mask it)."""
+    if not is_postgres(location):
+        return None
+    try:
+        return urlsplit(location).password
+    except ValueError:
+        return None
+
+
+def redact(location: str) -> str:
+    """The location as it may be shown: a URL's password replaced by ***."""
+    if not is_postgres(location):
+        return location
+    parts = urlsplit(location)
+    if parts.password is None:
+        return location
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def open_store(location: str | os.PathLike[str] | None = None, *,
+               pool_size: int = 10) -> KeyStore:
+    """The store at `location`: a path or `sqlite:///PATH` (SQLite), or `postgresql://...`.
+
+    `None` means `$BGREMOVE_DB`, else the default SQLite file. A PostgreSQL password comes from
+    PGPASSWORD or a pgpass file, as libpq finds them; one in the URL works but is visible to
+    every user of the machine when the URL is on a command line. `pool_size` caps PostgreSQL
+    connections per process.
+    """
+    text = os.fspath(location) if location is not None else default_location()
+    scheme = urlsplit(text).scheme if "://" in text else ""
+    if scheme in POSTGRES_SCHEMES:
         try:
-            yield db
-        finally:
-            db.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that holds SQLite's write lock from its first statement."""
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
+            from bgremove.server.postgres_store import PostgresKeyStore
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] not in ("psycopg", "psycopg_pool"):
                 raise
-            db.execute("COMMIT")
+            raise UsageError(f"{exc.name} is not installed; a postgresql:// database needs the "
+                             "postgres extra: pip install 'bgremove[postgres]'") from None
+        return PostgresKeyStore(text, pool_size=pool_size)
+    if scheme == "sqlite":
+        # SQLAlchemy's spelling: sqlite:///relative/path, sqlite:////absolute/path
+        if not text.startswith("sqlite:///") or text == "sqlite:///":
+            raise UsageError(f"not a SQLite URL: {text!r} (use sqlite:///PATH)")
+        text = text[len("sqlite:///"):]
+    elif scheme:
+        raise UsageError(f"unknown database {redact(text)!r}: use a file path, sqlite:///PATH "
+                         "or postgresql://USER@HOST/DBNAME")
+    from bgremove.server.sqlite_store import SqliteKeyStore
+
+    return SqliteKeyStore(text)
+
+
+class KeyStore(ABC):
+    """Keys, credits, reservations and rate-limit logs. Every method may be called from any
+    thread, and from any number of processes sharing the database."""
+
+    #: Where the data is, fit to show (no password).
+    location: str
 
     def create(self, email: str, credits: int) -> str:
         """Add a key for `email` with `credits`; return the key itself (it is not stored)."""
@@ -152,87 +205,100 @@ class KeyStore:
         while True:
             key_id = secrets.token_hex(_ID_HEX // 2)
             key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-            try:
-                with self._write() as db:
-                    db.execute(
-                        "INSERT INTO keys (id, key_hash, email, credits, created_at)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (key_id, _hash(key), email, credits, _now()),
-                    )
+            if self._insert_key(key_id, hash_key(key), email, credits):
                 return key
-            except sqlite3.IntegrityError:  # id already taken: draw another
-                continue
-
-    def get(self, key_id: str) -> KeyInfo:
-        with self._connect() as db:
-            row = db.execute(f"SELECT {_COLUMNS} FROM keys WHERE id = ?", (key_id,)).fetchone()
-        if row is None:
-            raise UnknownKeyId(f"no key with id {key_id!r} (see `bgremove keys list`)")
-        return KeyInfo(*row)
 
     def authenticate(self, key: str) -> KeyInfo | None:
         """The key's record if `key` is one of ours (revoked or not), else None."""
         key_id = key_id_of(key)
         if key_id is None:
             return None
-        with self._connect() as db:
-            row = db.execute(
-                f"SELECT key_hash, {_COLUMNS} FROM keys WHERE id = ?", (key_id,)
-            ).fetchone()
-        if row is None or not hmac.compare_digest(row[0], _hash(key)):
+        found = self._key_with_hash(key_id)
+        if found is None or not hmac.compare_digest(found[0], hash_key(key)):
             return None
-        return KeyInfo(*row[1:])
+        return found[1]
 
-    def charge(self, key_id: str) -> int | None:
-        """Take one credit from an active key; return what is left, or None if there was none."""
-        with self._write() as db:
-            cursor = db.execute(
-                "UPDATE keys SET credits = credits - 1, used = used + 1, last_used_at = ?"
-                " WHERE id = ? AND credits > 0 AND revoked_at IS NULL",
-                (_now(), key_id),
-            )
-            if cursor.rowcount != 1:
-                return None
-            return db.execute("SELECT credits FROM keys WHERE id = ?", (key_id,)).fetchone()[0]
+    @abstractmethod
+    def _insert_key(self, key_id: str, key_hash: bytes, email: str, credits: int) -> bool:
+        """Insert a key; False if the id is taken."""
 
-    def refund(self, key_id: str) -> int:
-        """Give back a credit taken by `charge` for work that then failed."""
-        with self._write() as db:
-            db.execute(
-                "UPDATE keys SET credits = credits + 1, used = used - 1 WHERE id = ?", (key_id,)
-            )
-            row = db.execute("SELECT credits FROM keys WHERE id = ?", (key_id,)).fetchone()
-        return row[0] if row else 0
+    @abstractmethod
+    def _key_with_hash(self, key_id: str) -> tuple[bytes, KeyInfo] | None: ...
 
-    def add_credits(self, key_id: str, credits: int) -> KeyInfo:
-        if credits <= 0:
-            raise UsageError("the number of credits to add must be positive")
-        with self._write() as db:
-            cursor = db.execute(
-                "UPDATE keys SET credits = credits + ? WHERE id = ?", (credits, key_id)
-            )
-        if cursor.rowcount != 1:
-            raise UnknownKeyId(f"no key with id {key_id!r} (see `bgremove keys list`)")
-        return self.get(key_id)
+    @abstractmethod
+    def get(self, key_id: str) -> KeyInfo:
+        """The key's record; UnknownKeyId if there is none."""
 
+    @abstractmethod
+    def reserve(self, key_id: str, request_id: str, replica: str) -> int | None:
+        """Take one credit from an active key for `request_id`, held by `replica`; return the
+        credits left, or None if there were none."""
+
+    @abstractmethod
+    def settle(self, request_id: str) -> bool:
+        """The work was delivered: the reservation becomes a charge. False if the sweeper had
+        already given it back (its replica was presumed dead)."""
+
+    @abstractmethod
+    def release(self, request_id: str) -> int | None:
+        """The work failed: give the reserved credit back; the key's credits after, or None if
+        there was no such reservation (already settled or given back)."""
+
+    @abstractmethod
+    def heartbeat(self, replica: str) -> None:
+        """`replica` is alive (replicas call this every few seconds)."""
+
+    @abstractmethod
+    def sweep(self, dead_after: float) -> int:
+        """Give back the reservations of replicas silent for `dead_after` seconds, and made
+        longer ago than that; return how many."""
+
+    @abstractmethod
+    def retire(self, replica: str) -> int:
+        """`replica` stops: give back whatever it still holds and forget it; return how many."""
+
+    @abstractmethod
+    def hit(self, key_id: str, limit: int, window: float) -> RateDecision:
+        """Count one request for `key_id` unless `limit` requests already fell within the last
+        `window` seconds (by the database's clock); refused requests are not counted, so a
+        client that waits Retry-After seconds gets through."""
+
+    @abstractmethod
+    def add_credits(self, key_id: str, credits: int) -> KeyInfo: ...
+
+    @abstractmethod
     def revoke(self, key_id: str) -> KeyInfo:
         """Refuse the key from now on. Its record stays, for the books."""
-        with self._write() as db:
-            cursor = db.execute(
-                "UPDATE keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
-                (_now(), key_id),
-            )
-        if cursor.rowcount != 1:
-            raise UnknownKeyId(f"no key with id {key_id!r} (see `bgremove keys list`)")
-        return self.get(key_id)
 
-    def count(self) -> int:
-        with self._connect() as db:
-            return db.execute("SELECT COUNT(*) FROM keys").fetchone()[0]
+    @abstractmethod
+    def count(self) -> int: ...
+
+    @abstractmethod
+    def reservations(self) -> int:
+        """Credits reserved and not yet settled or given back (for tests and operators)."""
+
+    def close(self) -> None:  # noqa: B027 - a no-op where there are no connections to keep
+        """Release connections."""
+
+    def __enter__(self) -> KeyStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
 
     # Last, so that the name `list` means the builtin everywhere above.
+    @abstractmethod
     def list(self) -> list[KeyInfo]:
         """Every key, oldest first, without secrets."""
-        with self._connect() as db:
-            rows = db.execute(f"SELECT {_COLUMNS} FROM keys ORDER BY created_at, rowid").fetchall()
-        return [KeyInfo(*row) for row in rows]
+
+
+def check_credits(credits: int) -> None:
+    if credits <= 0:
+        raise UsageError("the number of credits to add must be positive")
+
+
+def unknown(key_id: str) -> UnknownKeyId:
+    return UnknownKeyId(f"no key with id {key_id!r} (see `bgremove keys list`)")
