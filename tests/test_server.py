@@ -22,6 +22,7 @@ from bgremove.backends.local import LocalBackend
 from bgremove.server import create_app
 from bgremove.server.store import KeyStore, open_store
 from tests.serving import serve_app
+from tests.test_truncated_jpeg import with_jpeg_size
 
 ORIGIN = "https://app.example"
 API = "/api/remove-background/"
@@ -166,7 +167,13 @@ BAD_REQUESTS = {
                         "4001x2 pixels, the limit is 4000x4000"),
     "40000x40000 header": (lambda s, png: with_png_size(png, 40000, 40000), {}, "too large"),
     "truncated image": (lambda s, png: truncated(s), {"mode": "fast"}, "truncated"),
+    "7 KB JPEG claiming 4000x4000": (lambda s, png: with_jpeg_size(jpeg_of(png), 4000, 4000),
+                                     {"mode": "fast"}, "truncated"),
 }
+
+
+def jpeg_of(png: bytes) -> bytes:
+    return png_bytes(Image.open(io.BytesIO(png)).convert("RGB"), "JPEG")
 
 
 @pytest.mark.parametrize("case", BAD_REQUESTS)
@@ -398,3 +405,98 @@ def test_access_log_is_one_json_line_per_request_without_the_key(url, store, sma
     assert line["key_id"] == store.authenticate(key).id and line["ms"] > 0
     assert by_id[denied.headers["x-request-id"]]["status"] == 401
     assert key not in caplog.text
+
+
+def test_a_nul_byte_in_the_key_gets_the_json_error(url, store):
+    """h11 refuses the request before the app sees it; the answer still has the API's shape, and
+    never echoes the header (it may hold a key)."""
+    key = store.create("nul@example.com", 1)
+    address = urlsplit(url)
+    # h11 refuses NUL (400); other control characters reach the app and are not a key (401).
+    for bad, status in ((key[:10] + "\x00" + key[10:], 400), (key + "\x01", 401),
+                        ("\x7f" + key, 401)):
+        with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+            sock.sendall(f"POST {API} HTTP/1.1\r\nHost: test\r\nx-api-key: {bad}\r\n"
+                         "Content-Length: 0\r\n\r\n".encode("latin-1"))
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 %d" % status)
+        assert b"content-type: application/json" in head.lower()
+        assert re.search(rb"x-request-id: [0-9a-f]{32}", head.lower())
+        assert ("header" if status == 400 else "invalid API key") in json.loads(body)["error"]
+        assert key[4:].encode() not in answer
+    assert balance(store, key) == 1
+
+
+def test_openapi_describes_the_form_the_key_and_the_answers(url):
+    spec = httpx.get(url + "/openapi.json").json()
+    operation = spec["paths"][API]["post"]
+    form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["file"]
+    fields = form["properties"]
+    assert fields["file"]["format"] == "binary"
+    assert (fields["mode"]["enum"], fields["mode"]["default"]) == (
+        ["fast", "balanced", "quality"], "balanced")
+    assert (fields["outputFormat"]["enum"], fields["outputFormat"]["default"]) == (
+        ["png", "webp"], "webp")
+    assert {name: fields[name]["default"] for name in
+            ("includeMask", "smoothEdges", "preserveShadows")} == {
+        "includeMask": True, "smoothEdges": True, "preserveShadows": False}
+    [scheme] = spec["components"]["securitySchemes"].values()
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "x-api-key")
+    assert operation["security"] == [{name: []} for name in
+                                      spec["components"]["securitySchemes"]]
+    ok = operation["responses"]["200"]
+    assert set(ok["content"]) == {"image/png", "image/webp"}
+    assert {"x-user-credits", "x-request-id"} <= set(ok["headers"])
+    for status in ("400", "401", "403", "429", "500"):
+        error = operation["responses"][status]["content"]["application/json"]["schema"]
+        assert error["properties"] == {"error": {"type": "string",
+                                                 "description": "What went wrong."}}
+    assert "Retry-After" in operation["responses"]["429"]["headers"]
+    assert "422" not in operation["responses"]  # FastAPI's default; ours are 400s
+    assert API.rstrip("/") not in spec["paths"]  # one spelling documented
+
+
+def test_docs_page_works_offline(url):
+    page = httpx.get(url + "/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    text = page.text
+    for word in ("x-api-key", "outputFormat", "preserveShadows", "fast | balanced | quality",
+                 "image/webp", "/openapi.json", "429"):
+        assert word in text
+    # Nothing fetched from elsewhere (no CDN): no script, no external stylesheet or image.
+    assert "<script" not in text and "src=" not in text and "<link" not in text
+
+
+class Recording:
+    """A backend that remembers what it was asked to do."""
+
+    name = "recording"
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def process(self, data, options):
+        self.calls.append((Image.open(io.BytesIO(data)).format, options))
+        return self.inner.process(data, options)
+
+    def close(self) -> None:
+        pass
+
+
+def test_warm_up_runs_every_mode_codec_and_path(backend):
+    from bgremove.options import Mode, OutputFormat
+    from bgremove.server.app import warm_up
+
+    recording = Recording(backend)
+    warm_up(recording)
+    inputs = {fmt for fmt, _ in recording.calls}
+    options = [o for _, o in recording.calls]
+    assert inputs == {"JPEG", "PNG", "WEBP"}
+    assert {o.mode for o in options} == set(Mode)
+    assert {o.output_format for o in options} == set(OutputFormat)
+    assert {o.include_mask for o in options} == {True, False}
+    assert any(o.preserve_shadows for o in options)

@@ -71,6 +71,19 @@ def decode(data: bytes) -> Decoded:
     """
     image = open_image(data)
     try:
+        # libjpeg decodes a JPEG that ends early (its header claiming more than its data holds)
+        # by filling the rest with grey, and Pillow drops the warning. Huffman coding spends at
+        # least one bit on every 8x8 block, so fewer bits after the headers than the image has
+        # blocks cannot be the whole image. Arithmetic-coded JPEGs (SOF9-15, rare) can go below
+        # that bound, so they are let through.
+        if image.format == "JPEG":
+            headers = image.fp.tell()  # where the first scan's data begins
+            blocks = -(-image.width // 8) * -(-image.height // 8)
+            arithmetic = any(marker in data[:headers] for marker in (
+                b"\xff\xc9", b"\xff\xca", b"\xff\xcb", b"\xff\xcd", b"\xff\xce", b"\xff\xcf"))
+            if (len(data) - headers) * 8 < blocks and not arithmetic:
+                raise ImageError(f"the JPEG data ends before the {image.width}x{image.height} "
+                                 "pixels its header claims")
         image.load()
         # In place: without an orientation tag the copy exif_transpose() returns is pure waste.
         ImageOps.exif_transpose(image, in_place=True)
