@@ -153,3 +153,66 @@ def test_every_command_has_a_description_and_an_example(command):
     result = CliRunner().invoke(app, [*command, "--help"], terminal_width=200)
     assert result.exit_code == 0
     assert "Example: bgremove " + " ".join(command) in result.output
+
+
+def test_serve_on_a_busy_port_fails_at_once_with_exit_code_5(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # A model that does not exist: were it loaded first, this would be a model error (2).
+        proc = run_cli("serve", "--port", str(port), "--db", str(tmp_path / "k.sqlite3"),
+                       "--model", str(tmp_path / "missing.onnx"), timeout=60)
+    assert proc.returncode == 5
+    stderr = proc.stderr.decode()
+    assert f"port {port} is already in use" in stderr and "--port" in stderr
+    assert "Traceback" not in stderr and "missing.onnx" not in stderr
+
+
+def test_keys_against_postgres(postgres, pg_url):
+    created = run_cli("keys", "create", "--email", "pg@example.com", "--credits", "2",
+                      "--db", pg_url)
+    assert created.returncode == 0, created.stderr.decode()
+    key = created.stdout.decode().strip()
+    assert KEY.fullmatch(key)
+    key_id = key[4:16]
+    env = cli_env(BGREMOVE_DB=pg_url)  # the environment variable works as --db does
+    assert run_cli("keys", "add-credits", key_id, "3", env=env).returncode == 0
+    assert run_cli("keys", "revoke", key_id, env=env).returncode == 0
+    [record] = json.loads(run_cli("keys", "list", "--json", env=env).stdout)
+    assert (record["id"], record["credits"], record["active"]) == (key_id, 5, False)
+    assert record["created_at"].endswith("+00:00")
+
+
+def test_postgres_password_from_pgpassword_never_shown(postgres, pg_url):
+    no_file = {"PGPASSFILE": "/nonexistent"}
+    # No password anywhere: refused, a setup error (5).
+    refused = run_cli("keys", "list", "--db", pg_url, env=cli_env(**no_file))
+    assert refused.returncode == 5 and "cannot open the key database" in refused.stderr.decode()
+    # PGPASSWORD, as libpq reads it.
+    ok = run_cli("keys", "list", "--db", pg_url,
+                 env=cli_env(PGPASSWORD=postgres.password, **no_file))
+    assert ok.returncode == 0, ok.stderr.decode()
+    # In the URL on the command line: works, with a warning, and never echoed.
+    with_password = pg_url.replace("bgremove@", f"bgremove:{postgres.password}@")
+    warned = run_cli("keys", "list", "--db", with_password, env=cli_env(**no_file))
+    assert warned.returncode == 0
+    assert "warning: the database password is on the command line" in warned.stderr.decode()
+    wrong = with_password.replace(postgres.password, "not-the-password-123")
+    failed = run_cli("keys", "list", "--db", wrong, env=cli_env(**no_file))
+    assert failed.returncode == 5
+    assert "not-the-password-123" not in failed.stderr.decode() + failed.stdout.decode()
+    assert "***" in failed.stderr.decode()
+
+
+def test_database_mistakes_are_clear(tmp_path):
+    unreachable = run_cli("keys", "list", "--db", "postgresql://nobody@127.0.0.1:1/keys")
+    assert unreachable.returncode == 5
+    assert "cannot open the key database postgresql://nobody@127.0.0.1:1/keys" in (
+        unreachable.stderr.decode())
+    unknown = run_cli("keys", "list", "--db", "mysql://root@localhost/keys")
+    assert unknown.returncode == 2 and "unknown database" in unknown.stderr.decode()
+    url = f"sqlite:///{tmp_path}/via-url.sqlite3"
+    assert run_cli("keys", "create", "--email", "u@example.com", "--credits", "1",
+                   "--db", url).returncode == 0
+    assert (tmp_path / "via-url.sqlite3").is_file()
