@@ -33,7 +33,7 @@ from benchmarks.sections import write_section  # noqa: E402
 from bgremove.backends.local import LocalBackend  # noqa: E402
 from bgremove.options import Mode, RemovalOptions  # noqa: E402
 from bgremove.server import create_app  # noqa: E402
-from bgremove.server.store import KeyStore  # noqa: E402
+from bgremove.server.store import open_store  # noqa: E402
 from tests.api_front import ApiFront, MemoBackend  # noqa: E402
 from tests.serving import serve_app  # noqa: E402
 
@@ -87,7 +87,7 @@ def main() -> None:
         tmp_path = Path(tmp)
         (tmp_path / "in").mkdir()
         make_images(tmp_path / "in", count)
-        store = KeyStore(tmp_path / "keys.sqlite3")
+        store = open_store(tmp_path / "keys.sqlite3")
         key = store.create("bench@example.com", count * 2)
         memo = MemoBackend(LocalBackend())
         for path in sorted((tmp_path / "in").iterdir())[:5]:  # the distinct ones, computed once

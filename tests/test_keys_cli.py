@@ -216,3 +216,15 @@ def test_database_mistakes_are_clear(tmp_path):
     assert run_cli("keys", "create", "--email", "u@example.com", "--credits", "1",
                    "--db", url).returncode == 0
     assert (tmp_path / "via-url.sqlite3").is_file()
+
+
+def test_postgres_without_the_extra_says_how_to_get_it(tmp_path):
+    fake = tmp_path / "fake"
+    (fake / "psycopg").mkdir(parents=True)
+    (fake / "psycopg" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'psycopg'\", name='psycopg')\n")
+    env = cli_env()
+    env["PYTHONPATH"] = f"{fake}:{env['PYTHONPATH']}"
+    proc = run_cli("keys", "list", "--db", "postgresql://u@127.0.0.1:1/keys", env=env)
+    assert proc.returncode == 2
+    assert "pip install 'bgremove[postgres]'" in proc.stderr.decode()

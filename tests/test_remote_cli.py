@@ -16,7 +16,7 @@ from PIL import Image
 from bgremove.backends.local import LocalBackend
 from bgremove.options import Mode, RemovalOptions
 from bgremove.server import create_app
-from bgremove.server.store import KeyStore
+from bgremove.server.store import KeyStore, open_store
 from tests.api_front import ApiFront, MemoBackend
 from tests.conftest import cli_env, run_cli
 from tests.serving import serve_app
@@ -52,7 +52,7 @@ def api(tmp_path, model):
     @contextmanager
     def start(credits: int = 1000, faults: dict[int, str] | None = None,
               **app_options) -> Iterator[Api]:
-        store = KeyStore(tmp_path / "keys.sqlite3")
+        store = open_store(tmp_path / "keys.sqlite3")
         key = store.create("tester@example.com", credits)
         key_id = next(k.id for k in store.list())
         app_options.setdefault("backend", model)
