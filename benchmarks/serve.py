@@ -10,7 +10,7 @@ Starts the real `bgremove serve` (a subprocess, as an operator runs it) on 127.0
    what one 4000x3000 image in flight needs. Target: the second half of the soak grows RSS by
    less than 5% of its level at the half-way point (a bound, not a leak).
 
-    python benchmarks/serve.py                    # about 4 minutes on 2 cores
+    python benchmarks/serve.py                    # about 5 minutes on 2 cores
     python benchmarks/serve.py --requests 100 --no-write
 
 Rewrites the `serve` section of BENCHMARKS.md.
@@ -166,7 +166,7 @@ def soak(tmp: Path, env: dict[str, str], count: int, clients: int) -> list[tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=300, help="soak length (300)")
+    parser.add_argument("--requests", type=int, default=200, help="soak length (200)")
     parser.add_argument("--clients", type=int, default=4, help="clients at once (4)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--skip-cold", action="store_true", help="the soak alone")

@@ -43,7 +43,8 @@ def serve(
         "--cors-origin", metavar="ORIGIN", show_default=False,
         help="Let browser pages on this origin call the API (repeatable; * for any).")] = None,
     workers: Annotated[int | None, typer.Option(
-        metavar="N", help="Images processed at once.", show_default="one per core", min=1)] = None,
+        metavar="N", help="Images processed at once.", show_default="as bgremove's --workers",
+        min=1)] = None,
     model: Annotated[str | None, typer.Option(
         metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
         show_default="u2netp, bundled")] = None,
@@ -54,12 +55,11 @@ def serve(
 ) -> None:
     with _reported_errors():
         uvicorn, app_module = _load_server()
-        from bgremove.parallel import usable_cores
         from bgremove.server.http import bind, uvicorn_config
 
         sock = bind(host, port)  # a taken port fails now, not after loading the model
         store = _open_store(db)
-        concurrency = workers or usable_cores()
+        concurrency = workers or app_module.default_workers()
         # The model is loaded and has run every mode once before the server listens.
         backend = app_module.local_backend(concurrency, model)
         app_module.warm_up(backend)

@@ -45,7 +45,7 @@ from bgremove.backends import Backend
 from bgremove.contract import MAX_FILE_BYTES, RATE_LIMIT, RATE_WINDOW, check_upload
 from bgremove.errors import ImageError
 from bgremove.options import RemovalOptions
-from bgremove.parallel import usable_cores
+from bgremove.parallel import plan
 from bgremove.server import openapi
 from bgremove.server.memory import MemoryKeeper
 from bgremove.server.store import KeyInfo, KeyStore, StoreError, open_store
@@ -97,14 +97,21 @@ def _counting_receive(receive: Receive, limit: int) -> Receive:
     return counted
 
 
+def default_workers() -> int:
+    """Images processed at once by default: the CLI's choice for this machine (parallel.plan),
+    a few at most, since each image in flight holds its own buffers."""
+    return plan(None, None)[0]
+
+
 def local_backend(concurrency: int, model: str | None = None) -> Backend:
     """The engine, sized for a server processing `concurrency` images at once: the one place the
     server obtains it."""
     from bgremove.backends.local import LocalBackend
 
-    # Split the cores between the images in flight rather than give each inference all of them:
-    # a busy server then does not oversubscribe the CPU.
-    return LocalBackend(model, threads=max(1, usable_cores() // concurrency))
+    # The cores are split between the images in flight rather than each inference given all of
+    # them: a busy server then does not oversubscribe the CPU.
+    _, threads = plan(concurrency, None)
+    return LocalBackend(model, threads=threads)
 
 
 def warm_up(backend: Backend) -> None:
@@ -158,7 +165,6 @@ class RemovalService:
         # beyond that wait for a slot without holding a thread.
         self.slots = anyio.CapacityLimiter(concurrency)
         self.memory = MemoryKeeper()
-        self.memory.configure()
         self._backend = backend
         self._owns_backend = False
         self._backend_lock = threading.Lock()
@@ -177,6 +183,7 @@ class RemovalService:
     async def start(self) -> None:
         """Before the first request: the model loaded and warm, this replica registered, and
         whatever a dead replica left reserved given back."""
+        self.memory.bound()
         await anyio.to_thread.run_sync(self.backend)
         await anyio.to_thread.run_sync(self.store.heartbeat, self.replica)
         await self._sweep()
@@ -273,7 +280,7 @@ class RemovalService:
         try:
             return self.backend().process(data, options).data
         finally:
-            self.memory.after(data)
+            self.memory.after_image()
 
     async def _authenticate(self, request: Request) -> KeyInfo:
         key = request.headers.get("x-api-key", "").strip()
@@ -427,18 +434,18 @@ def create_app(
     `sqlite:///PATH` or `postgresql://...`).
 
     `rate_limit` requests per `rate_window` seconds per key (0: no limit), counted in the store,
-    so across every replica; at most `max_concurrency` images processed at once (default: one per
-    core); browsers on `cors_origins` (or "*") may call it. `backend` defaults to the local
-    engine with `model` (the bundled one by default), loaded and warmed up before the server
-    takes requests. A replica silent for `replica_timeout` seconds is presumed dead and its
-    reserved credits are given back.
+    so across every replica; at most `max_concurrency` images processed at once (default: as
+    `bgremove` sizes its workers for this machine); browsers on `cors_origins` (or "*") may call
+    it. `backend` defaults to the local engine with `model` (the bundled one by default), loaded
+    and warmed up before the server takes requests. A replica silent for `replica_timeout`
+    seconds is presumed dead and its reserved credits are given back.
     """
     owns_store = not isinstance(store, KeyStore)
     service = RemovalService(
         open_store(store) if owns_store else store,
         rate_limit=rate_limit,
         rate_window=rate_window,
-        concurrency=max_concurrency or usable_cores(),
+        concurrency=max_concurrency or default_workers(),
         backend=backend,
         model=model,
         replica_timeout=replica_timeout,
