@@ -20,15 +20,58 @@ class Mode(str, Enum):
 
 
 class OutputFormat(str, Enum):
+    """What the cut-out is written as. The API answers PNG or WebP; JPEG (no transparency, so
+    only with the mask off) is made here from the API's PNG, so it means the same everywhere."""
+
     png = "png"
     webp = "webp"
+    jpeg = "jpeg"
+
+    @classmethod
+    def _missing_(cls, value: object) -> OutputFormat | None:
+        if isinstance(value, str):
+            text = value.strip().lower().lstrip(".")
+            if text == "jpg":
+                return cls.jpeg
+            if text in cls._value2member_map_ and text != value:
+                return cls(text)
+        return None
 
     @property
     def mime_type(self) -> str:
         return f"image/{self.value}"
 
+    @property
+    def suffix(self) -> str:
+        return ".jpg" if self is OutputFormat.jpeg else f".{self.value}"
+
+    @property
+    def has_alpha(self) -> bool:
+        return self is not OutputFormat.jpeg
+
+    @classmethod
+    def suffixes(cls) -> frozenset[str]:
+        """File name endings that pick a format (`-o cut.jpg`)."""
+        return frozenset({".png", ".webp", ".jpg", ".jpeg"})
+
+    @classmethod
+    def from_suffix(cls, suffix: str) -> OutputFormat | None:
+        return cls(suffix) if suffix.lower() in cls.suffixes() else None
+
+    @classmethod
+    def names(cls) -> str:
+        return "PNG, WebP and JPEG"
+
 
 RGB = tuple[int, int, int]
+
+
+def _choose(kind: type[Enum], value: object, name: str):
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(member.value for member in kind)
+        raise ValueError(f"{name} {value!r}: choose {choices}") from None
 
 WHITE: RGB = (255, 255, 255)
 
@@ -68,6 +111,44 @@ class RemovalOptions:
     preserve_shadows: bool = False
     # Only used when include_mask is off: the colour that replaces the background.
     background_color: RGB = field(default=WHITE)
+    # Photos whose longer side is over this many pixels are shrunk to it first (None: never).
+    # Not an API field: the remote backend shrinks before uploading.
+    max_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.include_mask and not self.output_format.has_alpha:
+            raise ValueError("JPEG has no transparency: use it with the mask off "
+                             "(--no-include-mask, or a --background-color), or write PNG or WebP")
+        if self.max_size is not None and self.max_size < 1:
+            raise ValueError("max_size must be at least 1 pixel")
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        mode: Mode | str = Mode.balanced,
+        output_format: OutputFormat | str = OutputFormat.webp,
+        include_mask: bool | None = None,
+        smooth_edges: bool = True,
+        preserve_shadows: bool = False,
+        background_color: str | RGB | None = None,
+        max_size: int | None = None,
+    ) -> RemovalOptions:
+        """Options from plain values, as `bgremove.remove()` takes them (names or enums; a colour
+        as text or an RGB tuple). `include_mask=None` keeps the background transparent unless a
+        `background_color` is given (as rembg's `bgcolor` does) or the format is JPEG, which has
+        no transparency. Raises ValueError naming the option that is wrong."""
+        fmt = _choose(OutputFormat, output_format, "output_format")
+        if isinstance(background_color, str):
+            colour = parse_color(background_color)
+        elif background_color is not None:
+            colour = tuple(int(c) for c in background_color)[:3]
+        else:
+            colour = WHITE
+        if include_mask is None:
+            include_mask = background_color is None and fmt.has_alpha
+        return cls(_choose(Mode, mode, "mode"), fmt, bool(include_mask), bool(smooth_edges),
+                   bool(preserve_shadows), colour, max_size)
 
     def form_fields(self) -> dict[str, str]:
         """The multipart fields that ask the API for these options."""

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from bgremove.backends.local import LocalBackend
+from bgremove.backends.local import LocalSession
 from bgremove.server import create_app
 from bgremove.server.store import KeyStore
 from tests.serving import serve_app
@@ -32,7 +32,7 @@ class Watched:
 
     name = "local"
 
-    def __init__(self, inner: LocalBackend):
+    def __init__(self, inner: LocalSession):
         self.inner = inner
         self.lock = threading.Lock()
         self.active = self.peak = 0
@@ -53,7 +53,7 @@ class Watched:
 
 @pytest.fixture(scope="module")
 def backend() -> Watched:
-    return Watched(LocalBackend(threads=1))  # one model for every server in this module
+    return Watched(LocalSession(threads=1))  # one model for every server in this module
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bgremove import __version__
-from bgremove.backends import Backend
+from bgremove.backends import Session as Backend
 from bgremove.contract import CONTENT_TYPES, MAX_FILE_BYTES, MAX_SIDE, RATE_LIMIT, RATE_WINDOW
 from bgremove.errors import ImageError
 from bgremove.imaging.decode import SNIFF_BYTES, open_image, sniff
@@ -95,11 +95,11 @@ def default_concurrency() -> int:
 
 def local_backend(concurrency: int, model: str | None = None) -> Backend:
     """The local engine sized for a server processing `concurrency` images at once."""
-    from bgremove.backends.local import LocalBackend
+    import bgremove
 
     # Split the cores between the images in flight rather than give each inference all of them:
     # a busy server then does not oversubscribe the CPU.
-    return LocalBackend(model, threads=max(1, default_concurrency() // concurrency))
+    return bgremove.new_session(model, threads=max(1, default_concurrency() // concurrency))
 
 
 class RemovalService:
