@@ -109,11 +109,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    pass
+    from bgremove import interrupts
+
+    if ctx.invoked_subcommand != "remove":  # the remove command handles interrupts itself
+        interrupts.like_ctrl_c()
 
 
 @app.command(
@@ -288,9 +292,6 @@ def _fail(message: str, code: int) -> None:
 
 
 def main() -> None:
-    from bgremove.interrupts import sigterm_like_ctrl_c
-
-    sigterm_like_ctrl_c()
     try:
         # The name is fixed so that `python -m bgremove` shows and completes as `bgremove`.
         app(prog_name="bgremove")

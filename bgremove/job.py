@@ -120,6 +120,8 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
     # From here on Ctrl-C and SIGTERM stop the batch cleanly, even while the model loads: the
     # run then ends at once, with its summary and report.
     with interrupts.calling(on_signal):
+        for _ in range(interrupts.take_early()):  # Ctrl-C while Python was starting
+            on_signal()
         session = None
         workers = 1
         if not job.dry_run:
