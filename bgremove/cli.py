@@ -17,16 +17,15 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from bgremove import __version__
+from bgremove.commands import EXIT_USAGE, fail, reported_errors
 from bgremove.config import DEFAULTS, SETTING_NAMES, config_path
 from bgremove.config import describe as describe_settings
 from bgremove.config import load as load_settings
-from bgremove.errors import BgRemoveError, UsageError
 from bgremove.options import Mode, OutputFormat
 
 if TYPE_CHECKING:  # typer vendors click; only its types are named here
     import click
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 class Backend(str, Enum):
@@ -86,7 +85,7 @@ def _refuse_a_mistyped_command(args: list[str], commands: list[str]) -> None:
     match = get_close_matches(word, commands, n=1, cutoff=0.6)
     if match:
         meant = " ".join([match[0], *args[1:3]])
-        _fail(f"no such command or file: {word!r}. Did you mean `bgremove {meant}`? "
+        fail(f"no such command or file: {word!r}. Did you mean `bgremove {meant}`? "
               "(see bgremove --help)", EXIT_USAGE)
 
 
@@ -212,7 +211,7 @@ def remove(
     from bgremove import job as jobs
 
     params = ctx.params
-    try:
+    with reported_errors():
         given = _given_on_command_line(ctx)
         if "output_format" not in given:
             implied = _format_from_output(params["output"])
@@ -222,10 +221,6 @@ def remove(
         job = jobs.Job(**{f.name: params[f.name] for f in fields(jobs.Job)})
         job.inputs = list(job.inputs or [])
         summary = jobs.run(job, settings)
-    except UsageError as exc:
-        _fail(str(exc), EXIT_USAGE)
-    except BgRemoveError as exc:
-        _fail(str(exc), getattr(exc, "exit_code", EXIT_FAILED))
     if summary.abandoned:
         from bgremove.interrupts import exit_now
 
@@ -250,10 +245,8 @@ app.add_typer(config_app, name="config")
     "Example: BGREMOVE_MODE=fast bgremove config show",
 )
 def config_show(config: ConfigOption = None) -> None:
-    try:
+    with reported_errors():
         settings = load_settings(config=config)
-    except UsageError as exc:
-        _fail(str(exc), EXIT_USAGE)
     typer.echo(describe_settings(settings))
 
 
@@ -284,11 +277,6 @@ def _format_from_output(output: str | None) -> OutputFormat | None:
     if not output or output == "-" or os.path.isdir(output):
         return None
     return OutputFormat.from_suffix(Path(output).suffix)
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"bgremove: error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bgremove.backends import Result, SessionBase, Session
+from bgremove.backends import Result, Session, SessionBase
 from bgremove.options import RemovalOptions
 
 # What the front can do to the request with a given arrival number (0-based):

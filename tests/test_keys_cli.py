@@ -12,8 +12,7 @@ import time
 
 import httpx
 import pytest
-from typer.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from bgremove.cli import app
 from bgremove.server import create_app

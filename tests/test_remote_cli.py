@@ -15,9 +15,9 @@ from PIL import Image
 
 from bgremove.backends.local import LocalSession
 from bgremove.options import Mode, RemovalOptions
+from bgremove.progress import NAMED
 from bgremove.server import create_app
 from bgremove.server.store import KeyStore
-from bgremove.progress import NAMED
 from tests.api_front import ApiFront, MemoBackend
 from tests.conftest import cli_env, run_cli
 from tests.serving import serve_app

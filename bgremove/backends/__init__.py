@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from bgremove.options import RGB, Mode, OutputFormat, RemovalOptions
+from bgremove.options import RemovalOptions
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -58,29 +58,10 @@ class Session(Protocol):
 class SessionBase:
     """`remove()` for every session, in terms of `process()` and `remove_image()`."""
 
-    def remove(
-        self,
-        image: ImageInput,
-        *,
-        mode: Mode | str = Mode.balanced,
-        output_format: OutputFormat | str = OutputFormat.webp,
-        include_mask: bool | None = None,
-        smooth_edges: bool = True,
-        preserve_shadows: bool = False,
-        background_color: str | RGB | None = None,
-        max_size: int | None = None,
-    ) -> bytes | Image.Image:
-        """Remove the background of one image.
-
-        The return type follows the input: encoded bytes or a file path give the encoded cut-out
-        (bytes, in `output_format`); a PIL image or a numpy array gives a PIL image (RGBA, or RGB
-        with the background filled when the mask is off). Options are the API's, with its
-        defaults; see `RemovalOptions.build`.
-        """
-        options = RemovalOptions.build(
-            mode=mode, output_format=output_format, include_mask=include_mask,
-            smooth_edges=smooth_edges, preserve_shadows=preserve_shadows,
-            background_color=background_color, max_size=max_size)
+    def remove(self, image: ImageInput, **options: Any) -> bytes | Image.Image:
+        """Remove the background of one image, as `bgremove.remove()` does (the same options,
+        the same rule for the return type), with this session."""
+        options = RemovalOptions.build(**options)
         if isinstance(image, (bytes, bytearray, memoryview)):
             return self.process(bytes(image), options).data
         if isinstance(image, (str, os.PathLike)):
