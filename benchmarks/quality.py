@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 import bgremove  # noqa: E402
 from benchmarks.sections import write_section  # noqa: E402
-from bgremove.backends.local import LocalBackend  # noqa: E402
+from bgremove.backends.local import LocalSession  # noqa: E402
 from bgremove.models import BUNDLED, resolve  # noqa: E402
 from bgremove.options import Mode, OutputFormat, RemovalOptions  # noqa: E402
 
@@ -118,7 +118,7 @@ def read_alpha(png: bytes) -> np.ndarray:
     return np.asarray(image)[:, :, 3]
 
 
-def bgremove_pipeline(backend: LocalBackend, mode: Mode) -> Callable[[bytes], np.ndarray]:
+def bgremove_pipeline(backend: LocalSession, mode: Mode) -> Callable[[bytes], np.ndarray]:
     options = RemovalOptions(mode=mode, output_format=OutputFormat.png, include_mask=True)
     return lambda data: read_alpha(backend.process(data, options).data)
 
@@ -284,7 +284,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
     args = parser.parse_args()
 
-    backend = LocalBackend()
+    backend = LocalSession()
     with tempfile.TemporaryDirectory() as home:
         shutil.copy(resolve(BUNDLED)[1], Path(home) / "u2netp.onnx")
         rows = [Row(mode.value, bgremove_pipeline(backend, mode)) for mode in Mode]

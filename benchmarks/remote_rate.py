@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.sections import write_section  # noqa: E402
-from bgremove.backends.local import LocalBackend  # noqa: E402
+from bgremove.backends.local import LocalSession  # noqa: E402
 from bgremove.options import Mode, RemovalOptions  # noqa: E402
 from bgremove.server import create_app  # noqa: E402
 from bgremove.server.store import open_store  # noqa: E402
@@ -89,7 +89,7 @@ def main() -> None:
         make_images(tmp_path / "in", count)
         store = open_store(tmp_path / "keys.sqlite3")
         key = store.create("bench@example.com", count * 2)
-        memo = MemoBackend(LocalBackend())
+        memo = MemoBackend(LocalSession())
         for path in sorted((tmp_path / "in").iterdir())[:5]:  # the distinct ones, computed once
             memo.process(path.read_bytes(), RemovalOptions(mode=Mode.fast))
         front = ApiFront(create_app(store, rate_limit=args.cap, rate_window=args.window,

@@ -212,7 +212,7 @@ def encoder_tradeoffs(photos: list[Path]) -> list[tuple[str, float, float, str]]
 
     import numpy as np
 
-    from bgremove.backends.local import LocalBackend
+    from bgremove.backends.local import LocalSession
     from bgremove.imaging import png
     from bgremove.imaging.compose import (
         PNG_COMPRESS_LEVEL,
@@ -225,7 +225,7 @@ def encoder_tradeoffs(photos: list[Path]) -> list[tuple[str, float, float, str]]
     from bgremove.imaging.matte import compute_alpha
     from bgremove.options import Mode, OutputFormat, RemovalOptions
 
-    backend = LocalBackend(threads=1)
+    backend = LocalSession(threads=1)
     options = RemovalOptions(Mode.fast, OutputFormat.png)
     cutouts = []
     chosen = [p for p in photos if p.name.startswith("1600-") and "mirrored" not in p.name]

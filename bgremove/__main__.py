@@ -1,3 +1,16 @@
-from bgremove.cli import main
+"""`python -m bgremove`, and the `bgremove` command's entry point."""
 
-main()
+
+def main() -> None:
+    # Before anything else is imported: a Ctrl-C from the very first instant is counted and
+    # handled by the command (a summary, a report, exit 130), never a traceback.
+    from bgremove import interrupts
+
+    interrupts.count_early()
+    from bgremove.cli import main as run
+
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -8,32 +8,29 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import fields
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from bgremove import __version__
+from bgremove.commands import EXIT_USAGE, fail, reported_errors
 from bgremove.config import DEFAULTS, SETTING_NAMES, config_path
 from bgremove.config import describe as describe_settings
 from bgremove.config import load as load_settings
-from bgremove.errors import BgRemoveError, UsageError
 from bgremove.options import Mode, OutputFormat
 
 if TYPE_CHECKING:  # typer vendors click; only its types are named here
     import click
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 class Backend(str, Enum):
     local = "local"
     remote = "remote"
-
-# Command-line parameters whose setting has another name.
-CLI_TO_SETTING = {"output_format": "format"}
 
 ConfigOption = Annotated[str | None, typer.Option(
     "--config", metavar="FILE", show_default=False,
@@ -50,6 +47,7 @@ class DefaultCommandGroup(TyperGroup):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in self.top_level_flags:
+            _refuse_a_mistyped_command(args, list(self.commands))
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
@@ -63,6 +61,32 @@ class DefaultCommandGroup(TyperGroup):
             results += [item for item in default.shell_complete(ctx, incomplete)
                         if item.value not in known]
         return results
+
+
+class InputsCommand(TyperCommand):
+    """Shows `INPUT...` in the usage and help without typer's `<list[str]>` type label."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument):
+                param.display_type_rich = lambda ctx: None
+                param._usage_display_name = lambda shown=f"[{param.metavar}]": shown
+
+
+def _refuse_a_mistyped_command(args: list[str], commands: list[str]) -> None:
+    """`bgremove model list` or `bgremove remvoe x`: a word that names no file but is close to a
+    command is a typo, not an input that does not exist."""
+    from difflib import get_close_matches
+
+    word = args[0]
+    if word.startswith("-") or os.path.lexists(word):
+        return
+    match = get_close_matches(word, commands, n=1, cutoff=0.6)
+    if match:
+        meant = " ".join([match[0], *args[1:3]])
+        fail(f"no such command or file: {word!r}. Did you mean `bgremove {meant}`? "
+              "(see bgremove --help)", EXIT_USAGE)
 
 
 app = typer.Typer(
@@ -84,18 +108,23 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    pass
+    from bgremove import interrupts
+
+    if ctx.invoked_subcommand != "remove":  # the remove command handles interrupts itself
+        interrupts.like_ctrl_c()
 
 
 @app.command(
     "remove",
+    cls=InputsCommand,
     help="Remove the background of images: files, folders, or - for stdin.\n\n"
     "Folders are walked recursively and mirrored under -o; outputs that exist are skipped.\n\n"
-    "Example: bgremove photos/ -o cutouts/ --format png",
+    "Example: bgremove photos/ -o cutouts/ --output-format png",
 )
 def remove(
     ctx: typer.Context,
@@ -104,11 +133,12 @@ def remove(
         show_default=False)] = None,
     output: Annotated[str | None, typer.Option(
         "-o", "--output", metavar="PATH", help="Output folder (mirrors input sub-folders), "
-        "or a file for one input, or - for stdout.")] = None,
+        "or a file for one input (.png, .webp or .jpg), or - for stdout.")] = None,
     mode: Annotated[Mode, typer.Option(help="fast | balanced | quality.")] = DEFAULTS.mode,
-    output_format: Annotated[OutputFormat | None, typer.Option(
-        "--format", "-f", help="png | webp [default: webp, or the -o file's extension]",
-        show_default=False)] = None,
+    output_format: Annotated[str | None, typer.Option(
+        "--output-format", "--format", "-f", metavar="png|webp|jpeg",
+        help="Output format [default: webp, or the -o file's extension]. JPEG has no "
+        "transparency: the background is filled.", show_default=False)] = None,
     include_mask: Annotated[bool, typer.Option(
         help="Transparent background (RGBA); off: background filled with --background-color."
     )] = DEFAULTS.include_mask,
@@ -119,19 +149,24 @@ def remove(
         help="Keep the subject's cast shadow as a soft semi-transparent layer.",
     )] = DEFAULTS.preserve_shadows,
     background_color: Annotated[str, typer.Option(
-        help="Fill colour when --no-include-mask: #rrggbb or a name.")] = DEFAULTS.background_color,
+        metavar="COLOUR", help="Fill the background with this colour (#rrggbb or a name); "
+        "implies --no-include-mask.")] = DEFAULTS.background_color,
+    max_size: Annotated[int | None, typer.Option(
+        metavar="PIXELS", help="Shrink photos whose longer side is bigger to this size first "
+        "(instead of refusing those over the size limit).", show_default=False, min=1)] = None,
     model: Annotated[str | None, typer.Option(
-        help="Model name (see `bgremove models list`) or path to an .onnx file.",
+        metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
         show_default="u2netp, bundled")] = None,
     device: Annotated[str | None, typer.Option(
-        help="Where the model runs: auto | cpu | cuda | rocm | directml | coreml | openvino | "
-        "tensorrt (onnxruntime execution providers; auto: the best installed accelerator, "
-        "else cpu).", show_default="auto")] = None,
+        metavar="DEVICE", help="Where the model runs: auto | cpu | cuda | rocm | directml | "
+        "coreml | openvino | tensorrt (onnxruntime execution providers; auto: the best "
+        "installed accelerator, else cpu).", show_default="auto")] = None,
     workers: Annotated[int | None, typer.Option(
-        help="Images processed at once.", show_default="by cores, 2 to 4; remote: 8",
-        min=1)] = None,
+        metavar="N", help="Images processed at once.",
+        show_default="one per core, by memory; GPU: half the cores; remote: 8", min=1)] = None,
     threads: Annotated[int | None, typer.Option(
-        help="onnxruntime threads per image.", show_default="cores / workers", min=1)] = None,
+        metavar="N", help="onnxruntime threads per image.", show_default="cores / workers",
+        min=1)] = None,
     backend: Annotated[Backend, typer.Option(
         help="local: the model on this machine; remote: the Background Removal API.",
     )] = Backend.local,
@@ -144,14 +179,14 @@ def remove(
     api_key_file: Annotated[Path | None, typer.Option(
         metavar="FILE", help="File holding the API key.", show_default=False)] = None,
     rate_limit: Annotated[int | None, typer.Option(
-        help="Requests started per --rate-window at most (remote backend).",
+        metavar="N", help="Requests started per --rate-window at most (remote backend).",
         show_default=str(DEFAULTS.rate_limit), min=1)] = None,
     rate_window: Annotated[float | None, typer.Option(
         metavar="SECONDS", help="The window --rate-limit counts in.",
         show_default=f"{DEFAULTS.rate_window:g}", min=0.001)] = None,
     max_credits: Annotated[int | None, typer.Option(
-        help="Stop once this many credits are spent (remote backend).", show_default=False,
-        min=1)] = None,
+        metavar="N", help="Stop once this many credits are spent (remote backend).",
+        show_default=False, min=1)] = None,
     overwrite: Annotated[bool, typer.Option(
         help="Redo outputs that already exist (by default they are skipped).")] = False,
     files_from: Annotated[str | None, typer.Option(
@@ -171,22 +206,21 @@ def remove(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only report failures.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="List every file.")] = False,
 ) -> None:
-    try:
-        from bgremove import job as jobs
-        from bgremove.discover import Shard
+    # The parameters are named after the Job's fields and the settings, and flow to them by
+    # name: the settings typed on the command line win over the environment and config file.
+    from bgremove import job as jobs
 
+    params = ctx.params
+    with reported_errors():
         given = _given_on_command_line(ctx)
-        if "format" not in given and _format_from_output(output):
-            given["format"] = _format_from_output(output)
-        settings = load_settings(given, config=config)
-        job = jobs.Job(list(inputs or []), output, files_from,
-                       Shard.parse(shard) if shard is not None else None,
-                       overwrite, dry_run, json_lines, report, quiet, verbose)
+        if "output_format" not in given:
+            implied = _format_from_output(params["output"])
+            if implied is not None:
+                given["output_format"] = implied
+        settings = load_settings(given, config=params["config"])
+        job = jobs.Job(**{f.name: params[f.name] for f in fields(jobs.Job)})
+        job.inputs = list(job.inputs or [])
         summary = jobs.run(job, settings)
-    except UsageError as exc:
-        _fail(str(exc), EXIT_USAGE)
-    except BgRemoveError as exc:
-        _fail(str(exc), EXIT_FAILED)
     if summary.abandoned:
         from bgremove.interrupts import exit_now
 
@@ -211,10 +245,8 @@ app.add_typer(config_app, name="config")
     "Example: BGREMOVE_MODE=fast bgremove config show",
 )
 def config_show(config: ConfigOption = None) -> None:
-    try:
+    with reported_errors():
         settings = load_settings(config=config)
-    except UsageError as exc:
-        _fail(str(exc), EXIT_USAGE)
     typer.echo(describe_settings(settings))
 
 
@@ -233,31 +265,31 @@ def _given_on_command_line(ctx: typer.Context) -> dict[str, object]:
     given = {}
     for param in ctx.command.params:
         source = ctx.get_parameter_source(param.name)
-        name = CLI_TO_SETTING.get(param.name, param.name)
+        name = param.name
         if name in SETTING_NAMES and source is not None and source.name == "COMMANDLINE":
-            value = ctx.params[param.name]
+            value = ctx.params[name]
             given[name] = str(value) if isinstance(value, Path) else value
     return given
 
 
 def _format_from_output(output: str | None) -> OutputFormat | None:
-    suffix = Path(output).suffix.lower().lstrip(".") if output and output != "-" else ""
-    return OutputFormat(suffix) if suffix in OutputFormat._value2member_map_ else None
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"bgremove: error: {message}", err=True)
-    raise typer.Exit(code)
+    """`-o cut.png` asks for PNG (a folder named `x.png` is still a folder)."""
+    if not output or output == "-" or os.path.isdir(output):
+        return None
+    return OutputFormat.from_suffix(Path(output).suffix)
 
 
 def main() -> None:
-    from bgremove.interrupts import sigterm_like_ctrl_c
-
-    sigterm_like_ctrl_c()
     try:
         # The name is fixed so that `python -m bgremove` shows and completes as `bgremove`.
         app(prog_name="bgremove")
     except KeyboardInterrupt:
+        typer.echo("bgremove: interrupted", err=True)
+        sys.exit(130)
+    except ImportError as exc:
+        # Ctrl-C while onnxruntime initialises surfaces as an ImportError around it.
+        if not isinstance(exc.__context__, KeyboardInterrupt):
+            raise
         typer.echo("bgremove: interrupted", err=True)
         sys.exit(130)
     except BrokenPipeError:

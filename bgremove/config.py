@@ -120,11 +120,14 @@ class Settings:
     backend: str = _setting("local", _choice("local", "remote"),
                             "local: the bundled model on this machine; remote: the API")
     mode: Mode = _setting(Mode.balanced, _enum(Mode), "fast | balanced | quality")
-    format: OutputFormat = _setting(OutputFormat.webp, _enum(OutputFormat), "png | webp")
+    output_format: OutputFormat = _setting(OutputFormat.webp, _enum(OutputFormat),
+                                           "png | webp | jpeg")
     include_mask: bool = _setting(True, _bool, "transparent background")
     smooth_edges: bool = _setting(True, _bool, "anti-aliased soft edges")
     preserve_shadows: bool = _setting(False, _bool, "keep the cast shadow")
     background_color: str = _setting("white", _colour, "fill colour without the mask")
+    max_size: int | None = _setting(None, _integer(1),
+                                    "shrink photos to this many pixels on the longer side")
     model: str | None = _setting(None, _text, "model name or .onnx path (local backend)")
     device: str = _setting("auto", _text, "where the model runs: auto | cpu | cuda | ...")
     workers: int | None = _setting(None, _integer(1),
@@ -145,8 +148,26 @@ class Settings:
     config_found: bool = field(default=False, compare=False)
 
     def removal_options(self) -> RemovalOptions:
-        return RemovalOptions(self.mode, self.format, self.include_mask, self.smooth_edges,
-                              self.preserve_shadows, parse_color(self.background_color))
+        """The options of a run. A colour asked for on the command line fills the background,
+        as rembg's --bgcolor does; one from the environment or the config file is only the
+        colour used when the mask is off. JPEG, which has no transparency, turns the mask off
+        unless it was asked for (which is then an error)."""
+        mask_source = self.sources.get("include_mask", "default")
+        colour_asked = self.sources.get("background_color") == "command line"
+        if colour_asked and mask_source == "command line" and self.include_mask:
+            raise UsageError("--background-color fills the background and --include-mask keeps "
+                             "it transparent: give one of them")
+        if mask_source == "command line" or (mask_source != "default" and not colour_asked):
+            include_mask = self.include_mask
+        else:
+            include_mask = not colour_asked and self.output_format.has_alpha
+        try:
+            return RemovalOptions.build(
+                mode=self.mode, output_format=self.output_format, include_mask=include_mask,
+                smooth_edges=self.smooth_edges, preserve_shadows=self.preserve_shadows,
+                background_color=self.background_color, max_size=self.max_size)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
     def items(self) -> Iterator[tuple[str, Any, str]]:
         """(name, value, source) of every setting, secrets masked."""
@@ -192,6 +213,10 @@ def config_path(explicit: str | None = None, environ: Mapping[str, str] | None =
     return root / "bgremove" / "config.toml", False
 
 
+# Earlier names of settings, still read from config files and the environment.
+ALIASES = {"format": "output_format"}
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """The file's settings by name (`include-mask` and `include_mask` both work)."""
     try:
@@ -204,6 +229,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     values = {}
     for key, value in data.items():
         name = key.replace("-", "_")
+        name = ALIASES.get(name, name)
         if name not in SETTING_NAMES:
             raise UsageError(f"config file {path}: unknown setting {key!r} "
                              f"(known: {', '.join(SETTING_NAMES)})")
@@ -229,6 +255,9 @@ def load(flags: Mapping[str, Any] | None = None, *, config: str | None = None,
     for spec in setting_fields():
         name, parse = spec.name, spec.metadata["parse"]
         variable = env_name(name)
+        old = next((env_name(a) for a, n in ALIASES.items() if n == name), None)
+        if not environ.get(variable) and old and environ.get(old):
+            variable = old
         if flags.get(name) is not None:
             raw, where, source = flags[name], f"--{name.replace('_', '-')}", "command line"
         elif environ.get(variable):  # an empty variable counts as unset

@@ -26,11 +26,26 @@ DEVICES = {
 # What `auto` tries, best first. TensorRT (minutes of engine building on first use), CoreML and
 # OpenVINO (results and speed vary by model) are used only when asked for by name.
 AUTO = ("cuda", "rocm", "directml")
+# onnxruntime and onnxruntime-gpu install the same `onnxruntime` folder: whichever pip wrote
+# last wins, and pip cannot drop bgremove's onnxruntime for an extra. So the GPU build goes in
+# over the CPU one, in one command (README "Devices").
+GPU_BUILD = "pip install --force-reinstall --no-deps onnxruntime-gpu"
 INSTALL_HINT = {
-    "cuda": "For NVIDIA GPUs install the GPU build: pip install 'bgremove[gpu]' "
-    "(and uninstall the CPU-only onnxruntime).",
-    "tensorrt": "TensorRT needs the GPU build: pip install 'bgremove[gpu]' and NVIDIA's TensorRT.",
+    "cuda": f"For NVIDIA GPUs put the GPU build of onnxruntime in place: {GPU_BUILD}",
+    "tensorrt": f"TensorRT needs the GPU build ({GPU_BUILD}) and NVIDIA's TensorRT.",
 }
+
+
+def _both_builds() -> bool:
+    """Both onnxruntime distributions are installed: their files are mixed in one folder."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version("onnxruntime")
+        version("onnxruntime-gpu")
+    except PackageNotFoundError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,9 @@ def warning(placement: Placement, active: list[str]) -> str | None:
     name = short(wanted)
     if placement.missing:
         hint = INSTALL_HINT.get(next((k for k, v in DEVICES.items() if v == wanted), ""), "")
+        if wanted == DEVICES["cuda"] and _both_builds():
+            hint = ("onnxruntime and onnxruntime-gpu are both installed and the CPU build's "
+                    f"files won (they share one folder); put the GPU build back: {GPU_BUILD}")
         return (f"--device {placement.asked}: this onnxruntime has no {wanted} (it has "
                 f"{', '.join(installed())}); running on the CPU. {hint}").strip()
     return (f"--device {placement.asked}: {name} is installed but could not start (usually a "

@@ -1,5 +1,11 @@
 """Turn what the user named (files, folders, `-`, a list of paths) into work items, each with its
-output path, and pick this runner's share of them (`--shard K/N`)."""
+output path, streamed as the walk goes; and pick this runner's share of them (`--shard K/N`).
+
+Nothing here opens a file: whether a file is an image is for the worker that reads it to find out
+(it reads the file anyway), so the first image starts at once however big the tree is, and the
+planner's memory does not grow with it. Output names are settled folder by folder: two files can
+only want the same output name (`a.jpg`, `a.png`) when they share a folder.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +13,41 @@ import hashlib
 import os
 import re
 import sys
-from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from bgremove.errors import UsageError
-from bgremove.imaging.decode import SNIFF_BYTES, sniff
 from bgremove.options import OutputFormat
 
 STDIO = "-"
-OUTPUT_SUFFIXES = {".png", ".webp"}
+# In-place outputs (`-o` is the input folder) are named `photo.cutout.webp`, and a walk never takes
+# a file named so for an input: one run's outputs are not the next run's inputs.
+CUTOUT = ".cutout"
+# Names that say "image". Two files of one folder whose names differ only in one of these
+# extensions would want one output name, so both are named after their whole name instead.
+IMAGE_SUFFIXES = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
+    ".avif", ".heic", ".heif", ".jp2", ".j2k", ".jpf", ".jpx", ".ppm", ".pgm", ".pbm", ".pnm",
+    ".qoi", ".mpo",
+})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkItem:
-    """One input and where its cut-out goes. `None` stands for stdin / stdout."""
+    """One input and where its cut-out goes. `None` stands for stdin / stdout.
+
+    `error` is set for an input that cannot be processed at all (it does not exist, a folder that
+    cannot be read, a second photo wanting the same output): it fails as it is, with no output.
+    `walked` is set for files found in a folder, which are skipped when they are no image; a file
+    named by the user that is no image is a failure.
+    """
 
     source: Path | None
     dest: Path | None
-    # False for a named input that cannot be processed at all (it does not exist): no output.
-    has_output: bool = True
+    error: str | None = None
+    walked: bool = False
 
     @property
     def name(self) -> str:
@@ -35,85 +55,9 @@ class WorkItem:
 
     @property
     def output_name(self) -> str | None:
-        if not self.has_output:
+        if self.error is not None:
             return None
         return str(self.dest) if self.dest is not None else "<stdout>"
-
-
-@dataclass
-class Plan:
-    items: list[WorkItem] = field(default_factory=list)
-    # Files found in folders that are not images: skipped, and said so in the summary.
-    not_images: list[Path] = field(default_factory=list)
-    # Named inputs that cannot be processed at all: (what the user wrote, why).
-    invalid: list[tuple[str, str]] = field(default_factory=list)
-
-
-def is_image_file(path: Path) -> bool:
-    try:
-        with path.open("rb") as f:
-            return sniff(f.read(SNIFF_BYTES)) is not None
-    except OSError:
-        return False
-
-
-def output_is_file(output: str | None, inputs: list[str]) -> bool:
-    """`-o x.png` (or `-o -`) with one input file names the output itself, not a folder."""
-    if output is None or len(inputs) != 1:
-        return False
-    if output == STDIO:
-        return True
-    single = inputs[0]
-    return (single == STDIO or not Path(single).is_dir()) and (
-        Path(output).suffix.lower() in OUTPUT_SUFFIXES and not Path(output).is_dir()
-    )
-
-
-def _walk(root: Path, skip: Path | None) -> list[Path]:
-    found = []
-    for folder, dirs, files in os.walk(root):
-        here = Path(folder)
-        # Hidden folders (.git, .cache) are not photo folders; the output folder, when it sits
-        # inside an input folder, must not be fed back in on the next run.
-        dirs[:] = sorted(
-            d for d in dirs
-            if not d.startswith(".") and (skip is None or (here / d).resolve() != skip)
-        )
-        found.extend(here / f for f in sorted(files) if not f.startswith("."))
-    return found
-
-
-def read_file_list(name: str) -> list[str]:
-    """The paths listed in a file (`-`: stdin), one per line. Blank lines and lines starting with
-    `#` are ignored, and spaces around a path are trimmed. A list with NUL bytes in it
-    (`find -print0`) is split on NUL instead, and taken exactly as it is."""
-    try:
-        data = sys.stdin.buffer.read() if name == STDIO else Path(name).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"--files-from {name}: {exc.strerror or exc}") from None
-    if b"\0" in data:
-        entries = data.split(b"\0")
-    else:
-        entries = [line.strip() for line in data.splitlines()]
-        entries = [e for e in entries if not e.startswith(b"#")]
-    # Paths are bytes to the OS: undecodable names survive the round trip (surrogateescape).
-    return [os.fsdecode(e) for e in entries if e]
-
-
-def listed_name(raw: str) -> Path:
-    """Where a listed path lands under the output folder: the path as written (`assets/a/x.jpg`
-    -> `OUT/assets/a/x.webp`), as `rsync --files-from` and `tar -T` keep it, so outputs never
-    collide and do not depend on which other files are in the list. An absolute path, or one
-    that climbs out with `..`, is taken relative to the current folder when it is inside it, and
-    without its leading `/` otherwise (as tar does)."""
-    path = Path(raw)
-    if not path.is_absolute() and ".." not in path.parts:
-        return path
-    absolute = Path(os.path.abspath(path))
-    try:
-        return absolute.relative_to(Path.cwd())
-    except ValueError:
-        return absolute.relative_to(absolute.anchor)
 
 
 @dataclass(frozen=True)
@@ -147,91 +91,361 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
-def plan(inputs: Sequence[str], output: str | None, output_format: OutputFormat, *,
-         listed: Sequence[str] | None = None, shard: Shard | None = None) -> Plan:
-    """Resolve inputs to work items. Folders are walked recursively and mirrored under `output`.
+def output_suffix(output: str | None) -> str:
+    return Path(output).suffix.lower() if output and output != STDIO else ""
 
-    `listed` are the paths read by `--files-from` (None: no list given); each lands under
-    `output` at its path as written (see `listed_name`). With `shard`, only that part of the
-    set is kept; output names are chosen over the whole set first, so they do not depend on
-    the shard.
-    """
-    inputs = list(inputs)
-    if not inputs and listed is None:
-        raise UsageError("no input given: name files, folders, or - for stdin")
-    if inputs.count(STDIO) > 1:
-        raise UsageError("stdin (-) can be read only once")
-    result = Plan()
-    suffix = "." + output_format.value
 
-    if listed is None and output_is_file(output, inputs):
-        source = None if inputs[0] == STDIO else Path(inputs[0])
-        dest = None if output == STDIO else Path(output)
-        if source is not None and not source.exists():
-            result.invalid.append((inputs[0], "no such file"))
-        elif shard is None or shard.holds(source.stem if source else "stdin"):
-            result.items.append(WorkItem(source, dest))
-        return result
-    if output is None:
-        if inputs == [STDIO] and listed is None:
-            result.items.append(WorkItem(None, None))
-            return result
-        raise UsageError("say where the cut-outs go: -o FOLDER (or -o FILE for one input)")
+def output_is_file(output: str | None, inputs: Sequence[str]) -> bool:
+    """`-o x.png` (or `-o -`) with one input file names the output itself, not a folder."""
+    if output is None or len(inputs) != 1:
+        return False
     if output == STDIO:
-        what = "an input list" if listed is not None else "more than one input"
-        raise UsageError(f"-o - (stdout) takes exactly one input image, not {what}")
+        return True
+    single = inputs[0]
+    return (single == STDIO or not Path(single).is_dir()) and (
+        output_suffix(output) in OutputFormat.suffixes() and not Path(output).is_dir()
+    )
 
-    out_dir = Path(output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"-o {output}: exists and is not a folder "
-                         "(a single output file needs one input)")
-    skip = out_dir.resolve()
-    # (source, dest relative to out_dir without suffix) in input order; collisions resolved below.
-    pairs: list[tuple[Path | None, Path]] = []
-    seen: set[Path] = set()
-    named = [(raw, False) for raw in inputs] + [(raw, True) for raw in listed or ()]
-    for raw, from_list in named:
-        if raw == STDIO and not from_list:
-            pairs.append((None, Path("stdin")))
-            continue
-        path = Path(raw)
-        base = listed_name(raw) if from_list else None
-        if path.is_dir():
-            for file in _walk(path, skip):
-                if file.resolve() in seen:
-                    continue
-                seen.add(file.resolve())
-                if is_image_file(file):
-                    rel = file.relative_to(path)
-                    pairs.append((file, (base / rel if base else rel).with_suffix("")))
-                else:
-                    result.not_images.append(file)
-        elif path.exists():
-            if path.resolve() not in seen:
-                seen.add(path.resolve())
-                pairs.append((path, base.with_suffix("") if base else Path(path.stem)))
-        elif shard is None or shard.holds(raw):
-            result.invalid.append((raw, "no such file or folder"))
 
-    by_dest: dict[Path, list[Path | None]] = defaultdict(list)
-    for source, rel in pairs:
-        by_dest[rel].append(source)
-    taken: dict[Path, Path | None] = {}
-    for source, rel in pairs:
-        if len(by_dest[rel]) > 1 and source is not None:
-            # a.jpg and a.png would both become a.webp: keep both, named after their source.
-            dest = out_dir / rel.parent / (source.name + suffix)
+def read_file_list(name: str) -> Iterator[str]:
+    """The paths listed in a file (`-`: stdin), one per line, read as they are used. Blank lines
+    and lines starting with `#` are ignored, and spaces around a path are trimmed. A list with
+    NUL bytes in its first block (`find -print0`) is split on NUL instead, taken exactly as it is.
+    """
+    try:
+        stream = sys.stdin.buffer if name == STDIO else open(name, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise UsageError(f"--files-from {name}: {exc.strerror or exc}") from None
+    return _entries(stream, close=name != STDIO)
+
+
+def _entries(stream, close: bool) -> Iterator[str]:
+    try:
+        separator: bytes | None = None
+        rest = b""
+        while True:
+            block = stream.read(1 << 16)
+            if separator is None:
+                separator = b"\0" if b"\0" in block else b"\n"
+            if not block:
+                entries, rest = [rest], b""
+            else:
+                *entries, rest = (rest + block).split(separator)
+            for entry in entries:
+                if separator == b"\n":
+                    entry = entry.strip()
+                    if entry.startswith(b"#"):
+                        continue
+                if entry:
+                    # Paths are bytes to the OS: undecodable names survive (surrogateescape).
+                    yield os.fsdecode(entry)
+            if not block:
+                return
+    finally:
+        if close:
+            stream.close()
+
+
+def listed_name(raw: str) -> Path:
+    """Where a listed path lands under the output folder: the path as written (`assets/a/x.jpg`
+    -> `OUT/assets/a/x.webp`), as `rsync --files-from` and `tar -T` keep it, so outputs never
+    collide and do not depend on which other files are in the list. An absolute path, or one
+    that climbs out with `..`, is taken relative to the current folder when it is inside it, and
+    without its leading `/` otherwise (as tar does)."""
+    path = Path(raw)
+    if not path.is_absolute() and ".." not in path.parts:
+        return path
+    absolute = Path(os.path.abspath(path))
+    try:
+        return absolute.relative_to(Path.cwd())
+    except ValueError:
+        return absolute.relative_to(absolute.anchor)
+
+
+def is_cutout_name(name: str) -> bool:
+    """Whether a file name is one bgremove gives its in-place outputs (`x.cutout.webp`)."""
+    stem, suffix = os.path.splitext(name)
+    return suffix.lower() in OutputFormat.suffixes() and stem.lower().endswith(CUTOUT)
+
+
+class FolderNames:
+    """The output names of one folder's files: `photo.webp` for `photo.jpg`, or, when another
+    image of the folder has the same stem (`photo.png`), `photo.jpg.webp` and `photo.png.webp`;
+    with `.cutout` before the suffix when the outputs go into the folder itself."""
+
+    def __init__(self, names: Iterable[str], suffix: str, in_place: bool):
+        self.suffix = (CUTOUT if in_place else "") + suffix
+        stems: dict[str, int] = {}
+        for name in names:
+            stem, ext = os.path.splitext(name)
+            if ext.lower() in IMAGE_SUFFIXES:
+                key = stem.casefold()
+                stems[key] = stems.get(key, 0) + 1
+        self._shared = {stem for stem, n in stems.items() if n > 1}
+        self._taken: dict[str, str] = {}  # output name (casefolded) -> the file that has it
+
+    def output(self, name: str) -> tuple[str | None, str]:
+        """(the output's file name, or None when another file of the folder has it; the name
+        without suffix, for --shard)."""
+        stem, ext = os.path.splitext(name)
+        image_named = ext.lower() in IMAGE_SUFFIXES
+        base = stem if image_named and stem.casefold() not in self._shared else name
+        for candidate in (base, name):
+            key = (candidate + self.suffix).casefold()
+            if key not in self._taken:
+                self._taken[key] = name
+                return candidate + self.suffix, candidate
+        return None, name
+
+    def owner(self, name: str) -> str:
+        return self._taken.get((name + self.suffix).casefold(), "?")
+
+
+class Planner:
+    """The work items of one run, in order: named inputs first, then listed ones (`listed`: the
+    paths of `--files-from`, consumed as they are needed). Bad requests are refused here, when the
+    planner is made, before anything is read or loaded; iterating walks the folders.
+
+    With `shard`, only that part of the set is yielded; output names do not depend on the shard.
+    """
+
+    def __init__(self, inputs: Sequence[str], output: str | None, output_format: OutputFormat,
+                 *, listed: Iterable[str] | None = None, shard: Shard | None = None):
+        self.inputs = list(inputs)
+        self.output = output
+        self.suffix = output_format.suffix
+        self.listed = listed
+        self.shard = shard
+        if not self.inputs and listed is None:
+            raise UsageError("no input given: name files, folders, or - for stdin")
+        if self.inputs.count(STDIO) > 1:
+            raise UsageError("stdin (-) can be read only once")
+        self.to_file = listed is None and output_is_file(output, self.inputs)
+        if self.to_file:
+            self._check_single_output()
+            return
+        if output is None:
+            if self.inputs == [STDIO] and listed is None:
+                self.to_file = True
+                return
+            raise UsageError("say where the cut-outs go: -o FOLDER (or -o FILE for one input)")
+        if output == STDIO:
+            what = "an input list" if listed is not None else "more than one input"
+            raise UsageError(f"-o - (stdout) takes exactly one input image, not {what}")
+        suffix = output_suffix(output)
+        if suffix in IMAGE_SUFFIXES and not Path(output).is_dir():
+            if len(self.inputs) == 1 and listed is None and suffix not in OutputFormat.suffixes():
+                raise UsageError(f"-o {output}: bgremove writes {OutputFormat.names()}, not "
+                                 f"{suffix[1:].upper()}; name the file .png, .webp or .jpg")
+            raise UsageError(f"-o {output}: looks like an image file, but there is more than "
+                             "one input; -o takes a folder for several inputs")
+        self.out_dir = Path(output)
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise UsageError(f"-o {output}: exists and is not a folder "
+                             "(a single output file needs one input)")
+
+    def _check_single_output(self) -> None:
+        single = self.inputs[0]
+        if self.output in (None, STDIO) or single == STDIO:
+            return
+        source, dest = Path(single), Path(self.output)
+        if source.exists() and dest.exists() and os.path.samefile(source, dest):
+            raise UsageError(f"-o {self.output} is the input itself: bgremove never writes over "
+                             "an input; name another file")
+
+    @property
+    def known_count(self) -> int | None:
+        """How many inputs there are, when that is known without a walk (files named on the
+        command line, or stdin), else None."""
+        if self.listed is not None or any(
+                raw != STDIO and Path(raw).is_dir() for raw in self.inputs):
+            return None
+        return len(self.inputs)
+
+    def __iter__(self) -> Iterator[WorkItem]:
+        if self.to_file:
+            yield from self._single_item()
+            return
+        yield from self._named()
+        if self.listed is not None:
+            yield from self._listed()
+
+    def _keep(self, key: str) -> bool:
+        return self.shard is None or self.shard.holds(key)
+
+    def _single_item(self) -> Iterator[WorkItem]:
+        single = self.inputs[0]
+        source = None if single == STDIO else Path(single)
+        dest = None if self.output in (None, STDIO) else Path(self.output)
+        if not self._keep(source.stem if source else "stdin"):
+            return
+        if source is not None and not source.exists():
+            yield WorkItem(source, None, error="no such file")
         else:
-            dest = out_dir / (str(rel) + suffix)
-        if shard is not None and not shard.holds(rel.as_posix()):
-            continue
-        if dest in taken:
-            # x/a.jpg and y/a.jpg named side by side: one output name for two photos.
-            result.invalid.append((str(source), f"same output as {taken[dest]}: {dest} "
-                                   "(pass their folders instead, or --files-from)"))
-            continue
-        taken[dest] = source
-        result.items.append(WorkItem(source, dest))
-    if shard is not None:
-        result.not_images = [p for p in result.not_images if shard.holds(p.as_posix())]
-    return result
+            yield WorkItem(source, dest)
+
+    def _named(self) -> Iterator[WorkItem]:
+        out_dir = self.out_dir
+        files = [Path(raw) for raw in self.inputs if raw != STDIO and Path(raw).is_file()]
+        named_files = {_identity(p) for p in files}
+        # Files named side by side are named among themselves, as a folder's files are.
+        names_by_folder: dict[Path, FolderNames] = {}
+        dests: dict[Path, Path] = {}
+        roots: list[tuple[int, int]] = []  # folders walked so far: not walked twice
+        for raw in self.inputs:
+            if raw == STDIO:
+                if self._keep("stdin"):
+                    yield WorkItem(None, out_dir / ("stdin" + self.suffix))
+                continue
+            path = Path(raw)
+            if path.is_dir():
+                if _identity(path) in roots or _inside_any(path, roots):
+                    continue
+                yield from self._walk(path, out_dir, Path(), skip=[*roots, *_existing(out_dir)],
+                                      skip_files=named_files)
+                roots.append(_identity(path))
+            elif path.exists():
+                if _inside_any(path.parent, roots):
+                    continue  # found by an earlier folder's walk already
+                names = names_by_folder.get(path.parent)
+                if names is None:
+                    siblings = [p.name for p in files if p.parent == path.parent]
+                    names = names_by_folder[path.parent] = FolderNames(
+                        siblings, self.suffix, _same_folder(out_dir, path.parent))
+                name, key = names.output(path.name)
+                if name is None:  # the same file named twice
+                    continue
+                if not self._keep(key):
+                    continue
+                dest = out_dir / name
+                if dest in dests:
+                    # x/a.jpg and y/a.jpg named side by side: one output name for two photos.
+                    yield WorkItem(path, None, error=f"same output as {dests[dest]}: {dest} "
+                                   "(pass their folders instead, or --files-from)")
+                    continue
+                dests[dest] = path
+                yield WorkItem(path, dest)
+            elif self._keep(raw):
+                yield WorkItem(path, None, error="no such file or folder")
+
+    def _listed(self) -> Iterator[WorkItem]:
+        """Listed paths land under -o at their path as written; a file is named among the files
+        beside it on disk (not among the other listed ones), so its output does not depend on
+        what else is in the list."""
+        out_dir = self.out_dir
+        folders: OrderedDict[Path, FolderNames] = OrderedDict()  # a few recent folders' names
+        for raw in self.listed or ():
+            path = Path(raw)
+            base = listed_name(raw)
+            if path.is_dir():
+                yield from self._walk(path, out_dir / base, base,
+                                      skip=_existing(out_dir), skip_files=set())
+                continue
+            if not path.exists():
+                if self._keep(raw):
+                    yield WorkItem(path, None, error="no such file or folder")
+                continue
+            dest_dir = out_dir / base.parent
+            names = folders.get(path.parent)
+            if names is None:
+                names = FolderNames(_file_names(path.parent), self.suffix,
+                                    _same_folder(dest_dir, path.parent))
+                folders[path.parent] = names
+                if len(folders) > 64:
+                    folders.popitem(last=False)
+            name, key = names.output(path.name)
+            if name is None:
+                continue  # listed twice
+            if self._keep((base.parent / key).as_posix()):
+                yield WorkItem(path, dest_dir / name)
+
+    def _walk(self, root: Path, out_root: Path, rel_root: Path, *, skip: list[tuple[int, int]],
+              skip_files: set[tuple[int, int]]) -> Iterator[WorkItem]:
+        """Every file under `root`, folder by folder, in name order. Hidden files and folders
+        (.git, .cache) are not walked, nor are `skip` folders (the output folder inside an input
+        folder, folders walked already) or bgremove's own in-place outputs."""
+        stack = [(root, Path())]
+        while stack:
+            folder, rel = stack.pop()
+            try:
+                with os.scandir(folder) as scan:
+                    entries = sorted((e for e in scan if not e.name.startswith(".")),
+                                     key=lambda e: e.name)
+            except OSError as exc:
+                if self._keep((rel_root / rel).as_posix()):
+                    yield WorkItem(folder, None, walked=True,
+                                   error=f"cannot read this folder: {exc.strerror or exc}")
+                continue
+            files, subfolders = [], []
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        subfolders.append(entry)
+                    elif entry.is_file() and not is_cutout_name(entry.name):
+                        files.append(entry)
+                except OSError:
+                    files.append(entry)  # the worker will say what is wrong with it
+            dest_dir = out_root / rel
+            names = FolderNames((e.name for e in files), self.suffix,
+                                _same_folder(dest_dir, folder))
+            for entry in files:
+                if skip_files and _entry_identity(entry) in skip_files:
+                    continue
+                name, key = names.output(entry.name)
+                if not self._keep((rel_root / rel / key).as_posix()):
+                    continue
+                source = folder / entry.name
+                if name is None:
+                    yield WorkItem(source, None, walked=True,
+                                   error=f"same output as {names.owner(entry.name)}")
+                else:
+                    yield WorkItem(source, dest_dir / name, walked=True)
+            for entry in reversed(subfolders):
+                if _entry_identity(entry) not in skip:
+                    stack.append((folder / entry.name, rel / entry.name))
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """(device, inode): the same folder whatever path names it; (-1, -1) if it does not exist."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (st.st_dev, st.st_ino)
+
+
+def _existing(folder: Path) -> list[tuple[int, int]]:
+    identity = _identity(folder)
+    return [identity] if identity != (-1, -1) else []
+
+
+def _entry_identity(entry: os.DirEntry) -> tuple[int, int]:
+    try:
+        st = entry.stat(follow_symlinks=True)
+    except OSError:
+        return (-2, -2)  # matches nothing, not even a folder that does not exist
+    return (st.st_dev, st.st_ino)
+
+
+def _inside_any(path: Path, roots: list[tuple[int, int]]) -> bool:
+    if not roots:
+        return False
+    for folder in (path, *path.resolve().parents):
+        if _identity(folder) in roots:
+            return True
+    return False
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _file_names(folder: Path) -> list[str]:
+    try:
+        with os.scandir(folder) as scan:
+            return [e.name for e in scan if not e.name.startswith(".")]
+    except OSError:
+        return []

@@ -1,34 +1,59 @@
-"""The batch engine: feed work items through a backend on a pool of threads, write atomically.
+"""The batch engine: stream work items through a session on a pool of threads, write atomically.
 
-Threads, not processes: onnxruntime, Pillow's codecs and numpy all release the GIL in their heavy
-loops, so one process with one loaded model overlaps decoding, inference and encoding of
-different images. The number of items in flight is bounded, so memory does not grow with the batch.
+Threads, not processes: onnxruntime, Pillow's codecs and numpy release the GIL in their heavy loops,
+so one process with one loaded model overlaps decoding, inference and encoding of different images.
+The planner is pulled as work is taken, a bounded number of items is in flight, and the summary
+keeps counters and a bounded list of failures: memory does not grow with the batch, and the first
+image starts before the walk is over.
 """
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 import secrets
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
-from bgremove.backends import Backend
-from bgremove.discover import Plan, WorkItem
-from bgremove.errors import CreditLimitReached, FileFailed, StopBatch
+from bgremove.discover import Planner, Shard, WorkItem
+from bgremove.errors import (
+    CreditLimitReached,
+    FileFailed,
+    NotAnImage,
+    SetupError,
+    StopBatch,
+)
 from bgremove.options import RemovalOptions
 
+if TYPE_CHECKING:
+    from bgremove.backends import Session
 
-@dataclass
+
+class Status(str, Enum):
+    """What happened to one input."""
+
+    done = "done"
+    skipped = "skipped"  # its output exists
+    failed = "failed"
+    not_processed = "not processed"  # the batch stopped first
+    not_image = "not an image"  # found in a folder, and not an image: skipped
+    would_process = "would process"  # --dry-run
+
+
+@dataclass(slots=True)
 class Outcome:
     """What happened to one work item."""
 
     item: WorkItem
-    status: str  # done | skipped | failed | not processed | would process (--dry-run)
+    status: Status
     error: str | None = None
     bytes: int = 0
     ms: float = 0.0
@@ -39,8 +64,8 @@ class Outcome:
     def as_dict(self) -> dict:
         return {
             "input": self.item.name,
-            "output": self.item.output_name,
-            "status": self.status,
+            "output": self.item.output_name if self.status is not Status.not_image else None,
+            "status": self.status.value,
             "error": self.error,
             "bytes": self.bytes,
             "ms": round(self.ms, 1),
@@ -49,10 +74,24 @@ class Outcome:
         }
 
 
+# The summary lists at most this many failures (and files not processed, and non-images) by
+# name; the counts are always whole, and `--report` and `--json` list every file.
+LISTED = 1000
+
+
 @dataclass
 class Summary:
-    outcomes: list[Outcome] = field(default_factory=list)
+    """The run so far: counters, and the first LISTED failures and other notable files."""
+
+    counts: dict[Status, int] = field(default_factory=lambda: dict.fromkeys(Status, 0))
+    failures: list[Outcome] = field(default_factory=list)
+    not_processed: list[Outcome] = field(default_factory=list)
     not_images: list[Path] = field(default_factory=list)
+    # Inputs found by the walk so far, and whether it is over (a progress bar's total); the count
+    # of a walk run ahead only to count them, once it is over (Batch.run's count_ahead).
+    found: int = 0
+    walk_done: bool = False
+    counted: int | None = None
     credits_spent: int = 0
     credits_remaining: int | None = None
     stopped: StopBatch | None = None
@@ -62,12 +101,27 @@ class Summary:
     dry_run: bool = False
     seconds: float = 0.0
 
-    def count(self, status: str) -> int:
-        return sum(1 for o in self.outcomes if o.status == status)
+    def count(self, status: Status) -> int:
+        return self.counts[status]
 
     @property
-    def failures(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def add(self, outcome: Outcome) -> None:
+        self.counts[outcome.status] += 1
+        self.credits_spent += outcome.credits_spent
+        if outcome.credits_remaining is not None:
+            # Answers arrive out of order; the balance only falls during a run.
+            previous = self.credits_remaining
+            self.credits_remaining = (outcome.credits_remaining if previous is None
+                                      else min(previous, outcome.credits_remaining))
+        listed = {Status.failed: self.failures,
+                  Status.not_processed: self.not_processed}.get(outcome.status)
+        if listed is not None and len(listed) < LISTED:
+            listed.append(outcome)
+        elif outcome.status is Status.not_image and len(self.not_images) < LISTED:
+            self.not_images.append(outcome.item.source)
 
     @property
     def exit_code(self) -> int:
@@ -75,21 +129,15 @@ class Summary:
             return 130
         if self.stopped is not None:
             return self.stopped.exit_code
-        return 1 if self.failures else 0
+        return 1 if self.counts[Status.failed] else 0
 
 
-class Reporter(Protocol):
-    """Receives progress as it happens (see progress.py)."""
-
-    def start(self, total: int) -> None: ...
-
-    def update(self, outcome: Outcome, summary: Summary) -> None: ...
-
-    def finish(self, summary: Summary) -> None: ...
+Progress = Callable[[Outcome, Summary], None]
 
 
 def write_atomically(dest: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename: readers never see half a file.
+    """Write via a temporary file in the same folder and rename: readers never see half a file,
+    and a run killed mid-write leaves a `.NAME.*.part` file, never a broken output.
 
     The temporary file is opened with mode 0666 so the umask decides, as for any new file
     (`tempfile.mkstemp` would make every output private to its owner, 0600).
@@ -111,6 +159,23 @@ def write_atomically(dest: Path, data: bytes) -> None:
         raise
 
 
+def check_writable(folder: Path) -> None:
+    """Make the output folder and prove a file can be written in it, before any work is done:
+    an output that cannot be written fails every file, so it stops the batch at once."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".bgremove-probe.{secrets.token_hex(4)}.part"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise SetupError(f"cannot write to the output folder {folder}: "
+                         f"{exc.strerror or exc}") from None
+
+
+# Write errors that every other file would meet too: the batch stops instead of failing them all.
+_FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
+
+
 def read_input(item: WorkItem) -> bytes:
     if item.source is None:
         return sys.stdin.buffer.read()
@@ -126,74 +191,99 @@ def write_output(item: WorkItem, data: bytes) -> None:
     if item.dest is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
-    else:
+        return
+    try:
         write_atomically(item.dest, data)
+    except OSError as exc:
+        where = f"cannot write {item.dest}: {exc.strerror or exc}"
+        if exc.errno in _FATAL_WRITE_ERRORS:
+            raise SetupError(where) from None
+        raise FileFailed(where) from None
 
 
 ABANDONED = "abandoned (interrupted twice)"
 
 
-class Engine:
-    """Runs a plan through a backend.
+class Batch:
+    """A batch: files and folders in, cut-outs written atomically under `output`.
 
-    Stopping: `interrupt()` (Ctrl-C, SIGTERM) stops taking new work; work in flight finishes and
-    is written whole, so the next run starts exactly where this one stopped. A second
-    `interrupt()` abandons the work in flight: nothing more is written and `run` returns at once
-    (its worker threads may still be computing; see `Summary.abandoned`).
+    Made from what a user names: `inputs` (files, folders, `-` for stdin), `output` (a folder, or
+    a file for one input, or `-`/None for stdout), `listed` (more paths, e.g. read from a file,
+    consumed as they are needed; each lands under `output` at its path as written), `shard` (only
+    that part of the set). A request that cannot work is refused here (UsageError), before
+    anything is loaded. `run(session)` processes it; outputs that exist are skipped unless
+    `overwrite`; `dry_run` says what would be done, without a session; `max_credits` caps the
+    credits spent on a remote session.
+
+    Stopping: `stop()` (safe in a signal handler, as for Ctrl-C or SIGTERM) stops taking new work;
+    work in flight finishes and is written whole, so the next run starts exactly where this one
+    stopped. A second `stop()` abandons the work in flight: nothing more is written and `run`
+    returns at once (its worker threads may still be computing; see `Summary.abandoned`).
     """
 
     def __init__(
         self,
-        backend: Backend | None,
-        options: RemovalOptions,
-        reporter: Reporter,
+        inputs: Iterable[str] = (),
+        output: str | os.PathLike[str] | None = None,
         *,
-        workers: int = 2,
+        options: RemovalOptions | None = None,
+        listed: Iterable[str] | None = None,
+        shard: Shard | None = None,
         overwrite: bool = False,
-        max_credits: int | None = None,
         dry_run: bool = False,
+        max_credits: int | None = None,
     ):
-        self.backend = backend
-        self.options = options
-        self.reporter = reporter
-        self.workers = max(1, workers)
+        self.options = options or RemovalOptions()
+        output = os.fspath(output) if output is not None else None
+        self.planner = Planner([os.fspath(p) for p in inputs], output, self.options.output_format,
+                               listed=listed, shard=shard)
+        self.output_folder = None if self.planner.to_file else Path(output)
         self.overwrite = overwrite
-        self.max_credits = max_credits
         self.dry_run = dry_run
-        self.stop = threading.Event()
-        self._lock = threading.Lock()
-        # Counted, not signalled: interrupt() runs inside a signal handler, which must not take
-        # a lock the interrupted main thread may be holding. The run loop polls the count.
-        self._interrupts = 0
-        # Writes in progress, and whether new ones are refused (after a second interrupt).
+        self.max_credits = max_credits
+        self.session: Session | None = None
+        self.on_progress: Progress | None = None
+        self.workers = 1
+        self._stops = 0  # counted, not signalled: bumped in a signal handler, polled by run()
+        self.stopping = threading.Event()
+        self.summary = Summary(dry_run=dry_run)
+        # Writes in progress, and whether new ones are refused (after a second stop).
         self._writes = threading.Condition()
         self._writing = 0
         self._no_more_writes = False
         self._written: set[WorkItem] = set()
 
-    def interrupt(self) -> None:
+    @property
+    def known_count(self) -> int | None:
+        """How many inputs there are, when known before the walk (files named one by one)."""
+        return self.planner.known_count
+
+    def stop(self) -> None:
         """Stop the batch; called twice, abandon the work in flight. Safe in a signal handler."""
-        self._interrupts += 1
+        self._stops += 1
+
+    @property
+    def stops(self) -> int:
+        return self._stops
+
+    # -- one item, on a worker thread ------------------------------------------------------------
 
     def process_one(self, item: WorkItem) -> Outcome:
         started = time.perf_counter()
         try:
-            result = self.backend.process(read_input(item), self.options)
+            result = self.session.process(read_input(item), self.options)
             if not self._write(item, result.data):
-                return Outcome(item, "not processed", ABANDONED)
+                return Outcome(item, Status.not_processed, ABANDONED)
+        except NotAnImage as exc:
+            if item.walked:  # a folder's other files are no concern of ours
+                return Outcome(item, Status.not_image)
+            return Outcome(item, Status.failed, str(exc), ms=_ms_since(started))
         except FileFailed as exc:
-            elapsed = (time.perf_counter() - started) * 1000
-            return Outcome(item, "failed", str(exc), ms=elapsed, request_id=exc.request_id)
-        elapsed = (time.perf_counter() - started) * 1000
-        return Outcome(
-            item,
-            "done",
-            bytes=len(result.data),
-            ms=elapsed,
-            credits_remaining=result.credits_remaining,
-            request_id=result.request_id,
-            credits_spent=result.credits_spent,
-        )
+            return Outcome(item, Status.failed, str(exc), ms=_ms_since(started),
+                           request_id=exc.request_id)
+        return Outcome(item, Status.done, bytes=len(result.data), ms=_ms_since(started),
+                       credits_remaining=result.credits_remaining, request_id=result.request_id,
+                       credits_spent=result.credits_spent)
 
     def _write(self, item: WorkItem, data: bytes) -> bool:
         """Write the output unless writing has been stopped; say whether it was written."""
@@ -219,64 +309,72 @@ class Engine:
             self._no_more_writes = True
             self._writes.wait_for(lambda: self._writing == 0)
 
-    def _record(self, summary: Summary, outcome: Outcome) -> None:
-        with self._lock:
-            summary.outcomes.append(outcome)
-            summary.credits_spent += outcome.credits_spent
-            if outcome.credits_remaining is not None:
-                # Answers arrive out of order; the balance only falls during a run.
-                previous = summary.credits_remaining
-                summary.credits_remaining = outcome.credits_remaining if previous is None else min(
-                    previous, outcome.credits_remaining)
-            if self.max_credits is not None and summary.credits_spent >= self.max_credits:
-                self.stop.set()
-        self.reporter.update(outcome, summary)
+    # -- the run, on the calling thread ----------------------------------------------------------
 
-    def _within_budget(self, summary: Summary, in_flight: int) -> bool:
+    def _record(self, outcome: Outcome) -> None:
+        summary = self.summary
+        summary.add(outcome)
+        if self.max_credits is not None and summary.credits_spent >= self.max_credits:
+            self.stopping.set()
+        if self.on_progress is not None:
+            self.on_progress(outcome, summary)
+
+    def _within_budget(self, in_flight: int) -> bool:
         # Each request in flight may spend a credit: never start more than the budget has left.
-        if self.max_credits is None:
-            return True
-        with self._lock:
-            return summary.credits_spent + in_flight < self.max_credits
+        return self.max_credits is None or self.summary.credits_spent + in_flight < self.max_credits
 
-    def run(self, plan: Plan) -> Summary:
-        summary = Summary(not_images=list(plan.not_images), dry_run=self.dry_run)
+    def _triage(self, item: WorkItem) -> Outcome | None:
+        """The outcome of an item that needs no worker, or None to process it."""
+        if item.error is not None:
+            return Outcome(item, Status.failed, item.error)
+        if item.dest is not None and not self.overwrite and item.dest.exists():
+            return Outcome(item, Status.skipped, "output exists")
+        if self.dry_run:
+            from bgremove.imaging.decode import looks_like_image
+
+            if item.source is not None and item.walked and not looks_like_image(item.source):
+                return Outcome(item, Status.not_image)
+            return Outcome(item, Status.would_process)
+        return None
+
+    def run(self, session: Session | None = None, *, workers: int | None = None,
+            on_progress: Progress | None = None, count_ahead: bool = False) -> Summary:
+        """Process the batch with `session` on `workers` threads (default: sized for this machine
+        and the session); `on_progress(outcome, summary)` is called on this thread after each
+        input. `count_ahead` walks the inputs once more on another thread, only to count them,
+        so a progress bar knows its total before the work is done."""
+        if session is None and not self.dry_run:
+            raise ValueError("a batch needs a session, unless it is a dry run")
+        from bgremove.parallel import workers_for
+
+        self.session = session
+        self.workers = workers or workers_for(session, images=self.known_count,
+                                              mode=self.options.mode.value)
+        self.on_progress = on_progress
+        if count_ahead:
+            threading.Thread(target=self._count, daemon=True, name="bgremove-count").start()
+        summary = self.summary
         started = time.perf_counter()
-        todo: list[WorkItem] = []
-        self.reporter.start(len(plan.items) + len(plan.invalid))
-        for raw, reason in plan.invalid:
-            missing = WorkItem(Path(raw), None, has_output=False)
-            self._record(summary, Outcome(missing, "failed", reason))
-        for item in plan.items:
-            if item.dest is not None and item.dest.exists() and not self.overwrite:
-                self._record(summary, Outcome(item, "skipped", "output exists"))
-            elif self.dry_run:
-                self._record(summary, Outcome(item, "would process"))
-            else:
-                todo.append(item)
-
+        items = iter(self.planner)
         pending: dict[Future[Outcome], WorkItem] = {}
-        queue = iter(todo)
+        exhausted = False
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bgremove")
         try:
+            if self.output_folder is not None and not self.dry_run:
+                check_writable(self.output_folder)
             while True:
                 try:
-                    if self._take_interrupts(summary):
+                    if self._take_stops():
                         break
-                    if self.stop.is_set():
+                    if self.stopping.is_set():
                         # Queued work that has not started yet is dropped now, not waited for.
                         for future in [f for f in pending if f.cancel()]:
-                            item = pending.pop(future)
-                            self._record(summary, self._not_processed(item, summary))
-                    # Keep a small, bounded number of items in flight.
-                    while (not self.stop.is_set() and len(pending) < self.workers * 2
-                           and self._within_budget(summary, len(pending))):
-                        item = next(queue, None)
-                        if item is None:
-                            break
-                        pending[pool.submit(self.process_one, item)] = item
+                            self._record(self._not_processed(pending.pop(future)))
+                    exhausted = self._feed(items, pending, pool) or exhausted
                     if not pending:
-                        break
+                        if exhausted or self.stopping.is_set():
+                            break
+                        continue
                     done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                     for future in done:
                         item = pending.pop(future)
@@ -284,44 +382,100 @@ class Engine:
                             outcome = future.result()
                         except StopBatch as exc:
                             summary.stopped = summary.stopped or exc
-                            self.stop.set()
-                            outcome = Outcome(item, "not processed", str(exc))
-                        self._record(summary, outcome)
+                            self.stopping.set()
+                            outcome = Outcome(item, Status.not_processed, str(exc))
+                        with self._writes:
+                            self._written.discard(item)
+                        self._record(outcome)
                 except KeyboardInterrupt:
                     # Without a signal handler (see interrupts.py) Ctrl-C arrives as an exception.
-                    self.interrupt()
+                    self.stop()
+        except StopBatch as exc:  # the output folder cannot be written
+            summary.stopped = exc
         finally:
             pool.shutdown(wait=not summary.abandoned, cancel_futures=True)
         if summary.abandoned:
             self._stop_writing()
             for future, item in pending.items():
                 if item in self._written:  # finished writing just now: only returning is left
-                    self._record(summary, future.result())
+                    self._record(future.result())
                 else:
-                    self._record(summary, Outcome(item, "not processed", ABANDONED))
-        left = list(queue)
-        for item in left:
-            self._record(summary, self._not_processed(item, summary))
-        budget_spent = self.max_credits is not None and not summary.interrupted
-        if left and summary.stopped is None and budget_spent:
-            summary.stopped = CreditLimitReached(
-                f"spent the {self.max_credits} credits this run may use (--max-credits)")
+                    self._record(Outcome(item, Status.not_processed, ABANDONED))
+        if not exhausted:
+            # Name what is left, so the user knows what the next run will do: all of it when the
+            # API, the setup or the credit budget stopped the batch; after Ctrl-C, what a second
+            # of walking finds (the user wants out, not a walk of a million files).
+            deadline = time.monotonic() + (1.0 if summary.interrupted else math.inf)
+            left = 0
+            for item in items:
+                left += 1
+                summary.found += 1
+                self._record(self._not_processed(item))
+                if time.monotonic() > deadline:
+                    break
+            else:
+                exhausted = True
+            if left and summary.stopped is None and not summary.interrupted and (
+                    self.max_credits is not None):
+                summary.stopped = CreditLimitReached(
+                    f"spent the {self.max_credits} credits this run may use (--max-credits)")
+        summary.walk_done = exhausted or summary.walk_done
         summary.seconds = time.perf_counter() - started
-        self.reporter.finish(summary)
         return summary
 
-    def _take_interrupts(self, summary: Summary) -> bool:
-        """Note interrupts in the summary; say whether to abandon the work in flight."""
-        if self._interrupts and not summary.interrupted:
+    def _count(self) -> None:
+        """Count the inputs on a second walk (for the progress bar's total)."""
+        if self.planner.listed is not None:
+            return  # a list may be stdin, which can be read only once
+        found = 0
+        for _ in Planner(self.planner.inputs, self.planner.output, self.options.output_format,
+                         shard=self.planner.shard):
+            found += 1
+            if self.summary.walk_done:
+                return
+        self.summary.counted = found
+
+    def _feed(self, items, pending: dict[Future[Outcome], WorkItem],
+              pool: ThreadPoolExecutor) -> bool:
+        """Take items from the plan until enough are in flight; say whether the plan is over.
+
+        Items that need no worker (skipped, failed before starting) are recorded here. Every few
+        hundred, control goes back to the loop, so finished work is recorded (and the progress
+        bar moves) while a resumed run walks past thousands of finished outputs.
+        """
+        summary = self.summary
+        deadline = time.monotonic() + 0.1
+        while (not self.stopping.is_set() and len(pending) < self.workers * 2
+               and self._within_budget(len(pending))):
+            if time.monotonic() > deadline or self._stops:
+                return False
+            item = next(items, None)
+            if item is None:
+                summary.walk_done = True
+                return True
+            summary.found += 1
+            outcome = self._triage(item)
+            if outcome is None:
+                pending[pool.submit(self.process_one, item)] = item
+            else:
+                self._record(outcome)
+        return False
+
+    def _take_stops(self) -> bool:
+        """Note stops in the summary; say whether to abandon the work in flight."""
+        summary = self.summary
+        if self._stops and not summary.interrupted:
             summary.interrupted = True
-            self.stop.set()
-            cancel = getattr(self.backend, "cancel", None)
-            if cancel is not None:
-                cancel()  # a request still waiting for a rate slot or a retry is not sent
-        summary.abandoned = self._interrupts > 1
+            self.stopping.set()
+            if self.session is not None:
+                self.session.cancel()  # a request waiting for a rate slot or a retry is not sent
+        summary.abandoned = self._stops > 1
         return summary.abandoned
 
-    @staticmethod
-    def _not_processed(item: WorkItem, summary: Summary) -> Outcome:
-        return Outcome(item, "not processed",
-                       "interrupted" if summary.interrupted else "batch stopped")
+    def _not_processed(self, item: WorkItem) -> Outcome:
+        return Outcome(item, Status.not_processed,
+                       "interrupted" if self.summary.interrupted else "batch stopped")
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

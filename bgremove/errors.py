@@ -26,6 +26,10 @@ class ImageError(FileFailed, ValueError):
     """The bytes are not an image we can read, or break a limit."""
 
 
+class NotAnImage(ImageError):
+    """The bytes are no image at all (a file found in a folder that is no image is skipped)."""
+
+
 class StopBatch(BgRemoveError):
     """Nothing more can succeed: stop sending work. `exit_code` is what the CLI exits with."""
 

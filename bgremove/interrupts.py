@@ -19,11 +19,41 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def sigterm_like_ctrl_c() -> None:
-    """Outside a batch, SIGTERM raises KeyboardInterrupt as Ctrl-C does (instead of killing the
-    process on the spot), so it ends the same way: exit code 130."""
+_early = 0
+
+
+def _count(_sig: int, _frame: object) -> None:
+    global _early
+    _early += 1
+    if _early > 1:
+        raise KeyboardInterrupt  # a second one: out at once
+
+
+def count_early() -> None:
+    """From the start of the process until a command takes over, SIGINT and SIGTERM are counted
+    (a second one raises KeyboardInterrupt): a Ctrl-C while Python imports and the command line
+    is parsed is then handled by the command, not lost in a traceback."""
     if _in_main_thread():
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        for sig in SIGNALS:
+            signal.signal(sig, _count)
+
+
+def take_early() -> int:
+    """How many interrupts came before the command took over (and forget them)."""
+    global _early
+    count, _early = _early, 0
+    return count
+
+
+def like_ctrl_c() -> None:
+    """For commands without a batch: SIGINT and SIGTERM raise KeyboardInterrupt (SIGTERM too,
+    instead of killing the process on the spot), so both end the same way: exit code 130. One
+    that came before is raised now."""
+    if _in_main_thread():
+        for sig in SIGNALS:
+            signal.signal(sig, signal.default_int_handler)
+    if take_early():
+        raise KeyboardInterrupt
 
 
 @contextmanager

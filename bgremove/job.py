@@ -1,6 +1,6 @@
-"""One run of the remove command: check the request, plan the work, pick the reporters, run the
-engine with Ctrl-C and SIGTERM handled, write the report. The CLI only parses arguments into a
-`Job` and `Settings` and maps the result to an exit code."""
+"""One run of the remove command, on the library's public API: settings to a `Batch` and a
+session, the reporters, Ctrl-C and SIGTERM, the report. The CLI only parses arguments into a `Job`
+and `Settings` and maps the result to an exit code."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bgremove
 from bgremove.config import Settings
-from bgremove.discover import STDIO, Plan, Shard
-from bgremove.engine import Summary
+from bgremove.discover import STDIO, Shard
 from bgremove.errors import UsageError
 
 
@@ -22,7 +22,7 @@ class Job:
     inputs: list[str] = field(default_factory=list)
     output: str | None = None
     files_from: str | None = None
-    shard: Shard | None = None
+    shard: str | None = None
     overwrite: bool = False
     dry_run: bool = False
     json_lines: bool = False
@@ -58,73 +58,91 @@ class Job:
                              "or write a file (-o cut.webp)")
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "inputs": self.inputs,
-            "output": self.output,
-            "files_from": self.files_from,
-            "shard": str(self.shard) if self.shard else None,
-            "overwrite": self.overwrite,
-            "dry_run": self.dry_run,
-        }
+        return {"inputs": self.inputs, "output": self.output, "files_from": self.files_from,
+                "shard": self.shard, "overwrite": self.overwrite, "dry_run": self.dry_run}
 
 
-def make_plan(job: Job, settings: Settings) -> Plan:
-    from bgremove.discover import plan, read_file_list
+def open_session(settings: Settings, threads: int) -> bgremove.Session:
+    """The session the settings ask for: the model here, or the API."""
+    if settings.backend == "local":
+        return bgremove.new_session(settings.model, device=settings.device, threads=threads)
+    from bgremove.apikey import api_key_from
 
-    listed = read_file_list(job.files_from) if job.files_from is not None else None
-    return plan(job.inputs, job.output, settings.format, listed=listed, shard=job.shard)
-
-
-def sized_for_this_machine(settings: Settings, images: int) -> Settings:
-    """The settings with `workers` and `threads` that were not set filled in from the cores."""
-    from dataclasses import replace
-
-    from bgremove.parallel import plan
-
-    workers, threads = plan(settings.workers, settings.threads, images=images,
-                            local=settings.backend == "local")
-    return replace(settings, workers=workers, threads=threads)
+    key = api_key_from(settings)
+    if key is None:
+        raise UsageError("--backend remote needs an API key: --api-key-file FILE, the "
+                         "BGREMOVE_API_KEY environment variable, api_key in the config file, "
+                         "or --api-key KEY")
+    return bgremove.RemoteSession(settings.api_url, key, rate_limit=settings.rate_limit,
+                                  rate_window=settings.rate_window)
 
 
-def run(job: Job, settings: Settings) -> Summary:
+def run(job: Job, settings: Settings) -> bgremove.Summary:
     """Run the job to the end, or until interrupted. On a second interrupt this returns with
     `summary.abandoned` set while worker threads may still be busy: exit with
     `interrupts.exit_now` then, not a normal exit that would wait for them."""
     from bgremove import interrupts
-    from bgremove.backends import open_backend
-    from bgremove.engine import Engine
+    from bgremove.discover import read_file_list
+    from bgremove.parallel import plan
     from bgremove.progress import ConsoleReporter
-    from bgremove.report import JsonLinesReporter, PlanListing, Reporters, write_report
+    from bgremove.report import JsonLinesReporter, PlanListing, Reporters, ReportWriter
 
     job.check()
     options = settings.removal_options()
-    plan = make_plan(job, settings)
-    settings = sized_for_this_machine(settings, len(plan.items))
+    if settings.backend == "remote" and settings.model is not None:
+        raise UsageError("--model is for the local backend; the API picks its own model")
+    batch = bgremove.Batch(
+        job.inputs, job.output, options=options,
+        listed=read_file_list(job.files_from) if job.files_from is not None else None,
+        shard=Shard.parse(job.shard) if job.shard is not None else None,
+        overwrite=job.overwrite, dry_run=job.dry_run, max_credits=settings.max_credits)
 
-    console = ConsoleReporter(quiet=job.quiet, verbose=job.verbose,
-                              credits=settings.backend == "remote")
+    remote = settings.backend == "remote"
+    console = ConsoleReporter(quiet=job.quiet, verbose=job.verbose, credits=remote,
+                              inputs=job.inputs)
+    reporters = [console]
     if job.json_lines:
-        reporter = Reporters(JsonLinesReporter(), console)
+        reporters.insert(0, JsonLinesReporter())
     elif job.dry_run:
-        reporter = Reporters(PlanListing(), console)
-    else:
-        reporter = console
-
-    backend = None if job.dry_run else open_backend(settings)
-    if backend is not None and settings.backend == "local":
-        from bgremove.commands.models import announce
-
-        announce(backend, settings.model, settings.mode.value, quiet=job.quiet, verbose=job.verbose)
-    engine = Engine(backend, options, reporter, workers=settings.workers, overwrite=job.overwrite,
-                    max_credits=settings.max_credits, dry_run=job.dry_run)
-    summary: Summary | None = None
-    try:
-        with interrupts.calling(engine.interrupt):
-            summary = engine.run(plan)
-    finally:
-        # An abandoned batch may still have threads inside the backend: leave it open.
-        if backend is not None and not (summary is not None and summary.abandoned):
-            backend.close()
+        reporters.insert(0, PlanListing())
+    ran = {**job.describe(), **settings.public()}  # for the report: the workers are sized below
     if job.report is not None:
-        write_report(job.report, summary, {**job.describe(), **settings.public()})
+        reporters.append(ReportWriter(job.report, ran))
+    reporter = Reporters(*reporters)
+
+    loading = True
+
+    def on_signal() -> None:
+        batch.stop()
+        if loading and batch.stops > 1:
+            raise KeyboardInterrupt  # a second Ctrl-C while the model loads: out at once
+
+    # From here on Ctrl-C and SIGTERM stop the batch cleanly, even while the model loads: the
+    # run then ends at once, with its summary and report.
+    with interrupts.calling(on_signal):
+        for _ in range(interrupts.take_early()):  # Ctrl-C while Python was starting
+            on_signal()
+        session = None
+        workers = 1
+        if not job.dry_run:
+            from bgremove.devices import place
+
+            accelerator = not remote and place(settings.device).accelerator is not None
+            workers, threads = plan(settings.workers, settings.threads, remote=remote,
+                                    accelerator=accelerator, mode=options.mode.value,
+                                    images=batch.known_count)
+            ran.update(workers=workers, threads=threads)
+            session = open_session(settings, threads)
+            console.announce(session, settings.model, options.mode.value)
+        loading = False
+        summary = None
+        try:
+            console.start()
+            summary = batch.run(session, workers=workers, on_progress=reporter.update,
+                                count_ahead=console.animated)
+        finally:
+            # An abandoned batch may still have threads inside the session: leave it open.
+            if session is not None and not (summary is not None and summary.abandoned):
+                session.close()
+    reporter.finish(summary)
     return summary

@@ -21,15 +21,61 @@ class Mode(str, Enum):
 
 
 class OutputFormat(str, Enum):
+    """What the cut-out is written as. The API answers PNG or WebP; JPEG (no transparency, so
+    only with the mask off) is made here from the API's PNG, so it means the same everywhere."""
+
     png = "png"
     webp = "webp"
+    jpeg = "jpeg"
+
+    @classmethod
+    def _missing_(cls, value: object) -> OutputFormat | None:
+        if isinstance(value, str):
+            text = value.strip().lower().lstrip(".")
+            if text == "jpg":
+                return cls.jpeg
+            if text in cls._value2member_map_ and text != value:
+                return cls(text)
+        return None
 
     @property
     def mime_type(self) -> str:
         return f"image/{self.value}"
 
+    @property
+    def suffix(self) -> str:
+        return ".jpg" if self is OutputFormat.jpeg else f".{self.value}"
+
+    @property
+    def has_alpha(self) -> bool:
+        return self is not OutputFormat.jpeg
+
+    @classmethod
+    def suffixes(cls) -> frozenset[str]:
+        """File name endings that pick a format (`-o cut.jpg`)."""
+        return frozenset({".png", ".webp", ".jpg", ".jpeg"})
+
+    @classmethod
+    def from_suffix(cls, suffix: str) -> OutputFormat | None:
+        return cls(suffix) if suffix.lower() in cls.suffixes() else None
+
+    @classmethod
+    def names(cls) -> str:
+        return "PNG, WebP and JPEG"
+
+
+# What the API answers with (its `outputFormat`); JPEG is made on this side of it.
+API_OUTPUT_FORMATS = (OutputFormat.png, OutputFormat.webp)
 
 RGB = tuple[int, int, int]
+
+
+def _choose(kind: type[Enum], value: object, name: str):
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(member.value for member in kind)
+        raise ValueError(f"{name} {value!r}: choose {choices}") from None
 
 WHITE: RGB = (255, 255, 255)
 
@@ -69,6 +115,44 @@ class RemovalOptions:
     preserve_shadows: bool = False
     # Only used when include_mask is off: the colour that replaces the background.
     background_color: RGB = field(default=WHITE)
+    # Photos whose longer side is over this many pixels are shrunk to it first (None: never).
+    # Not an API field: the remote backend shrinks before uploading.
+    max_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.include_mask and not self.output_format.has_alpha:
+            raise ValueError("JPEG has no transparency: use it with the mask off "
+                             "(--no-include-mask, or a --background-color), or write PNG or WebP")
+        if self.max_size is not None and self.max_size < 1:
+            raise ValueError("max_size must be at least 1 pixel")
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        mode: Mode | str = Mode.balanced,
+        output_format: OutputFormat | str = OutputFormat.webp,
+        include_mask: bool | None = None,
+        smooth_edges: bool = True,
+        preserve_shadows: bool = False,
+        background_color: str | RGB | None = None,
+        max_size: int | None = None,
+    ) -> RemovalOptions:
+        """Options from plain values, as `bgremove.remove()` takes them (names or enums; a colour
+        as text or an RGB tuple). `include_mask=None` keeps the background transparent unless a
+        `background_color` is given (as rembg's `bgcolor` does) or the format is JPEG, which has
+        no transparency. Raises ValueError naming the option that is wrong."""
+        fmt = _choose(OutputFormat, output_format, "output_format")
+        if isinstance(background_color, str):
+            colour = parse_color(background_color)
+        elif background_color is not None:
+            colour = tuple(int(c) for c in background_color)[:3]
+        else:
+            colour = WHITE
+        if include_mask is None:
+            include_mask = background_color is None and fmt.has_alpha
+        return cls(_choose(Mode, mode, "mode"), fmt, bool(include_mask), bool(smooth_edges),
+                   bool(preserve_shadows), colour, max_size)
 
     def form_fields(self) -> dict[str, str]:
         """The multipart fields that ask the API for these options."""
@@ -95,15 +179,16 @@ class RemovalOptions:
                 raise ValueError(f"'{name}' must be a text field, not a file")
             return value.strip()
 
-        def choice(name: str, kind: type[Enum], default: Enum) -> Enum:
+        def choice(name: str, allowed: tuple[Enum, ...], default: Enum) -> Enum:
             value = text(name)
             if value is None:
                 return default
-            try:
-                return kind(value.lower())
-            except ValueError:
-                allowed = ", ".join(member.value for member in kind)
-                raise ValueError(f"invalid {name} {value!r}: use one of {allowed}") from None
+            # Exactly the contract's spellings (any case): no "jpg", no ".png".
+            for member in allowed:
+                if value.lower() == member.value:
+                    return member
+            names = ", ".join(member.value for member in allowed)
+            raise ValueError(f"invalid {name} {value!r}: use one of {names}")
 
         def flag(name: str, default: bool) -> bool:
             value = text(name)
@@ -115,8 +200,8 @@ class RemovalOptions:
                 raise ValueError(f"invalid {name}: {exc}") from None
 
         return cls(
-            mode=choice("mode", Mode, defaults.mode),
-            output_format=choice("outputFormat", OutputFormat, defaults.output_format),
+            mode=choice("mode", tuple(Mode), defaults.mode),
+            output_format=choice("outputFormat", API_OUTPUT_FORMATS, defaults.output_format),
             include_mask=flag("includeMask", defaults.include_mask),
             smooth_edges=flag("smoothEdges", defaults.smooth_edges),
             preserve_shadows=flag("preserveShadows", defaults.preserve_shadows),

@@ -3,10 +3,12 @@ summary at the end. stdout is left for data (images, JSON lines)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     Task,
@@ -16,13 +18,31 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from bgremove.engine import Outcome, Summary
+from bgremove.engine import Outcome, Status, Summary
+
+if TYPE_CHECKING:
+    from bgremove.backends import Session
+
+# Name at most this many files in a line of the summary; --report and -v list them all.
+NAMED = 10
+# Past this many inputs, the failures printed as they happened may have scrolled away: the
+# summary lists them again.
+RELIST_AFTER = 20
 
 
 class RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
         return Text(f"{speed:.2f} img/s" if speed else "-- img/s", style="progress.data.speed")
+
+
+class CountColumn(ProgressColumn):
+    """done/total, or done/found+ while the walk is still finding inputs."""
+
+    def render(self, task: Task) -> Text:
+        total = "?" if task.total is None else str(int(task.total))
+        more = "+" if task.fields.get("walking") else ""
+        return Text(f"{int(task.completed)}/{total}{more}", style="progress.download")
 
 
 def stderr_console() -> Console:
@@ -43,25 +63,60 @@ def animates(console: Console) -> bool:
     return real_terminal and console.is_interactive
 
 
+def names(paths: Sequence[object], total: int, how: str) -> str:
+    shown = ", ".join(str(p) for p in paths[:NAMED])
+    more = total - min(len(paths), NAMED)
+    return shown + (f", and {more} more ({how})" if more > 0 else "")
+
+
 class ConsoleReporter:
     """Progress and summary on stderr. `verbose` lists every file; `quiet` only failures."""
 
     def __init__(self, console: Console | None = None, *, quiet: bool = False,
-                 verbose: bool = False, credits: bool = False):
+                 verbose: bool = False, credits: bool = False, inputs: Sequence[str] = ()):
         self.console = console or stderr_console()
         self.quiet = quiet
         self.verbose = verbose
         self.credits = credits
+        self.inputs = list(inputs)
         self.progress: Progress | None = None
         self.task = None
 
-    def start(self, total: int) -> None:
-        if self.quiet or not animates(self.console) or total < 1:
+    @property
+    def animated(self) -> bool:
+        return not self.quiet and animates(self.console)
+
+    def say(self, message: str) -> None:
+        self.console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    def announce(self, session: Session, model: str | None, mode: str) -> None:
+        """What the run uses: a warning when an accelerator was asked for but the CPU runs,
+        the model and its provider with -v, and a better model when one is at hand."""
+        from bgremove import models as registry
+        from bgremove.devices import short
+
+        if session.device_warning:
+            self.say(f"bgremove: warning: {session.device_warning}")
+        if session.kind != "local":
+            return
+        if self.verbose:
+            where = "bundled" if session.model_name == registry.BUNDLED else session.model_path
+            providers = ", ".join(short(p) for p in session.providers)
+            self.say(f"model {session.model_name} ({where}) on {short(session.providers[0])} "
+                     f"(onnxruntime providers: {providers})")
+        if model is None and mode == "quality" and not self.quiet:
+            better = registry.suggest_upgrade()
+            if better:
+                self.say(f"hint: {better} is downloaded; --model {better} usually gives finer "
+                         f"edges than the bundled {registry.BUNDLED} in quality mode.")
+
+    def start(self) -> None:
+        if not self.animated:
             return
         self.progress = Progress(
             TextColumn("[bold]removing backgrounds"),
             BarColumn(),
-            MofNCompleteColumn(),
+            CountColumn(),
             RateColumn(),
             TimeRemainingColumn(),
             TextColumn("{task.fields[status]}"),
@@ -69,11 +124,11 @@ class ConsoleReporter:
             transient=True,
         )
         self.progress.start()
-        self.task = self.progress.add_task("", total=total, status="")
+        self.task = self.progress.add_task("", total=None, status="", walking=True)
 
     def _status(self, summary: Summary) -> str:
         parts = []
-        failed = len(summary.failures)
+        failed = summary.count(Status.failed)
         if failed:
             parts.append(f"[red]{failed} failed[/]")
         if self.credits:
@@ -83,68 +138,86 @@ class ConsoleReporter:
 
     def update(self, outcome: Outcome, summary: Summary) -> None:
         if self.progress is not None:
-            self.progress.update(self.task, advance=1, status=self._status(summary))
-        if outcome.status == "failed":
+            walking = not summary.walk_done and summary.counted is None
+            total = summary.found if walking else (summary.counted or summary.found)
+            self.progress.update(self.task, completed=summary.total, total=total,
+                                 walking=walking, status=self._status(summary))
+        item = outcome.item
+        if outcome.status is Status.failed:
             rid = f" (request id {outcome.request_id})" if outcome.request_id else ""
-            self.console.print(f"[red]failed[/] {outcome.item.name}: {outcome.error}{rid}",
-                               markup=True, soft_wrap=True)
+            self.console.print(f"[red]failed[/] {item.name}: {outcome.error}{rid}",
+                               markup=True, soft_wrap=True, highlight=False)
         elif self.verbose and not summary.dry_run:  # a dry run lists every file on stdout
-            item = outcome.item
-            self.console.print(f"{outcome.status} {item.name} -> {item.output_name}",
-                               markup=False, soft_wrap=True)
+            if outcome.status is Status.not_image:
+                self.say(f"skipped (not an image): {item.name}")
+            else:
+                self.say(f"{outcome.status.value} {item.name} -> {item.output_name}")
 
     def finish(self, summary: Summary) -> None:
         if self.progress is not None:
             self.progress.stop()
         if self.quiet:
             return
+        count = summary.count
+        done = count(Status.done)
         table = Table(title="bgremove summary", show_header=False, title_justify="left")
         table.add_column(justify="left")
         table.add_column(justify="right")
-        done = summary.count("done")
         if summary.dry_run:
-            table.add_row("would process", str(summary.count("would process")))
+            table.add_row("would process", str(count(Status.would_process)))
         else:
             table.add_row("processed", str(done))
-        table.add_row("skipped (output exists)", str(summary.count("skipped")))
-        if summary.not_images:
-            table.add_row("skipped (not images)", str(len(summary.not_images)))
-        table.add_row("failed", str(len(summary.failures)))
-        if summary.count("not processed"):
-            table.add_row("not processed", str(summary.count("not processed")))
+        table.add_row("skipped (output exists)", str(count(Status.skipped)))
+        if count(Status.not_image):
+            table.add_row("skipped (not images)", str(count(Status.not_image)))
+        table.add_row("failed", str(count(Status.failed)))
+        if count(Status.not_processed):
+            table.add_row("not processed", str(count(Status.not_processed)))
         if summary.dry_run and self.credits:
-            table.add_row("credits it would cost", str(summary.count("would process")))
+            table.add_row("credits it would cost", str(count(Status.would_process)))
         elif self.credits or summary.credits_spent:
             table.add_row("credits spent", str(summary.credits_spent))
             if summary.credits_remaining is not None:
                 table.add_row("credits remaining", str(summary.credits_remaining))
-        rate = done / summary.seconds if summary.seconds > 0 else 0.0
-        if not summary.dry_run:
-            table.add_row("time", f"{summary.seconds:.1f} s ({rate:.2f} img/s)")
+        if done:
+            table.add_row("time", f"{summary.seconds:.1f} s ({done / summary.seconds:.2f} img/s)")
         self.console.print(table)
-        if self.verbose and summary.not_images:
-            for path in summary.not_images:
-                self.console.print(f"skipped (not an image): {path}", markup=False, soft_wrap=True)
-        if summary.failures:
+        self._name_the_rest(summary)
+
+    def _name_the_rest(self, summary: Summary) -> None:
+        count = summary.count
+        if not (summary.total or summary.interrupted or summary.stopped):
+            self.say(f"no images found in {', '.join(self.inputs) or 'the inputs'}")
+        elif summary.total == count(Status.not_image) and not summary.dry_run:
+            self.say("no images found: none of the files found is an image")
+        if count(Status.not_image) and not self.verbose:
+            self.say("not images: " + names(summary.not_images, count(Status.not_image),
+                                            "-v or --report lists them all"))
+        failed = count(Status.failed)
+        if failed and summary.total > RELIST_AFTER:
             failures = Table(title="failures", title_justify="left")
             # Paths and reasons are folded, never cut: the user needs them whole.
             failures.add_column("failed file", overflow="fold")
             failures.add_column("reason", overflow="fold")
-            if any(o.request_id for o in summary.failures):
+            with_ids = any(o.request_id for o in summary.failures)
+            if with_ids:
                 failures.add_column("request id", overflow="fold")
             for o in summary.failures:
                 row = [o.item.name, o.error or ""]
-                if len(failures.columns) == 3:
+                if with_ids:
                     row.append(o.request_id or "")
                 failures.add_row(*row)
             self.console.print(failures)
+            if failed > len(summary.failures):
+                self.say(f"... and {failed - len(summary.failures)} more failures "
+                         "(--report lists them all)")
         if summary.stopped is not None:
-            self.console.print(f"[red]stopped: {summary.stopped}[/]")
-            left = [o.item.name for o in summary.outcomes if o.status == "not processed"]
+            self.console.print(f"[red]stopped: {summary.stopped}[/]", soft_wrap=True)
+            left = count(Status.not_processed)
             if left:
-                self.console.print(f"not processed ({len(left)}): " + ", ".join(left),
-                                   markup=False, soft_wrap=True)
+                self.say(f"not processed ({left}): " + names(
+                    [o.item.name for o in summary.not_processed], left, "--report lists them"))
         if summary.interrupted:
             dropped = " (work in flight was abandoned, unwritten)" if summary.abandoned else ""
-            self.console.print(f"interrupted: finished work was kept{dropped}; run the same "
-                               "command again to continue where it stopped.", soft_wrap=True)
+            self.say(f"interrupted: finished work was kept{dropped}; run the same command again "
+                     "to continue where it stopped.")

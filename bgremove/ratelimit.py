@@ -1,6 +1,6 @@
-"""A thread-safe sliding-window rate limiter: at most `cap` starts in any `window` seconds.
+"""The client's pacer: a thread-safe sliding window, at most `cap` starts in any `window` seconds.
 
-The API allows 100 requests a minute. A worker pool that asks this limiter before every request
+The API allows 100 requests a minute. A worker pool that asks this pacer before every request
 (retries included) never exceeds that, so a long batch runs at the cap without a single 429, and a
 short batch (under the cap) goes as fast as the server answers.
 """
@@ -18,7 +18,7 @@ def default_slack(window: float) -> float:
     return max(0.02 * window, 0.5)
 
 
-class RateLimiter:
+class Pacer:
     """Grant at most `cap` slots in any `window` seconds, to any number of threads.
 
     `slack` (seconds) widens our window beyond the server's. We stamp a request when we start it;

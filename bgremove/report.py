@@ -1,16 +1,24 @@
 """Machine-readable output: JSON lines as files finish (`--json`), the plan of a dry run, and the
-whole run's summary as one JSON document (`--report FILE`). These go to stdout or a file; every
-message for people goes to stderr (progress.py)."""
+whole run as one JSON document (`--report FILE`). These go to stdout or a file; every message for
+people goes to stderr (progress.py)."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from bgremove import __version__
-from bgremove.engine import Outcome, Reporter, Summary, write_atomically
+from bgremove.engine import Outcome, Status, Summary
+
+
+class Reporter(Protocol):
+    def update(self, outcome: Outcome, summary: Summary) -> None: ...
+
+    def finish(self, summary: Summary) -> None: ...
 
 
 class Reporters:
@@ -18,10 +26,6 @@ class Reporters:
 
     def __init__(self, *reporters: Reporter):
         self.reporters = reporters
-
-    def start(self, total: int) -> None:
-        for reporter in self.reporters:
-            reporter.start(total)
 
     def update(self, outcome: Outcome, summary: Summary) -> None:
         for reporter in self.reporters:
@@ -39,9 +43,6 @@ class JsonLinesReporter:
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream or sys.stdout
 
-    def start(self, total: int) -> None:
-        pass
-
     def update(self, outcome: Outcome, summary: Summary) -> None:
         self.stream.write(json.dumps(outcome.as_dict(), ensure_ascii=False) + "\n")
         self.stream.flush()
@@ -57,17 +58,16 @@ class PlanListing:
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream or sys.stdout
 
-    def start(self, total: int) -> None:
-        pass
-
     def update(self, outcome: Outcome, summary: Summary) -> None:
-        if outcome.status == "failed":
+        if outcome.status is Status.failed:
             return  # reported on stderr as every failure is
-        line = f"{outcome.item.name} -> {outcome.item.output_name}"
-        if outcome.status == "skipped":
-            line = f"would skip: {line} ({outcome.error})"
+        item = outcome.item
+        if outcome.status is Status.not_image:
+            line = f"would skip: {item.name} (not an image)"
+        elif outcome.status is Status.skipped:
+            line = f"would skip: {item.name} -> {item.output_name} ({outcome.error})"
         else:
-            line = f"{outcome.status}: {line}"
+            line = f"{outcome.status.value}: {item.name} -> {item.output_name}"
         self.stream.write(line + "\n")
 
     def finish(self, summary: Summary) -> None:
@@ -76,14 +76,14 @@ class PlanListing:
 
 def counts(summary: Summary) -> dict[str, int]:
     result = {
-        "done": summary.count("done"),
-        "skipped": summary.count("skipped"),
-        "failed": summary.count("failed"),
-        "not_processed": summary.count("not processed"),
-        "not_images": len(summary.not_images),
+        "done": summary.count(Status.done),
+        "skipped": summary.count(Status.skipped),
+        "failed": summary.count(Status.failed),
+        "not_processed": summary.count(Status.not_processed),
+        "not_images": summary.count(Status.not_image),
     }
     if summary.dry_run:
-        result["would_process"] = summary.count("would process")
+        result["would_process"] = summary.count(Status.would_process)
     return result
 
 
@@ -93,24 +93,59 @@ def stop_reason(summary: Summary) -> str | None:
     return summary.stopped.reason if summary.stopped is not None else None
 
 
-def report_document(summary: Summary, options: dict[str, Any]) -> dict[str, Any]:
-    """The whole run as one JSON-able document. `options` must hold no secrets."""
-    return {
-        "bgremove": __version__,
-        "exit_code": summary.exit_code,
-        "dry_run": summary.dry_run,
-        "counts": counts(summary),
-        "credits": {"spent": summary.credits_spent, "remaining": summary.credits_remaining},
-        "stopped": stop_reason(summary),
-        "stopped_message": str(summary.stopped) if summary.stopped is not None else None,
-        "seconds": round(summary.seconds, 3),
-        "options": options,
-        "outcomes": [o.as_dict() for o in summary.outcomes],
-        "not_images": [str(p) for p in summary.not_images],
-    }
+class ReportWriter:
+    """`--report FILE`: the whole run as one JSON document, written atomically once it ends.
 
+    Outcomes are spooled to a temporary file as they come, not kept in memory, so a run of a
+    million files reports every one of them at a constant cost. `options` must hold no secrets.
+    """
 
-def write_report(path: Path, summary: Summary, options: dict[str, Any]) -> None:
-    """Write the report atomically: a CI step reading it never sees half a document."""
-    text = json.dumps(report_document(summary, options), indent=2, ensure_ascii=False) + "\n"
-    write_atomically(path, text.encode("utf-8"))
+    def __init__(self, path: Path, options: dict[str, Any]):
+        self.path = path
+        self.options = options
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._spool = tempfile.TemporaryFile("w+", encoding="utf-8", dir=path.parent,
+                                             prefix=f".{path.name}.", suffix=".spool")
+
+    def update(self, outcome: Outcome, summary: Summary) -> None:
+        self._spool.write(json.dumps(outcome.as_dict(), ensure_ascii=False) + "\n")
+
+    def finish(self, summary: Summary) -> None:
+        head = {
+            "bgremove": __version__,
+            "exit_code": summary.exit_code,
+            "dry_run": summary.dry_run,
+            "counts": counts(summary),
+            "credits": {"spent": summary.credits_spent, "remaining": summary.credits_remaining},
+            "stopped": stop_reason(summary),
+            "stopped_message": str(summary.stopped) if summary.stopped is not None else None,
+            "seconds": round(summary.seconds, 3),
+            "options": self.options,
+        }
+        text = json.dumps(head, indent=2, ensure_ascii=False)  # ends with "\n}": opened up below
+        dest = self.path.parent / f".{self.path.name}.{os.getpid()}.part"
+        try:
+            with open(dest, "w", encoding="utf-8") as out:
+                out.write(text[:-2] + ',\n  "outcomes": [')
+                self._copy(out, lambda o: True)
+                out.write('\n  ],\n  "not_images": [')
+                self._copy(out, lambda o: o["status"] == Status.not_image.value, key="input")
+                out.write("\n  ]\n}\n")
+            os.replace(dest, self.path)
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        finally:
+            self._spool.close()
+
+    def _copy(self, out: IO[str], keep, key: str | None = None) -> int:
+        self._spool.seek(0)
+        written = 0
+        for line in self._spool:
+            outcome = json.loads(line)
+            if not keep(outcome):
+                continue
+            value = outcome if key is None else outcome[key]
+            out.write(("," if written else "") + "\n    " + json.dumps(value, ensure_ascii=False))
+            written += 1
+        return written

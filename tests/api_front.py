@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bgremove.backends import Backend, Result
+from bgremove.backends import Result, Session, SessionBase
 from bgremove.options import RemovalOptions
 
 # What the front can do to the request with a given arrival number (0-based):
@@ -93,16 +93,18 @@ async def _answer(send: Send, status: int, message: str, retry_after: str | None
     await send({"type": "http.response.body", "body": json.dumps({"error": message}).encode()})
 
 
-class MemoBackend:
-    """The real backend, answering each distinct (image, options) once and from memory after.
+class MemoBackend(SessionBase):
+    """The real session, answering each distinct (image, options) once and from memory after.
 
     For tests of request pacing: the server then answers as fast as its HTTP side allows, so
     what is measured is the client against the rate cap, not this machine's CPU for the model.
     """
 
-    name = "memo"
+    kind = "local"
+    providers = ["CPUExecutionProvider"]
+    device_warning = None
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Session):
         self.backend = backend
         self._answers: dict[tuple[bytes, RemovalOptions], Result] = {}
         self._lock = threading.Lock()

@@ -26,7 +26,7 @@ def write_config(folder: Path, text: str) -> Path:
 def test_defaults_without_any_config(tmp_path):
     settings = config.load(environ={"XDG_CONFIG_HOME": str(tmp_path)})
     assert settings == config.Settings()
-    assert settings.mode is Mode.balanced and settings.format is OutputFormat.webp
+    assert settings.mode is Mode.balanced and settings.output_format is OutputFormat.webp
     assert settings.workers is None and settings.backend == "local" and settings.api_key is None
     assert not settings.config_found
     assert settings.config_file == tmp_path / "bgremove" / "config.toml"
@@ -39,8 +39,8 @@ def test_flags_win_over_environment_over_file_over_defaults(tmp_path):
                "BGREMOVE_WORKERS": "5", "BGREMOVE_MODE": ""}  # empty counts as unset
     settings = config.load({"workers": 7}, environ=environ)
     assert settings.mode is Mode.quality and settings.sources["mode"] == "config file"
-    assert settings.format is OutputFormat.webp
-    assert settings.sources["format"] == "env BGREMOVE_FORMAT"
+    assert settings.output_format is OutputFormat.webp
+    assert settings.sources["output_format"] == "env BGREMOVE_FORMAT"
     assert settings.workers == 7 and settings.sources["workers"] == "command line"
     assert settings.include_mask is False
     assert settings.smooth_edges is True and settings.sources.get("smooth_edges") is None
@@ -96,7 +96,7 @@ def test_config_show_masks_the_key_and_names_sources(tmp_path):
     lines = {line.split()[0]: line for line in shown.splitlines() if not line.startswith("#")}
     assert set(lines) == set(config.SETTING_NAMES)
     assert '"fast"' in lines["mode"] and "# config file" in lines["mode"]
-    assert '"png"' in lines["format"] and "# env BGREMOVE_FORMAT" in lines["format"]
+    assert '"png"' in lines["output_format"] and "# env BGREMOVE_FORMAT" in lines["output_format"]
     assert "# default" in lines["workers"]
     assert f"config file: {path} (found)" in shown
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bgremove.backends.local import LocalBackend
+from bgremove.backends.local import LocalSession
 from bgremove.errors import ImageError
 from bgremove.options import Mode, OutputFormat, RemovalOptions
 
@@ -21,11 +21,11 @@ SUBJECT = {
 
 
 @pytest.fixture(scope="module")
-def backend() -> LocalBackend:
-    return LocalBackend()
+def backend() -> LocalSession:
+    return LocalSession()
 
 
-def cutout(backend: LocalBackend, data: bytes, **kw) -> Image.Image:
+def cutout(backend: LocalSession, data: bytes, **kw) -> Image.Image:
     result = backend.process(data, RemovalOptions(**kw))
     return Image.open(BytesIO(result.data))
 

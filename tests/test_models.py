@@ -238,12 +238,12 @@ def test_device_cpu_runs_quietly_unknown_device_is_usage_error(cache, small_phot
 
 
 def test_local_backend_reports_providers():
-    from bgremove.backends.local import LocalBackend
+    from bgremove.backends.local import LocalSession
 
-    backend = LocalBackend(device="cpu")
+    backend = LocalSession(device="cpu")
     assert backend.providers == ["CPUExecutionProvider"] and backend.device_warning is None
     if not _cuda_installed():
-        fallback = LocalBackend(device="cuda")
+        fallback = LocalSession(device="cuda")
         assert fallback.providers == ["CPUExecutionProvider"]
         assert "CUDAExecutionProvider" in fallback.device_warning
 

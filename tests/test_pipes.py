@@ -91,7 +91,10 @@ def test_files_from_stdin_with_missing_path_json_and_report(samples, tmp_path):
 
     lines = json_lines(proc.stdout)
     by_input = {line["input"]: line for line in lines}
-    assert set(by_input) == {"assets/a/cat.webp", "assets/missing.jpg", "more/x/rocket.jpg"}
+    assert set(by_input) == {"assets/a/cat.webp", "assets/missing.jpg", "more/x/rocket.jpg",
+                             "more/notes.txt"}
+    notes = by_input.pop("more/notes.txt")
+    assert notes["status"] == "not an image" and notes["output"] is None
     missing = by_input["assets/missing.jpg"]
     assert missing["status"] == "failed" and "no such file" in missing["error"]
     assert missing["output"] is None
@@ -116,7 +119,7 @@ def test_files_from_stdin_with_missing_path_json_and_report(samples, tmp_path):
     assert report["counts"] == {"done": 2, "skipped": 0, "failed": 1, "not_processed": 0,
                                 "not_images": 1}
     assert report["not_images"] == ["more/notes.txt"]
-    assert sorted(o["input"] for o in report["outcomes"]) == sorted(by_input)
+    assert sorted(o["input"] for o in report["outcomes"]) == sorted([*by_input, "more/notes.txt"])
     assert report["options"]["files_from"] == "-" and report["options"]["mode"] == "fast"
     assert report["seconds"] > 0
     assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*.part"))

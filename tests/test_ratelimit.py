@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bgremove.ratelimit import RateLimiter
+from bgremove.ratelimit import Pacer
 
 
 class FakeClock:
@@ -20,7 +20,7 @@ class FakeClock:
 
 def test_cap_then_wait_until_the_oldest_start_leaves_the_window():
     clock = FakeClock()
-    limiter = RateLimiter(3, 10.0, slack=0.0, clock=clock)
+    limiter = Pacer(3, 10.0, slack=0.0, clock=clock)
     assert limiter.reserve() == 0.0
     clock.now += 1.0
     assert [limiter.reserve(), limiter.reserve()] == [0.0, 0.0]
@@ -34,7 +34,7 @@ def test_cap_then_wait_until_the_oldest_start_leaves_the_window():
 
 def test_window_slides_rather_than_resetting():
     clock = FakeClock()
-    limiter = RateLimiter(2, 10.0, slack=0.0, clock=clock)
+    limiter = Pacer(2, 10.0, slack=0.0, clock=clock)
     limiter.reserve()
     clock.now += 9.0
     limiter.reserve()
@@ -45,17 +45,17 @@ def test_window_slides_rather_than_resetting():
 
 def test_default_slack_widens_the_window():
     clock = FakeClock()
-    limiter = RateLimiter(1, 60.0, clock=clock)
+    limiter = Pacer(1, 60.0, clock=clock)
     limiter.reserve()
     assert limiter.reserve() == pytest.approx(61.2)  # 2% of a minute
-    short = RateLimiter(1, 3.0, clock=clock)
+    short = Pacer(1, 3.0, clock=clock)
     short.reserve()
     assert short.reserve() == pytest.approx(3.5)  # at least half a second
 
 
 def test_defer_holds_everyone_off():
     clock = FakeClock()
-    limiter = RateLimiter(100, 60.0, clock=clock)
+    limiter = Pacer(100, 60.0, clock=clock)
     limiter.defer(5.0)
     assert limiter.reserve() == pytest.approx(5.0)
     clock.now += 5.0
@@ -64,7 +64,7 @@ def test_defer_holds_everyone_off():
 
 def test_threads_never_exceed_the_cap_in_any_window():
     cap, window = 5, 0.3
-    limiter = RateLimiter(cap, window, slack=0.0)
+    limiter = Pacer(cap, window, slack=0.0)
     starts: list[float] = []
     lock = threading.Lock()
 
@@ -89,7 +89,7 @@ def test_threads_never_exceed_the_cap_in_any_window():
 
 
 def test_acquire_gives_up_when_cancelled():
-    limiter = RateLimiter(1, 30.0)
+    limiter = Pacer(1, 30.0)
     assert limiter.acquire()
     cancel = threading.Event()
     threading.Timer(0.05, cancel.set).start()

@@ -19,14 +19,14 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from bgremove.backends.remote import RemoteBackend
-from bgremove.discover import plan
-from bgremove.engine import Engine
+from bgremove.backends.remote import RemoteSession
+from bgremove.engine import Batch, Status
 from bgremove.errors import (
     AuthenticationFailed,
     FileFailed,
     ImageError,
     OutOfCredits,
+    SetupError,
     StopBatch,
 )
 from bgremove.options import OutputFormat, RemovalOptions
@@ -107,13 +107,13 @@ class Script:
 
 
 @pytest.fixture
-def make_backend() -> Iterator[Callable[..., RemoteBackend]]:
+def make_backend() -> Iterator[Callable[..., RemoteSession]]:
     made = []
 
-    def make(script: Script, **kw) -> RemoteBackend:
+    def make(script: Script, **kw) -> RemoteSession:
         kw.setdefault("backoff", 0.001)
         client = httpx.Client(transport=httpx.MockTransport(script))
-        backend = RemoteBackend(URL, KEY, client=client, **kw)
+        backend = RemoteSession(URL, KEY, client=client, **kw)
         made.append(client)
         return backend
 
@@ -142,8 +142,7 @@ def test_sends_key_and_options_and_reads_the_credit_headers(make_backend):
 @pytest.mark.parametrize("data, limit", [
     (image_bytes(4001, 20), "4000x4000"),
     (image_bytes(20, 4001, fmt="JPEG"), "4000x4000"),
-    (image_bytes(fmt="GIF"), "JPEG, PNG or WebP"),
-    (b"hello, not an image", "JPEG, PNG or WebP"),
+    (b"hello, not an image", "not an image"),
     (b"\xff\xd8\xff\xe0" + bytes(10 * 1024 * 1024), "10 MB"),
 ])
 def test_a_file_beyond_the_api_limits_is_refused_before_sending(make_backend, data, limit):
@@ -151,6 +150,23 @@ def test_a_file_beyond_the_api_limits_is_refused_before_sending(make_backend, da
     with pytest.raises(ImageError, match=re.escape(limit)):
         make_backend(script).process(data, RemovalOptions())
     assert script.count == 0
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "TIFF", "BMP"])
+def test_formats_the_api_does_not_take_are_sent_as_png(make_backend, fmt):
+    script = Script(ok)
+    make_backend(script).process(image_bytes(fmt=fmt), RemovalOptions())
+    sent = Image.open(io.BytesIO(form(script.requests[0][1])["file"]))
+    assert sent.format == "PNG" and sent.size == (32, 24)
+    assert sent.getpixel((3, 3)) == (200, 40, 40)  # lossless
+
+
+def test_max_size_shrinks_before_sending(make_backend):
+    script = Script(ok)
+    make_backend(script).process(image_bytes(6000, 3000, fmt="JPEG"),
+                                 RemovalOptions(max_size=1000))
+    sent = Image.open(io.BytesIO(form(script.requests[0][1])["file"]))
+    assert sent.format == "JPEG" and sent.size == (1000, 500)
 
 
 def test_largest_allowed_image_is_sent(make_backend):
@@ -169,7 +185,7 @@ def test_400_is_not_retried(make_backend):
 
 def test_a_redirect_is_not_followed_with_the_key(make_backend):
     script = Script(lambda r: httpx.Response(308, headers={"location": "http://elsewhere.test/"}))
-    with pytest.raises(FileFailed, match="redirects .* to http://elsewhere.test/"):
+    with pytest.raises(SetupError, match="redirects .* to http://elsewhere.test/"):
         make_backend(script).process(image_bytes(), RemovalOptions())
     assert script.count == 1
 
@@ -295,7 +311,7 @@ def test_key_is_masked_wherever_it_could_surface(make_backend):
     for script, exc_type in [
         (Script(lambda r: error(400, echo)), FileFailed),
         (Script(lambda r: error(401, echo)), AuthenticationFailed),
-        (Script(httpx.ConnectError(f"cannot reach {KEY}")), FileFailed),
+        (Script(httpx.ConnectError(f"cannot reach {KEY}")), SetupError),
     ]:
         with pytest.raises(exc_type) as caught:
             make_backend(script, max_retries=1).process(image_bytes(), RemovalOptions())
@@ -305,18 +321,20 @@ def test_key_is_masked_wherever_it_could_surface(make_backend):
 
 # The engine and the backend together: what a batch does when the API stops it.
 
-def batch(tmp_path, count: int) -> list:
+def batch(tmp_path, count: int) -> tuple[str, str]:
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(count):
         (folder / f"img{i:02d}.png").write_bytes(image_bytes())
-    return plan([str(folder)], str(tmp_path / "out"), OutputFormat.webp)
+    return str(folder), str(tmp_path / "out")
 
 
-def run_batch(backend: RemoteBackend, work, **kw):
+def run_batch(session: RemoteSession, work, workers: int, max_credits: int | None = None):
     stream = io.StringIO()
     reporter = ConsoleReporter(Console(file=stream, width=200), credits=True)
-    summary = Engine(backend, RemovalOptions(), reporter, **kw).run(work)
+    summary = Batch([work[0]], work[1], max_credits=max_credits).run(
+        session, workers=workers, on_progress=reporter.update)
+    reporter.finish(summary)
     return summary, stream.getvalue()
 
 
@@ -344,8 +362,8 @@ def test_out_of_credits_stops_the_batch_and_names_what_was_left(make_backend, tm
     work = batch(tmp_path, 12)
     summary, shown = run_batch(make_backend(account), work, workers=4)
     written = sorted(p.stem for p in (tmp_path / "out").iterdir())
-    left = sorted(o.item.source.stem for o in summary.outcomes if o.status == "not processed")
-    assert len(written) == 3 and summary.count("done") == 3
+    left = sorted(o.item.source.stem for o in summary.not_processed)
+    assert len(written) == 3 and summary.count(Status.done) == 3
     assert sorted(written + left) == [f"img{i:02d}" for i in range(12)]
     assert summary.exit_code == 4 and summary.credits_spent == 3
     assert summary.credits_remaining == 0
@@ -360,7 +378,7 @@ def test_401_stops_the_batch_at_once(make_backend, tmp_path):
     script = Script(lambda r: (time.sleep(0.05), error(401, "Invalid API key"))[1])
     summary, shown = run_batch(make_backend(script), batch(tmp_path, 20), workers=4)
     assert summary.exit_code == 3
-    assert summary.count("not processed") == 20
+    assert summary.count(Status.not_processed) == 20
     assert script.count <= 4
     assert "API key" in shown
 
@@ -371,7 +389,7 @@ def test_max_credits_spends_exactly_that_many(make_backend, tmp_path):
                                max_credits=4)
     assert account.requests == 4 and summary.credits_spent == 4
     assert len(list((tmp_path / "out").iterdir())) == 4
-    assert summary.count("not processed") == 6
+    assert summary.count(Status.not_processed) == 6
     assert summary.exit_code == 4
     assert "credits spent" in shown and "96" in shown
 

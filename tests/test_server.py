@@ -18,7 +18,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from bgremove.backends.local import LocalBackend
+from bgremove.backends.local import LocalSession
 from bgremove.server import create_app
 from bgremove.server.store import KeyStore, open_store
 from tests.serving import serve_app
@@ -33,7 +33,7 @@ class Watched:
 
     name = "local"
 
-    def __init__(self, inner: LocalBackend):
+    def __init__(self, inner: LocalSession):
         self.inner = inner
         self.lock = threading.Lock()
         self.active = self.peak = 0
@@ -54,7 +54,7 @@ class Watched:
 
 @pytest.fixture(scope="module")
 def backend() -> Watched:
-    return Watched(LocalBackend(threads=1))  # one model for every server in this module
+    return Watched(LocalSession(threads=1))  # one model for every server in this module
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +156,8 @@ BAD_REQUESTS = {
     "missing file": (lambda s, png: None, {"mode": "fast"}, "missing file"),
     "unknown mode": (lambda s, png: png, {"mode": "turbo"}, "invalid mode 'turbo'"),
     "unknown format": (lambda s, png: png, {"outputFormat": "jpg"}, "invalid outputFormat"),
+    "jpeg (not an API format)": (lambda s, png: png, {"outputFormat": "jpeg"},
+                                 "invalid outputFormat 'jpeg': use one of png, webp"),
     "includeMask": (lambda s, png: png, {"includeMask": "maybe"}, "invalid includeMask"),
     "smoothEdges": (lambda s, png: png, {"smoothEdges": "2"}, "invalid smoothEdges"),
     "preserveShadows": (lambda s, png: png, {"preserveShadows": ""}, "invalid preserveShadows"),
@@ -488,7 +490,7 @@ class Recording:
 
 
 def test_warm_up_runs_every_mode_codec_and_path(backend):
-    from bgremove.options import Mode, OutputFormat
+    from bgremove.options import API_OUTPUT_FORMATS, Mode
     from bgremove.server.app import warm_up
 
     recording = Recording(backend)
@@ -497,6 +499,6 @@ def test_warm_up_runs_every_mode_codec_and_path(backend):
     options = [o for _, o in recording.calls]
     assert inputs == {"JPEG", "PNG", "WEBP"}
     assert {o.mode for o in options} == set(Mode)
-    assert {o.output_format for o in options} == set(OutputFormat)
+    assert {o.output_format for o in options} == set(API_OUTPUT_FORMATS)
     assert {o.include_mask for o in options} == {True, False}
     assert any(o.preserve_shadows for o in options)

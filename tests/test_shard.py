@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bgremove.discover import Shard, plan
+from bgremove.discover import Planner, Shard
 from bgremove.errors import UsageError
 from bgremove.options import OutputFormat
 from tests.conftest import run_cli
@@ -27,7 +27,7 @@ def make_set(root: Path, count: int = 30) -> Path:
 
 
 def dests(src: Path, out: Path, shard: Shard | None = None) -> set[Path]:
-    return {item.dest for item in plan([str(src)], str(out), OutputFormat.webp, shard=shard).items}
+    return {item.dest for item in Planner([str(src)], str(out), OutputFormat.webp, shard=shard)}
 
 
 def test_parts_are_disjoint_and_cover_the_set(tmp_path):

@@ -1,19 +1,25 @@
-"""The backends: each turns image bytes and RemovalOptions into the encoded cut-out."""
+"""Sessions: a loaded model (local.py) or an API client (remote.py) behind one interface.
+
+Each turns image bytes and `RemovalOptions` into the encoded cut-out (`process`, what the batch
+engine and the server call), and any image into a cut-out (`remove`, what Python users call).
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bgremove.options import RemovalOptions
 
 if TYPE_CHECKING:
-    from bgremove.config import Settings
+    from PIL import Image
 
 
 @dataclass
 class Result:
-    """One processed image, with what the API told us about it (remote backend only)."""
+    """One processed image, with what the API told us about it (remote sessions only)."""
 
     data: bytes
     credits_spent: int = 0
@@ -21,31 +27,76 @@ class Result:
     request_id: str | None = None
 
 
-class Backend(Protocol):
-    """Everything the engine needs from a backend. `process` must be safe to call from threads."""
+ImageInput = Any  # bytes | str | os.PathLike | PIL.Image.Image | numpy.ndarray
 
-    name: str
 
-    def process(self, data: bytes, options: RemovalOptions) -> Result: ...
+@runtime_checkable
+class Session(Protocol):
+    """Everything the batch engine and the server need. Every method is safe to call from many
+    threads at once."""
+
+    kind: str  # "local" or "remote"
+    # The onnxruntime providers the model runs on, best first (empty for a remote session), and
+    # what to tell the user when an accelerator was asked for but is not used (else None).
+    providers: list[str]
+    device_warning: str | None
+
+    def process(self, data: bytes, options: RemovalOptions) -> Result:
+        """The encoded cut-out of encoded image bytes. Raises FileFailed (this image) or
+        StopBatch (nothing more can succeed: a bad key, no credits, the API unreachable)."""
+        ...
+
+    def remove(self, image: ImageInput, **options: Any) -> bytes | Image.Image: ...
+
+    def cancel(self) -> None:
+        """Give up on work not yet started (Ctrl-C): requests waiting to be sent are not sent."""
+        ...
 
     def close(self) -> None: ...
 
 
-def open_backend(settings: Settings) -> Backend:
-    """The backend the settings ask for, ready to process images."""
-    from bgremove.errors import UsageError
+class SessionBase:
+    """`remove()` for every session, in terms of `process()` and `remove_image()`."""
 
-    if settings.backend == "local":
-        from bgremove.backends.local import LocalBackend
+    def remove(self, image: ImageInput, **options: Any) -> bytes | Image.Image:
+        """Remove the background of one image, as `bgremove.remove()` does (the same options,
+        the same rule for the return type), with this session."""
+        options = RemovalOptions.build(**options)
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            return self.process(bytes(image), options).data
+        if isinstance(image, (str, os.PathLike)):
+            return self.process(Path(image).read_bytes(), options).data
+        return self.remove_image(as_pil(image), options)
 
-        return LocalBackend(settings.model, settings.threads, settings.device)
-    from bgremove.apikey import api_key_from
-    from bgremove.backends.remote import RemoteBackend
+    def remove_image(self, image: Image.Image, options: RemovalOptions) -> Image.Image:
+        raise NotImplementedError
 
-    key = api_key_from(settings)
-    if key is None:
-        raise UsageError("--backend remote needs an API key: --api-key-file FILE, the "
-                         "BGREMOVE_API_KEY environment variable, api_key in the config file, "
-                         "or --api-key KEY")
-    return RemoteBackend(settings.api_url, key, rate_limit=settings.rate_limit,
-                         rate_window=settings.rate_window)
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+    def cancel(self) -> None:
+        pass
+
+
+def as_pil(image: Any) -> Image.Image:
+    """A PIL image from a PIL image or a numpy array (H x W, H x W x 3 or H x W x 4, uint8)."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image
+    import numpy as np
+
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (
+                image.ndim == 3 and image.shape[2] not in (3, 4)):
+            raise TypeError("expected a uint8 array of H x W, H x W x 3 (RGB) or H x W x 4 (RGBA),"
+                            f" not {image.dtype} {image.shape}")
+        return Image.fromarray(np.ascontiguousarray(image))
+    raise TypeError(f"expected image bytes, a path, a PIL image or a numpy array, "
+                    f"not {type(image).__name__}")

@@ -1,4 +1,4 @@
-"""The local backend: ONNX inference on this machine, with the bundled model by default."""
+"""The local session: ONNX inference on this machine, with the bundled model by default."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bgremove.backends import Result
+from bgremove.backends import Result, SessionBase
 from bgremove.devices import place, warning
+from bgremove.errors import ModelUnavailable
 from bgremove.imaging.compose import compose, encode
-from bgremove.imaging.decode import decode
+from bgremove.imaging.decode import MAX_PIXELS, Decoded, decode, from_pil
 from bgremove.imaging.matte import compute_alpha
 from bgremove.models import BUNDLED, KNOWN, resolve
 from bgremove.options import RemovalOptions
@@ -82,7 +83,14 @@ class RembgSaliency:
 
     def __init__(self, name: str, path: Path, threads: int | None = None,
                  providers: list | None = None):
-        from rembg import new_session
+        try:
+            from rembg import new_session
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] != "rembg":
+                raise
+            raise ModelUnavailable(
+                f"model {name!r} runs through rembg, which is not installed: "
+                "pip install 'bgremove[models]' (the bundled u2netp needs nothing more)") from None
 
         # rembg finds `<name>.onnx` in $U2NET_HOME, so it never downloads; set for this call only.
         saved = os.environ.get("U2NET_HOME")
@@ -111,26 +119,42 @@ def load_segmenter(model: str | None, threads: int | None = None,
     return OnnxSaliency(path, threads, providers)
 
 
-class LocalBackend:
-    """Runs the model here. One loaded model serves every thread of the batch."""
+class LocalSession(SessionBase):
+    """The model on this machine, loaded once and shared by every thread that uses the session.
 
-    name = "local"
+    `model`: a name (`bgremove models list`) or an .onnx path; None is the bundled u2netp.
+    `device`: where it runs (`auto`, `cpu`, `cuda`, `cuda:1`, ...). `threads`: onnxruntime threads
+    per image (default: every usable core, right for one image at a time; a batch of N images in
+    flight wants cores / N). `max_pixels`: larger images are refused from their header, unless
+    `max_size` in the options shrinks them.
+    """
 
-    def __init__(self, model: str | None = None, threads: int | None = None, device: str = "auto"):
+    kind = "local"
+
+    def __init__(self, model: str | None = None, *, device: str = "auto",
+                 threads: int | None = None, max_pixels: int = MAX_PIXELS):
         self.model_name, self.model_path = resolve(model)
         placement = place(device)
+        self.threads = threads or usable_cores()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.segmenter = load_segmenter(model, threads, placement.providers)
+            self.segmenter = load_segmenter(model, self.threads, placement.providers)
         self.providers: list[str] = self.segmenter.providers
         # set when an accelerator was asked for but the model runs on the CPU
         self.device_warning = warning(placement, self.providers)
+        self.max_pixels = max_pixels
+
+    def __repr__(self) -> str:
+        return f"LocalSession({self.model_name!r}, providers={self.providers!r})"
 
     def process(self, data: bytes, options: RemovalOptions) -> Result:
-        image = decode(data)
-        alpha = compute_alpha(self.segmenter, image.rgb, options.mode, options.smooth_edges)
-        cutout = compose(image.rgb, alpha, options, image.alpha)
-        return Result(encode(cutout, options.output_format))
+        image = decode(data, max_pixels=self.max_pixels, max_size=options.max_size)
+        return Result(encode(self._cutout(image, options), options.output_format))
 
-    def close(self) -> None:
-        pass
+    def remove_image(self, image: Image.Image, options: RemovalOptions) -> Image.Image:
+        decoded = from_pil(image, max_pixels=self.max_pixels, max_size=options.max_size)
+        return self._cutout(decoded, options)
+
+    def _cutout(self, image: Decoded, options: RemovalOptions) -> Image.Image:
+        alpha = compute_alpha(self.segmenter, image.rgb, options.mode, options.smooth_edges)
+        return compose(image.rgb, alpha, options, image.alpha)

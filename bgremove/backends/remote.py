@@ -1,10 +1,14 @@
-"""The remote backend: each image goes to the Background Removal API and the cut-out comes back.
+"""The remote session: each image goes to the Background Removal API and the cut-out comes back.
 
-One `httpx.Client` serves every worker thread (connections are reused). Before a request starts,
-the file is checked against the API's limits, so a file the API would refuse costs nothing, and
-the rate limiter grants a slot, so the pool never exceeds the API's requests-per-minute. Transient
-failures (429, 5xx, timeouts, dropped connections) are retried with backoff; 401 and 403 stop the
-batch. The API key is sent only as `x-api-key` and kept out of every message.
+One `httpx.Client` serves every worker thread (connections are reused). A request is layered as
+httpx layers `send`: `_post` retries, `_attempt` paces and sends one request, `_verdict` decides
+what an answer or a network error means. Before anything is sent the file is made into what the
+API takes (shrunk for `max_size`, a TIFF or AVIF turned into PNG) and checked against its limits,
+so a file the API would refuse costs nothing. The pacer grants a slot per request, so the pool
+never exceeds the API's requests per minute. Transient failures (429, 5xx, timeouts, dropped
+connections) are retried with backoff; a bad key, no credits, or an address that does not answer
+as the API does stop the batch. The API key is sent only as `x-api-key` and kept out of every
+message.
 """
 
 from __future__ import annotations
@@ -14,24 +18,37 @@ import json
 import random
 import threading
 import time
-from typing import NoReturn
+from dataclasses import dataclass, replace
+from io import BytesIO
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit
 
 import httpx
 
 from bgremove.apikey import Secret
-from bgremove.backends import Result
-from bgremove.contract import CONTENT_TYPES, RATE_LIMIT, RATE_WINDOW, check_upload
+from bgremove.backends import Result, SessionBase
+from bgremove.contract import (
+    CONTENT_TYPES,
+    MAX_FILE_BYTES,
+    MAX_SIDE,
+    RATE_LIMIT,
+    RATE_WINDOW,
+    check_upload,
+)
 from bgremove.errors import (
     AuthenticationFailed,
     FileFailed,
     OutOfCredits,
+    SetupError,
     StopBatch,
     UsageError,
 )
-from bgremove.imaging.decode import SNIFF_BYTES, sniff
-from bgremove.options import RGB, WHITE, OutputFormat, RemovalOptions
-from bgremove.ratelimit import RateLimiter
+from bgremove.imaging.decode import SNIFF_BYTES, open_image, sniff
+from bgremove.options import WHITE, OutputFormat, RemovalOptions
+from bgremove.ratelimit import Pacer
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # A cut-out of a large photo in quality mode takes a while on the server: the read timeout is
 # generous, because a request that times out after the server did the work may be charged twice
@@ -40,11 +57,43 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=60.0, pool=60.0)
 MAX_RETRY_AFTER = 300.0
 # 408 and 5xx are the server's trouble, not the file's: worth another try.
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+# What the API answers, by its contract. Anything else (404, 405, a login page's 200) means the
+# address is not the API: every other file would get the same, so the batch stops.
+API_STATUSES = {200, 400, 401, 403, 429} | RETRY_STATUSES
+# Until the API has answered once, a refused connection is a wrong address or a server that is
+# not running, not a passing fault: one more try, then the batch stops.
+FIRST_CONTACT_TRIES = 2
 
 
 def check_limits(data: bytes) -> str:
     """Refuse what the API would refuse, before a credit is spent; return the format's name."""
-    return check_upload(data)
+    return check_upload(data, advice="--max-size shrinks big photos")
+
+
+def upload_form(data: bytes, max_size: int | None) -> bytes:
+    """The bytes to upload: the file itself when the API takes it as it is; else shrunk to
+    `max_size` or turned into a format the API takes (PNG, lossless), here, where it is free."""
+    if len(data) > MAX_FILE_BYTES and max_size is None:
+        return data  # refused by check_limits, without reading it
+    kind = sniff(data[:SNIFF_BYTES])
+    image = open_image(data)  # NotAnImage for what is no image at all
+    too_big = max_size is not None and max(image.size) > max_size
+    if not too_big and (kind in CONTENT_TYPES or max(image.size) > MAX_SIDE):
+        return data  # as it is, or refused by check_limits with the reason
+    from PIL import Image
+
+    from bgremove.imaging.decode import decode
+
+    decoded = decode(data, max_size=max_size)
+    picture = Image.fromarray(decoded.rgb)
+    if decoded.alpha is not None:
+        picture.putalpha(Image.fromarray(decoded.alpha))
+    buffer = BytesIO()
+    if kind == "jpeg" and decoded.alpha is None:
+        picture.save(buffer, "JPEG", quality=95)  # a photo stays a photo, at a tenth of the size
+    else:
+        picture.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 def check_api_url(url: str) -> str:
@@ -69,10 +118,9 @@ def retry_after_seconds(value: str | None) -> float | None:
     return min(MAX_RETRY_AFTER, max(0.0, when.timestamp() - time.time()))
 
 
-def fill_background(data: bytes, colour: RGB, output_format: OutputFormat) -> bytes:
-    """Composite an RGBA cut-out over a solid colour and encode it, as the local engine does."""
-    from io import BytesIO
-
+def finish_locally(data: bytes, options: RemovalOptions) -> bytes:
+    """Composite the API's lossless cut-out over the colour and encode it as asked, as the local
+    engine does: for the colours and formats the API does not offer."""
     import numpy as np
     from PIL import Image
 
@@ -81,14 +129,29 @@ def fill_background(data: bytes, colour: RGB, output_format: OutputFormat) -> by
     with Image.open(BytesIO(data)) as image:
         rgba = np.asarray(image.convert("RGBA"))
     alpha = rgba[:, :, 3].astype(np.float32) * (1.0 / 255.0)
-    return encode(flatten(rgba[:, :, :3], alpha, np.asarray(colour, dtype=np.float32)),
-                  output_format)
+    background = np.asarray(options.background_color, dtype=np.float32)
+    return encode(flatten(rgba[:, :, :3], alpha, background), options.output_format)
 
 
-class RemoteBackend:
-    """Sends each image to the API. `process` is safe to call from many threads at once."""
+@dataclass
+class Retry:
+    """Send again: after `delay` seconds (None: the backoff's), `problem` if it gives up."""
 
-    name = "remote"
+    problem: str
+    delay: float | None = None
+    request_id: str | None = None
+
+
+class RemoteSession(SessionBase):
+    """Sends each image to the API at `api_url` with `api_key`. Safe to use from many threads.
+
+    `rate_limit` requests start in any `rate_window` seconds at most; `client` may be an
+    `httpx.Client` of your own (a test's transport, a proxy).
+    """
+
+    kind = "remote"
+    providers: list[str] = []
+    device_warning = None
 
     def __init__(
         self,
@@ -110,100 +173,149 @@ class RemoteBackend:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)
         )
         self.timeout = timeout
-        self.limiter = RateLimiter(rate_limit, rate_window)
+        self.pacer = Pacer(rate_limit, rate_window)
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self.requests_sent = 0
         self._stopped: StopBatch | None = None
-        # Set on 401/403: requests waiting for a slot or a backoff give up instead of sending.
+        # Set on a stop: requests waiting for a slot or a backoff give up instead of sending.
         self._halt = threading.Event()
         self._lock = threading.Lock()
         self._random = random.Random()
+        self._reached = False  # the API has answered at least once
 
     def __repr__(self) -> str:
-        return f"RemoteBackend({self.api_url!r})"
+        return f"RemoteSession({self.api_url!r})"
 
     def process(self, data: bytes, options: RemovalOptions) -> Result:
+        data = upload_form(data, options.max_size)
         kind = check_limits(data)
         fields = options.form_fields()
-        # The API fills a dropped background with white only: for another colour, ask for the
-        # matte (losslessly) and composite here, so the option means what it means locally.
-        fill_here = not options.include_mask and options.background_color != WHITE
-        if fill_here:
-            fields.update(includeMask="true", outputFormat=OutputFormat.png.value)
+        # The API fills a dropped background with white only, and writes PNG or WebP: for another
+        # colour or JPEG, ask for the lossless cut-out and finish it here, so an option means
+        # what it means locally.
+        colour = not options.include_mask and options.background_color != WHITE
+        here = colour or options.output_format not in (OutputFormat.png, OutputFormat.webp)
+        if here:
+            fields.update(outputFormat=OutputFormat.png.value,
+                          includeMask="true" if colour else "false")
         response = self._post(data, kind, fields)
 
         request_id = response.headers.get("x-request-id")
         body = response.content
-        expected = "png" if fill_here else options.output_format.value
+        expected = "png" if here else options.output_format.value
         if sniff(body[:SNIFF_BYTES]) != expected:
             raise FileFailed(f"the API answered 200 but not with a {expected.upper()} image",
                              request_id)
-        if fill_here:
-            body = fill_background(body, options.background_color, options.output_format)
-        return Result(
-            body,
-            credits_spent=1,
-            credits_remaining=_int_or_none(response.headers.get("x-user-credits")),
-            request_id=request_id,
-        )
+        if here:
+            body = finish_locally(body, options)
+        return Result(body, credits_spent=1, request_id=request_id,
+                      credits_remaining=_int_or_none(response.headers.get("x-user-credits")))
+
+    def remove_image(self, image: Image.Image, options: RemovalOptions) -> Image.Image:
+        from PIL import Image
+
+        buffer = BytesIO()
+        image.save(buffer, "PNG", compress_level=1)
+        lossless = replace(options, output_format=OutputFormat.png)
+        with Image.open(BytesIO(self.process(buffer.getvalue(), lossless).data)) as cutout:
+            cutout.load()
+            return cutout
+
+    # -- the request, in layers ------------------------------------------------------------------
 
     def _post(self, data: bytes, kind: str, fields: dict[str, str]) -> httpx.Response:
+        """Send until the API gives an image, the file is refused, or the batch must stop."""
         failures = 0
         while True:
-            self._raise_if_stopped()
-            if not self.limiter.acquire(self._halt):
-                self._raise_if_stopped()
-            with self._lock:
-                self.requests_sent += 1
-            delay: float | None = None
-            request_id: str | None = None
-            try:
-                response = self.client.post(
-                    self.api_url,
-                    headers={"x-api-key": self._key.reveal()},
-                    data=fields,
-                    files={"file": (f"image.{kind}", data, CONTENT_TYPES[kind])},
-                    timeout=self.timeout,
-                )
-            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
-                raise FileFailed(f"cannot send the request: {self._describe(exc)}") from None
-            except httpx.RequestError as exc:  # timeouts, refused or dropped connections
-                problem = self._describe(exc)
-            else:
-                status = response.status_code
-                if status < 300:
-                    return response
-                request_id = response.headers.get("x-request-id")
-                problem = f"{self._api_message(response)} (HTTP {status})"
-                if status == 401:
-                    self._stop(AuthenticationFailed(
-                        f"the API rejected the API key: {problem}; check --api-key, "
-                        "--api-key-file or BGREMOVE_API_KEY"))
-                if status == 403:
-                    self._stop(OutOfCredits(
-                        f"the account is out of credits: {problem}; once it has more, run "
-                        "the same command again to process the rest"))
-                if 300 <= status < 400:
-                    # Not followed: the key would go along to wherever the redirect points.
-                    where = self._key.redact(response.headers.get("location", "?"))
-                    raise FileFailed(f"the API address redirects (HTTP {status}) to {where}; "
-                                     "give that address as --api-url", request_id)
-                if status not in RETRY_STATUSES:
-                    raise FileFailed(f"the API refused this image: {problem}", request_id)
-                if status == 429:
-                    # Everyone waits, not only this thread: the server is telling the whole pool.
-                    delay = retry_after_seconds(response.headers.get("retry-after"))
-                    self.limiter.defer(delay if delay is not None else self._backoff(failures + 1))
-                    delay = 0.0
+            verdict = self._verdict(self._attempt(data, kind, fields), failures)
+            if isinstance(verdict, httpx.Response):
+                return verdict
             failures += 1
             if failures > self.max_retries:
-                raise FileFailed(f"gave up after {failures} attempts: {problem}", request_id)
-            if delay is None:
-                delay = self._backoff(failures)
+                raise FileFailed(f"gave up after {failures} attempts: {verdict.problem}",
+                                 verdict.request_id)
+            delay = self._backoff(failures) if verdict.delay is None else verdict.delay
             if delay > 0 and self._halt.wait(delay):
                 self._raise_if_stopped()
+
+    def _attempt(self, data: bytes, kind: str,
+                 fields: dict[str, str]) -> httpx.Response | httpx.RequestError:
+        """One request, once the pacer grants it a slot: the answer, or the network's error."""
+        self._raise_if_stopped()
+        if not self.pacer.acquire(self._halt):
+            self._raise_if_stopped()
+        try:
+            return self.client.post(
+                self.api_url,
+                headers={"x-api-key": self._key.reveal()},
+                data=fields,
+                files={"file": (f"image.{kind}", data, CONTENT_TYPES[kind])},
+                timeout=self.timeout,
+            )
+        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+            raise SetupError(f"cannot send a request to {self.api_url}: "
+                             f"{self._describe(exc)}") from None
+        except httpx.RequestError as exc:  # timeouts, refused or dropped connections
+            return exc
+
+    def _verdict(self, answer: httpx.Response | httpx.RequestError,
+                 failures: int) -> httpx.Response | Retry:
+        """What an answer means: the image (the response), another try, or an exception."""
+        if isinstance(answer, httpx.RequestError):
+            problem = self._describe(answer)
+            if (not self._reached and isinstance(answer, httpx.ConnectError)
+                    and failures + 1 >= FIRST_CONTACT_TRIES):
+                self._stop(SetupError(f"cannot reach the API at {self.api_url}: {problem}; "
+                                      "check --api-url (or BGREMOVE_API_URL) and the network"))
+            return Retry(problem)
+        status = answer.status_code
+        request_id = answer.headers.get("x-request-id")
+        if 300 <= status < 400:
+            # Not followed: the key would go along to wherever the redirect points.
+            where = self._key.redact(answer.headers.get("location", "?"))
+            self._stop(SetupError(f"the API address {self.api_url} redirects (HTTP {status}) to "
+                                  f"{where}; give that address as --api-url"))
+        if status not in API_STATUSES or not self._speaks_api(answer):
+            self._stop(SetupError(
+                f"{self.api_url} does not answer as the Background Removal API does (HTTP "
+                f"{status}{self._content_type(answer)}); check --api-url (or BGREMOVE_API_URL)"))
+        self._reached = True
+        if status < 300:
+            return answer
+        problem = f"{self._api_message(answer)} (HTTP {status})"
+        if status == 401:
+            self._stop(AuthenticationFailed(
+                f"the API rejected the API key: {problem}; check --api-key, --api-key-file or "
+                "BGREMOVE_API_KEY"))
+        if status == 403:
+            self._stop(OutOfCredits(
+                f"the account is out of credits: {problem}; once it has more, run the same "
+                "command again to process the rest"))
+        if status not in RETRY_STATUSES:
+            raise FileFailed(f"the API refused this image: {problem}", request_id)
+        if status == 429:
+            # Everyone waits, not only this thread: the server is telling the whole pool.
+            delay = retry_after_seconds(answer.headers.get("retry-after"))
+            self.pacer.defer(delay if delay is not None else self._backoff(failures + 1))
+            return Retry(problem, 0.0, request_id)
+        return Retry(problem, None, request_id)
+
+    @staticmethod
+    def _speaks_api(response: httpx.Response) -> bool:
+        """An image on success and a JSON error otherwise, as the contract says; a 5xx from a
+        proxy in front of the API may be anything."""
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if response.status_code < 300:
+            return content_type.startswith("image/")
+        if response.status_code >= 500 or response.status_code == 408:
+            return True
+        return content_type == "application/json"
+
+    @staticmethod
+    def _content_type(response: httpx.Response) -> str:
+        content_type = response.headers.get("content-type", "").split(";")[0].strip()
+        return f", {content_type}" if content_type else ""
 
     def _backoff(self, failures: int) -> float:
         """Exponential backoff with jitter, so a pool of failed requests does not retry in step."""

@@ -1,4 +1,4 @@
-"""`bgremove models list | pull`, and the lines the main command prints about its model and device.
+"""`bgremove models list | pull`.
 
 Only typer and the registry are imported at module level: `bgremove --help` stays instant. Rich,
 httpx and onnxruntime are imported inside the commands that use them.
@@ -7,11 +7,12 @@ httpx and onnxruntime are imported inside the commands that use them.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
 from bgremove import models as registry
+from bgremove.commands import fail
 
 models_app = typer.Typer(
     help="List the models bgremove can use, and download more.\n\nExample: bgremove models list",
@@ -19,11 +20,6 @@ models_app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"bgremove: error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def _mib(size: float) -> str:
@@ -155,7 +151,7 @@ def pull(
     try:
         expected_given = Checksum.parse(checksum) if checksum else None
     except ValueError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     if name == registry.BUNDLED:
         typer.echo(f"{name} is bundled with bgremove ({registry.BUNDLED_PATH}); nothing to "
                    f"download.", err=True)
@@ -165,7 +161,7 @@ def pull(
     if info is not None:
         expected = Checksum.parse(info.checksum)
         if expected_given is not None and expected_given != expected:
-            _fail(f"the checksum of {name} is built in ({expected}); --checksum is for custom "
+            fail(f"the checksum of {name} is built in ({expected}); --checksum is for custom "
                   f"models served by a mirror", 2)
         asset, approx = info.asset, f" (~{_mib(info.size_mb)})"
     elif (registry.is_custom_name(name) and expected_given is not None
@@ -173,7 +169,7 @@ def pull(
         # your own model on your own mirror: fetched as <mirror>/<name>.onnx, pinned by --checksum
         expected, asset, approx = expected_given, f"{name}.onnx", ""
     else:
-        _fail(f"unknown model {name!r}. {registry.available_text()} A custom model can be pulled "
+        fail(f"unknown model {name!r}. {registry.available_text()} A custom model can be pulled "
               f"from your mirror by name with --mirror URL (or {registry.MIRROR_ENV}) and "
               f"--checksum sha256:HEX; it is fetched as URL/{name}.onnx.", 2)
 
@@ -193,7 +189,7 @@ def pull(
         with DownloadBar(name) as progress:
             path = download(url, dest, expected, progress=progress)
     except DownloadFailed as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     typer.echo(f"saved {name} to {path} ({expected.algorithm} verified)", err=True)
     typer.echo(str(path))
 
@@ -235,22 +231,3 @@ class DownloadBar:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.stop()
-
-
-def announce(backend: Any, model: str | None, mode: str, *, quiet: bool, verbose: bool) -> None:
-    """Tell the user (stderr) what the main command runs on: a warning when an accelerator was
-    asked for but the CPU runs, the provider with -v, and a better model when one is at hand."""
-    from bgremove.devices import short
-
-    if backend.device_warning:
-        typer.echo(f"bgremove: warning: {backend.device_warning}", err=True)
-    if verbose:
-        where = "bundled" if backend.model_name == registry.BUNDLED else backend.model_path
-        providers = ", ".join(short(p) for p in backend.providers)
-        typer.echo(f"model {backend.model_name} ({where}) on {short(backend.providers[0])} "
-                   f"(onnxruntime providers: {providers})", err=True)
-    if model is None and mode == "quality" and not quiet:
-        better = registry.suggest_upgrade()
-        if better:
-            typer.echo(f"hint: {better} is downloaded; --model {better} usually gives finer edges "
-                       f"than the bundled {registry.BUNDLED} in quality mode.", err=True)

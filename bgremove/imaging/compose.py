@@ -20,6 +20,7 @@ from bgremove.options import Mode, OutputFormat, RemovalOptions
 PNG_COMPRESS_LEVEL = 1
 WEBP_QUALITY = 90
 WEBP_METHOD = 2
+JPEG_QUALITY = 92
 
 
 def compose(
@@ -84,6 +85,11 @@ def encode(image: Image.Image, output_format: OutputFormat) -> bytes:
         image.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
         return buffer.getvalue()
     buffer = BytesIO()
+    if output_format is OutputFormat.jpeg:
+        # Product photos on a plain colour: 4:4:4 keeps the subject's edge against the colour
+        # crisp (4:2:0 smears it into a coloured fringe).
+        image.convert("RGB").save(buffer, "JPEG", quality=JPEG_QUALITY, subsampling=0)
+        return buffer.getvalue()
     # libwebp already discards the colour of invisible pixels (unless exact=True).
     image.save(buffer, "WEBP", quality=WEBP_QUALITY, method=WEBP_METHOD)
     return buffer.getvalue()

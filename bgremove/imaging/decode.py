@@ -1,41 +1,76 @@
-"""Recognise and decode images by their content, whatever their file name says."""
+"""Recognise and decode images by their content, whatever their file name says.
+
+bgremove reads what Pillow decodes safely in-process: the formats in FORMATS, plus HEIC when the
+`pillow-heif` plugin is installed. Left out on purpose: EPS (Pillow runs Ghostscript for it) and
+formats with no signature to recognise them by (TGA), which would take stray files for images.
+"""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from io import BytesIO
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from bgremove.errors import ImageError
+from bgremove.errors import ImageError, NotAnImage
 
-# A 4000x4000 image is the API's largest; anything ten times that many pixels is refused before
-# decoding so a forged header cannot make us allocate gigabytes.
-MAX_PIXELS = 160_000_000
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "AVIF", "HEIF",
+           "JPEG2000", "PPM", "QOI")
+READS = "JPEG, PNG, WebP, AVIF, GIF, BMP, TIFF, JPEG 2000, PPM, QOI (and HEIC with pillow-heif)"
 
-# Magic numbers of the formats we accept. Sniffing needs only the first 16 bytes.
-_SIGNATURES: tuple[tuple[str, bytes, int], ...] = (
-    ("jpeg", b"\xff\xd8\xff", 0),
-    ("png", b"\x89PNG\r\n\x1a\n", 0),
-    ("gif", b"GIF8", 0),
-    ("bmp", b"BM", 0),
-    ("tiff", b"II*\x00", 0),
-    ("tiff", b"MM\x00*", 0),
+# The largest image the local engine processes as it is (a 4000x4000 photo, the API's largest, is
+# 16 MP; memory per image is in the README's Performance section). Bigger ones are refused from
+# their header, before a byte is decoded, unless `max_size` asks to shrink them.
+MAX_PIXELS = 50_000_000
+# What may be decoded at all, to be shrunk: beyond this a header is taken for a decompression bomb.
+# JPEGs are shrunk while decoding (DCT scaling), so they cost far less than their size says.
+MAX_DECODE_PIXELS = 500_000_000
+# Sizes are checked here, from the header: Pillow's own bomb check is set to the hard limit, and
+# its warning (a raw message with a site-packages path) is not for our users.
+Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+# Common formats by their magic numbers, to name them cheaply (the API takes the first three).
+_SIGNATURES: tuple[tuple[str, bytes], ...] = (
+    ("jpeg", b"\xff\xd8\xff"),
+    ("png", b"\x89PNG\r\n\x1a\n"),
+    ("gif", b"GIF8"),
+    ("bmp", b"BM"),
+    ("tiff", b"II*\x00"),
+    ("tiff", b"MM\x00*"),
 )
-
 SNIFF_BYTES = 16
+
+_formats: tuple[str, ...] | None = None
 
 
 def sniff(head: bytes) -> str | None:
-    """Name the image format of a file from its first bytes, or None if it is not one we read."""
+    """Name the format of image bytes from their first SNIFF_BYTES (jpeg, png, webp, gif, bmp,
+    tiff), or None (another format, or no image: `open_image` tells which)."""
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
-    for name, magic, offset in _SIGNATURES:
-        if head[offset : offset + len(magic)] == magic:
+    for name, magic in _SIGNATURES:
+        if head.startswith(magic):
             return name
     return None
+
+
+def _readable_formats() -> tuple[str, ...]:
+    """FORMATS that this Pillow can open (HEIF with the optional pillow-heif plugin: iPhones)."""
+    global _formats
+    if _formats is None:
+        try:
+            from pillow_heif import register_heif_opener
+        except ImportError:
+            pass
+        else:
+            register_heif_opener()
+        Image.init()
+        _formats = tuple(f for f in FORMATS if f in Image.OPEN)
+    return _formats
 
 
 @dataclass
@@ -45,31 +80,66 @@ class Decoded:
     rgb: np.ndarray  # uint8, H x W x 3
     alpha: np.ndarray | None  # uint8, H x W, or None when the input was opaque
 
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height)"""
-        return self.rgb.shape[1], self.rgb.shape[0]
-
 
 def open_image(data: bytes) -> Image.Image:
-    """Open image bytes lazily (header only), refusing what is not an image."""
-    if sniff(data[:SNIFF_BYTES]) is None:
-        raise ImageError("not an image (expected JPEG, PNG or WebP content)")
+    """Open image bytes lazily (header only), refusing what is not an image we read."""
+    return _open(BytesIO(data))
+
+
+def _open(source) -> Image.Image:
     try:
-        return Image.open(BytesIO(data))
+        return Image.open(source, formats=_readable_formats())
+    except Image.UnidentifiedImageError:
+        raise NotAnImage(f"not an image (bgremove reads {READS})") from None
     except Image.DecompressionBombError:
-        raise ImageError(f"image too large to decode safely (over {MAX_PIXELS:,} pixels)") from None
+        raise ImageError(f"image too large to decode safely (over {MAX_DECODE_PIXELS:,} "
+                         "pixels)") from None
     except Exception as exc:
         raise ImageError(f"cannot read image: {exc}") from None
 
 
-def decode(data: bytes) -> Decoded:
+def looks_like_image(path: Path) -> bool:
+    """Whether a file's header is one of an image we read (for --dry-run; nothing is decoded)."""
+    try:
+        with _open(path):
+            return True
+    except (ImageError, OSError):
+        return False
+
+
+def fitted_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:
+    """(width, height) shrunk so the longer side is at most `max_size`, aspect kept."""
+    if max_size is None or max(width, height) <= max_size:
+        return width, height
+    scale = max_size / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def check_size(width: int, height: int, max_pixels: int, max_size: int | None) -> None:
+    pixels = width * height
+    if max_size is not None and max(width, height) > max_size:
+        if pixels > MAX_DECODE_PIXELS:
+            raise ImageError(f"image is {width}x{height} ({pixels / 1e6:.0f} MP): too large to "
+                             "decode safely, even to shrink it (the limit is "
+                             f"{MAX_DECODE_PIXELS / 1e6:.0f} MP)")
+        return
+    if pixels > max_pixels:
+        raise ImageError(f"image is {width}x{height} ({pixels / 1e6:.0f} MP); the local engine "
+                         f"takes up to {max_pixels / 1e6:.0f} MP: --max-size N shrinks bigger "
+                         "photos to N pixels on their longer side")
+
+
+def decode(data: bytes, *, max_pixels: int = MAX_PIXELS, max_size: int | None = None) -> Decoded:
     """Decode image bytes to upright 8-bit RGB (+ alpha), whatever the source mode.
 
-    EXIF orientation is applied; CMYK, greyscale, palette, 16-bit and float images are converted
-    with their full tonal range (Pillow's plain convert() would clip 16-bit values to white).
+    The size is checked from the header first (see MAX_PIXELS); with `max_size`, a bigger image is
+    shrunk to it (a JPEG while it is decoded). EXIF orientation is applied; CMYK, greyscale,
+    palette, 16-bit and float images are converted with their full tonal range (Pillow's plain
+    convert() would clip 16-bit values to white).
     """
     image = open_image(data)
+    check_size(*image.size, max_pixels, max_size)
+    target = fitted_size(*image.size, max_size)
     try:
         # libjpeg decodes a JPEG that ends early (its header claiming more than its data holds)
         # by filling the rest with grey, and Pillow drops the warning. Huffman coding spends at
@@ -84,14 +154,39 @@ def decode(data: bytes) -> Decoded:
             if (len(data) - headers) * 8 < blocks and not arithmetic:
                 raise ImageError(f"the JPEG data ends before the {image.width}x{image.height} "
                                  "pixels its header claims")
+        if target != image.size and image.format == "JPEG":
+            image.draft("RGB", target)  # decode at 1/2, 1/4 or 1/8 scale, still >= target
         image.load()
         # In place: without an orientation tag the copy exif_transpose() returns is pure waste.
         ImageOps.exif_transpose(image, in_place=True)
-    except Image.DecompressionBombError:
-        raise ImageError(f"image too large to decode safely (over {MAX_PIXELS:,} pixels)") from None
     except Exception as exc:
         raise ImageError(f"broken or truncated image: {exc}") from None
+    return _fit(image, max_size)
+
+
+def from_pil(image: Image.Image, *, max_pixels: int = MAX_PIXELS,
+             max_size: int | None = None) -> Decoded:
+    """An image already in memory, as `decode` would give it (taken as it is: no EXIF turn)."""
+    check_size(*image.size, max_pixels, max_size)
+    return _fit(image, max_size)
+
+
+def _fit(image: Image.Image, max_size: int | None) -> Decoded:
+    target = fitted_size(*image.size, max_size)
+    if target != image.size:
+        image = _shrink(image, target)
     return _to_rgb_alpha(image)
+
+
+def _shrink(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if image.mode in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):  # no resize for these
+        image = image.convert("RGBA" if _has_alpha(image) else "RGB")
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info)
 
 
 def _to_rgb_alpha(image: Image.Image) -> Decoded:
@@ -101,10 +196,7 @@ def _to_rgb_alpha(image: Image.Image) -> Decoded:
         top = 65535.0 if mode.startswith("I;16") or values.max() > 255 else 255.0
         grey = np.clip(values * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
         return Decoded(np.repeat(grey[:, :, None], 3, axis=2), None)
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        mode == "P" and "transparency" in image.info
-    )
-    if has_alpha:
+    if _has_alpha(image):
         rgba = np.asarray(image.convert("RGBA"))
         alpha = rgba[:, :, 3]
         if alpha.min() == 255:  # an alpha channel that hides nothing is no alpha at all

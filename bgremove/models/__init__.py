@@ -43,10 +43,6 @@ class ModelInfo:
         """The cached file's name: rembg looks for `<name>.onnx`, whatever the asset is called."""
         return f"{self.name}.onnx"
 
-    @property
-    def url(self) -> str:
-        return asset_url(self.asset)
-
 
 _NC = "not for commercial use without a licence from BRIA AI"
 

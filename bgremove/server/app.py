@@ -41,7 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bgremove import __version__
-from bgremove.backends import Backend
+from bgremove.backends import Session as Backend
 from bgremove.contract import MAX_FILE_BYTES, RATE_LIMIT, RATE_WINDOW, check_upload
 from bgremove.errors import ImageError
 from bgremove.options import RemovalOptions
@@ -98,20 +98,20 @@ def _counting_receive(receive: Receive, limit: int) -> Receive:
 
 
 def default_workers() -> int:
-    """Images processed at once by default: the CLI's choice for this machine (parallel.plan),
-    a few at most, since each image in flight holds its own buffers."""
-    return plan(None, None)[0]
+    """Images processed at once by default: the CLI's choice for this machine (parallel.plan: the
+    cores, as many as memory holds), sized for quality mode, the costliest a client may ask."""
+    return plan(None, None, mode="quality")[0]
 
 
 def local_backend(concurrency: int, model: str | None = None) -> Backend:
     """The engine, sized for a server processing `concurrency` images at once: the one place the
     server obtains it."""
-    from bgremove.backends.local import LocalBackend
+    import bgremove
 
     # The cores are split between the images in flight rather than each inference given all of
     # them: a busy server then does not oversubscribe the CPU.
     _, threads = plan(concurrency, None)
-    return LocalBackend(model, threads=threads)
+    return bgremove.new_session(model, threads=threads)
 
 
 def warm_up(backend: Backend) -> None:

@@ -15,7 +15,7 @@ import html
 from typing import Any
 
 from bgremove.contract import MAX_FILE_BYTES, MAX_SIDE
-from bgremove.options import Mode, OutputFormat, RemovalOptions
+from bgremove.options import API_OUTPUT_FORMATS, Mode, RemovalOptions
 
 DESCRIPTION = (
     "The Background Removal API, served by `bgremove serve` on its local engine: the same "
@@ -56,7 +56,7 @@ def request_body() -> dict[str, Any]:
             "mode": {"type": "string", "enum": [m.value for m in Mode],
                      "default": defaults.mode.value,
                      "description": "Speed/quality trade-off."},
-            "outputFormat": {"type": "string", "enum": [f.value for f in OutputFormat],
+            "outputFormat": {"type": "string", "enum": [f.value for f in API_OUTPUT_FORMATS],
                              "default": defaults.output_format.value,
                              "description": "The format of the answer."},
             "includeMask": flag(defaults.include_mask,
@@ -88,7 +88,7 @@ def responses() -> dict[int | str, dict[str, Any]]:
     return {
         200: {
             "description": "The cut-out, in the requested format.",
-            "content": {f.mime_type: {"schema": _BINARY} for f in OutputFormat},
+            "content": {f.mime_type: {"schema": _BINARY} for f in API_OUTPUT_FORMATS},
             "headers": {name: {"description": text, "schema": {"type": "string"}}
                         for name, text in _HEADERS.items()},
         },

@@ -1,0 +1,113 @@
+"""The library's entry points: `remove()` for one image, `new_session()` for a model to reuse, and
+`remove_batch()` for files and folders. The CLI and the server are built on these."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from bgremove.backends import ImageInput, Session
+from bgremove.options import RGB, Mode, OutputFormat, RemovalOptions
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from bgremove.backends.local import LocalSession
+    from bgremove.discover import Shard
+    from bgremove.engine import Progress, Summary
+
+_default: LocalSession | None = None
+_default_lock = threading.Lock()
+
+
+def new_session(model: str | None = None, *, device: str = "auto",
+                threads: int | None = None) -> LocalSession:
+    """Load a model to remove backgrounds with, on this machine; reuse it for every image.
+
+    `model`: a name from `bgremove models list` or a path to an .onnx file (default: the bundled
+    u2netp, which works offline). `device`: `auto` (a GPU when one is usable, else the CPU),
+    `cpu`, `cuda`, `cuda:1`, ... `threads`: onnxruntime threads per image (default: all cores).
+    The session is safe to share between threads; `close()` it, or use it in a `with` block.
+    """
+    from bgremove.backends.local import LocalSession
+
+    return LocalSession(model, device=device, threads=threads)
+
+
+def _default_session() -> LocalSession:
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = new_session()
+        return _default
+
+
+def remove(
+    image: ImageInput,
+    *,
+    mode: Mode | str = Mode.balanced,
+    output_format: OutputFormat | str = OutputFormat.webp,
+    include_mask: bool | None = None,
+    smooth_edges: bool = True,
+    preserve_shadows: bool = False,
+    background_color: str | RGB | None = None,
+    max_size: int | None = None,
+    session: Session | None = None,
+) -> bytes | Image.Image:
+    """Remove the background of one image.
+
+    `image` is encoded bytes, a file path, a PIL image or a numpy array (H x W x 3 or 4, uint8).
+    The return type follows it: bytes or a path give the encoded cut-out as bytes (WebP by
+    default, `output_format="png"` or `"jpeg"`); a PIL image or an array gives a PIL image, RGBA
+    (RGB when the background is filled).
+
+    The options are the Background Removal API's, with its defaults: `mode` fast | balanced |
+    quality, `include_mask` (transparent background; None: transparent unless a
+    `background_color` is given or the format is JPEG), `smooth_edges`, `preserve_shadows`,
+    `background_color` ("#rrggbb", a name, or an RGB tuple). `max_size` shrinks larger photos to
+    that many pixels on their longer side first. `session`: a `new_session()` or a
+    `RemoteSession` (default: the bundled model, loaded on first use and kept).
+    """
+    session = session or _default_session()
+    return session.remove(image, mode=mode, output_format=output_format,
+                          include_mask=include_mask, smooth_edges=smooth_edges,
+                          preserve_shadows=preserve_shadows, background_color=background_color,
+                          max_size=max_size)
+
+
+def remove_batch(
+    inputs: Iterable[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    options: RemovalOptions | None = None,
+    session: Session | None = None,
+    listed: Iterable[str] | None = None,
+    shard: Shard | None = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    workers: int | None = None,
+    max_credits: int | None = None,
+    on_progress: Progress | None = None,
+) -> Summary:
+    """Remove the backgrounds of files and folders, as `bgremove INPUT... -o OUTPUT` does.
+
+    Folders are walked recursively and mirrored under `output`; outputs that exist are skipped
+    unless `overwrite`; every output is written atomically. A file that fails is counted and the
+    rest go on: the returned `Summary` has the counts, the failures and the exit code the CLI
+    would give. `on_progress(outcome, summary)` is called after each input. `session`: default,
+    the bundled model sized for this machine. See `Batch` for stopping a batch from outside.
+    """
+    from bgremove.engine import Batch
+
+    batch = Batch(inputs, output, options=options, listed=listed, shard=shard,
+                  overwrite=overwrite, dry_run=dry_run, max_credits=max_credits)
+    if session is not None or dry_run:
+        return batch.run(session, workers=workers, on_progress=on_progress)
+    from bgremove.parallel import plan
+
+    mode = batch.options.mode.value
+    workers, threads = plan(workers, None, mode=mode, images=batch.known_count)
+    with new_session(threads=threads) as own:
+        return batch.run(own, workers=workers, on_progress=on_progress)

@@ -1,0 +1,350 @@
+"""A new user's first hour: the mistakes people make and the edges they meet, each with the clear
+message and the safe outcome they should get. Everything runs the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT, cli_env, run_cli
+from tests.test_pipes import small_copy
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+# 1. A plain install runs: bgremove imports nothing its default install does not declare.
+
+def declared_distributions() -> set[str]:
+    """The distributions a plain `pip install bgremove` brings, by pyproject.toml."""
+    import re
+
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = set()
+    for requirement in project["dependencies"]:
+        name, _, marker = requirement.partition(";")
+        if "python_version < '3.11'" in marker and sys.version_info >= (3, 11):
+            continue
+        names.add(re.split(r"[<>=!~\[ ]", name.strip())[0].lower().replace("_", "-"))
+    return names
+
+
+# Run the CLI with any import that a bgremove module makes of a package outside the declared
+# distributions refused, as a venv with no extras would refuse it.
+GUARD = """
+import builtins, sys
+from importlib.metadata import packages_distributions
+declared = set(sys.argv.pop(1).split(","))
+owners = packages_distributions()
+real_import = builtins.__import__
+def guarded(name, globals=None, locals=None, fromlist=(), level=0):
+    caller = (globals or {}).get("__name__", "")
+    top = name.split(".")[0]
+    if (level == 0 and caller.startswith("bgremove") and top != "bgremove"
+            and top not in sys.stdlib_module_names
+            and not {d.lower().replace("_", "-") for d in owners.get(top, [])} & declared):
+        raise ModuleNotFoundError(f"undeclared import {name!r} in {caller}", name=top)
+    return real_import(name, globals, locals, fromlist, level)
+builtins.__import__ = guarded
+sys.argv[0] = "bgremove"
+from bgremove.__main__ import main
+main()
+"""
+
+
+def test_the_default_install_needs_nothing_it_does_not_declare(samples, tmp_path):
+    declared = ",".join(sorted(declared_distributions()))
+    for args in (["--version"], ["--help"], ["remove", "--help"], ["models", "list"],
+                 [str(samples / "coffee.png"), "-o", str(tmp_path / "out"), "--mode", "quality",
+                  "--preserve-shadows", "-f", "png"]):
+        proc = subprocess.run([sys.executable, "-c", GUARD, declared, *args],
+                              capture_output=True, env=cli_env(), timeout=300)
+        assert proc.returncode == 0, (args, proc.stderr.decode())
+    assert (tmp_path / "out" / "coffee.png").exists()
+
+
+# 2. Output and input in one folder: nothing is overwritten, outputs are never taken for inputs.
+
+def test_output_folder_that_is_the_input_folder_keeps_every_original(samples, tmp_path):
+    same = tmp_path / "same"
+    small_copy(samples / "astronaut.jpg", same / "astronaut.jpg")
+    small_copy(samples / "chelsea.webp", same / "chelsea.webp")
+    originals = {p.name: digest(p) for p in same.iterdir()}
+    for extra in ([], ["--overwrite"], ["--overwrite", "-f", "png"]):
+        proc = run_cli(str(same), "-o", str(same), "--mode", "fast", *extra)
+        assert proc.returncode == 0, proc.stderr.decode()
+    assert {p.name: digest(p) for p in same.iterdir() if p.name in originals} == originals
+    assert files(same) == ["astronaut.cutout.png", "astronaut.cutout.webp", "astronaut.jpg",
+                           "chelsea.cutout.png", "chelsea.cutout.webp", "chelsea.webp"]
+    assert Image.open(same / "chelsea.cutout.webp").mode == "RGBA"
+    # A single file written into its own folder, or onto itself.
+    proc = run_cli(str(same / "chelsea.webp"), "-o", str(same / "chelsea.webp"))
+    assert proc.returncode == 2 and "the input itself" in proc.stderr.decode()
+    assert digest(same / "chelsea.webp") == originals["chelsea.webp"]
+
+
+# 3. Permissions. Root reads and writes anything: the CLI then runs without that power.
+
+def run_powerless(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    command = [sys.executable, "-m", "bgremove", *args]
+    if os.geteuid() == 0:
+        drop = "-dac_override,-dac_read_search"
+        command = ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}", *command]
+    return subprocess.run(command, capture_output=True, env=cli_env(), timeout=300, cwd=cwd)
+
+
+def test_unreadable_inputs_fail_with_their_reason(samples, tmp_path):
+    src = tmp_path / "in"
+    small_copy(samples / "coffee.png", src / "ok.png")
+    small_copy(samples / "rocket.jpg", src / "locked.jpg").chmod(0)
+    small_copy(samples / "chelsea.webp", src / "private" / "cat.webp")
+    (src / "private").chmod(0)
+    try:
+        proc = run_powerless(str(src), "-o", str(tmp_path / "out"), "--mode", "fast", "--json")
+    finally:
+        (src / "private").chmod(0o755)
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 1, stderr
+    by_input = {o["input"]: o for o in map(json.loads, proc.stdout.decode().splitlines())}
+    locked = by_input[str(src / "locked.jpg")]
+    assert locked["status"] == "failed" and "Permission denied" in locked["error"]
+    private = by_input[str(src / "private")]
+    assert private["status"] == "failed" and "cannot read this folder" in private["error"]
+    assert by_input[str(src / "ok.png")]["status"] == "done"
+    assert "locked.jpg" in stderr and "private" in stderr
+
+
+def test_an_output_folder_that_cannot_be_written_stops_at_once(samples, tmp_path):
+    src = tmp_path / "in"
+    for i in range(5):
+        small_copy(samples / "coffee.png", src / f"{i}.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    started = time.monotonic()
+    proc = run_powerless(str(src), "-o", str(out), "--mode", "fast")
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 5, stderr
+    assert f"cannot write to the output folder {out}" in stderr and "Permission denied" in stderr
+    assert "Traceback" not in stderr and "not processed (5)" in stderr
+    assert time.monotonic() - started < 30
+
+
+# 4. Remote setup mistakes stop within seconds, whatever the batch size.
+
+def many_small(samples: Path, folder: Path, count: int = 43) -> Path:
+    folder.mkdir()
+    photo = Image.open(samples / "coffee.png").convert("RGB").resize((32, 32))
+    for i in range(count):
+        photo.save(folder / f"{i:02}.jpg")
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class NotTheApi(http.server.BaseHTTPRequestHandler):
+    """A web server that is not the API: 404 here, a login page there."""
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        if self.path.startswith("/login"):
+            body, status, kind = b"<html>please log in</html>", 200, "text/html"
+        else:
+            body, status, kind = b"<html>not found</html>", 404, "text/html"
+        self.send_response(status)
+        self.send_header("content-type", kind)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def not_the_api():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotTheApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("where, says", [
+    ("refused", "cannot reach the API at"),
+    ("/api/remove-backgroud/", "does not answer as the Background Removal API does (HTTP 404"),
+    ("/login", "does not answer as the Background Removal API does (HTTP 200, text/html"),
+])
+def test_a_wrong_api_address_stops_the_batch_within_seconds(samples, tmp_path, not_the_api,
+                                                            where, says):
+    src = many_small(samples, tmp_path / "in")
+    url = f"http://127.0.0.1:{free_port()}/api/" if where == "refused" else not_the_api + where
+    started = time.monotonic()
+    proc = run_cli(str(src), "-o", str(tmp_path / "out"), "--backend", "remote",
+                   "--api-url", url, env=cli_env(BGREMOVE_API_KEY="sk-test-0123456789"))
+    elapsed = time.monotonic() - started
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 5, stderr
+    assert says in stderr and url in stderr
+    assert "not processed (43)" in stderr and stderr.count(says) == 1
+    assert elapsed < 10, f"took {elapsed:.1f} s"
+
+
+# 5. and 6. -o with an image extension, and a background colour alone.
+
+def test_o_with_a_jpeg_name_writes_a_jpeg_on_white(samples, tmp_path):
+    proc = run_cli(str(samples / "astronaut.jpg"), "-o", str(tmp_path / "out.jpg"), "--mode",
+                   "fast")
+    assert proc.returncode == 0, proc.stderr.decode()
+    image = Image.open(tmp_path / "out.jpg")
+    assert image.format == "JPEG" and image.mode == "RGB"
+    assert np.abs(np.asarray(image)[5, 505].astype(int) - 255).max() <= 3
+    assert not (tmp_path / "out.jpg").is_dir()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["-o", "out.gif"], "bgremove writes PNG, WebP and JPEG, not GIF"),
+    (["-o", "out.png", "x.png"], "-o takes a folder for several inputs"),
+    (["-o", "out.jpg", "--include-mask"], "JPEG has no transparency"),
+    (["-o", "out", "-f", "gif"], "'gif' is not valid: expected one of png, webp, jpeg"),
+    (["-o", "out", "--background-color", "red", "--include-mask"], "give one of them"),
+])
+def test_impossible_outputs_are_usage_errors(samples, tmp_path, args, says):
+    proc = run_cli(str(samples / "coffee.png"), *args, cwd=tmp_path)
+    assert proc.returncode == 2 and says in proc.stderr.decode(), proc.stderr.decode()
+    assert files(tmp_path) == []
+
+
+def test_a_background_colour_alone_fills_the_background(samples, tmp_path):
+    proc = run_cli(str(samples / "astronaut.jpg"), "-o", str(tmp_path / "out.png"),
+                   "--background-color", "red", "--mode", "fast")
+    assert proc.returncode == 0, proc.stderr.decode()
+    image = Image.open(tmp_path / "out.png")
+    assert image.mode == "RGB" and image.getpixel((505, 5)) == (255, 0, 0)
+
+
+# 7. Huge photos: refused from the header at once, or shrunk with --max-size.
+
+def png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
+
+
+def test_a_huge_photo_is_refused_from_its_header_or_shrunk(samples, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "huge.png").write_bytes(png_header_only(15000, 15000))
+    big = Image.open(samples / "astronaut.jpg").convert("RGB").resize((9000, 6000))
+    big.save(src / "big.jpg", quality=80)
+    started = time.monotonic()
+    proc = run_cli(str(src), "-o", str(tmp_path / "out"), "--mode", "fast")
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 1, stderr
+    assert "huge.png: image is 15000x15000 (225 MP)" in stderr and "--max-size" in stderr
+    assert "big.jpg: image is 9000x6000 (54 MP)" in stderr
+    assert "DecompressionBomb" not in stderr and "site-packages" not in stderr
+    assert time.monotonic() - started < 60
+
+    proc = run_cli(str(src / "big.jpg"), "-o", str(tmp_path / "small.png"), "--mode", "fast",
+                   "--max-size", "1200")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert Image.open(tmp_path / "small.png").size == (1200, 800)
+
+
+# 8. Ctrl-C at once, while Python and onnxruntime load: exit 130, a summary, a report.
+
+@pytest.mark.parametrize("delay", [0.25, 0.5, 0.9])
+def test_ctrl_c_while_starting_up_ends_cleanly(samples, tmp_path, delay):
+    report = tmp_path / "report.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bgremove", str(samples), "-o", str(tmp_path / "out"),
+         "--report", str(report)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=cli_env())
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    stderr = stderr.decode()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    assert json.loads(report.read_text())["stopped"] == "interrupted"
+
+
+# 9. Formats Pillow reads are images; files that are not images are named.
+
+def test_avif_is_an_image_and_skipped_files_are_named(samples, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.open(samples / "chelsea.webp").save(src / "cat.avif")
+    (src / "notes.txt").write_text("hello")
+    (src / "data.bin").write_bytes(os.urandom(100))
+    proc = run_cli(str(src), "-o", str(tmp_path / "out"), "--mode", "fast")
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 0, stderr
+    assert files(tmp_path / "out") == ["cat.webp"]
+    assert "not images: " in stderr and "notes.txt" in stderr and "data.bin" in stderr
+
+
+# 11. Messages.
+
+@pytest.mark.parametrize("args, says", [
+    (["model", "list"], "Did you mean `bgremove models list`?"),
+    (["remvoe", "x.jpg", "-o", "y/"], "Did you mean `bgremove remove x.jpg -o`?"),
+])
+def test_a_mistyped_command_gets_a_suggestion(tmp_path, args, says):
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2 and says in proc.stderr.decode()
+
+
+def test_help_shows_no_python_type_names():
+    proc = run_cli("remove", "-h")
+    assert "list[str]" not in proc.stdout.decode() and "INPUT..." in proc.stdout.decode()
+
+
+def test_a_missing_file_is_reported_once(tmp_path):
+    proc = run_cli(str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "out"))
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 1
+    assert stderr.count("missing.jpg") == 1 and "img/s" not in stderr
+
+
+def test_an_empty_folder_says_no_images_were_found(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = run_cli(str(tmp_path / "empty"), "-o", str(tmp_path / "out"))
+    assert proc.returncode == 0 and "no images found in" in proc.stderr.decode()
+
+
+def test_readme_lists_every_exit_code():
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("| exit code | meaning |")[1].split("\n\n")[0]
+    for code in (0, 1, 2, 3, 4, 5, 130):
+        assert f"\n| {code} |" in table
+
+

@@ -1,0 +1,81 @@
+"""The README cannot rot: its Python examples run as they are written, and every option of every
+command is documented in it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import typer
+from PIL import Image
+
+from tests.conftest import ROOT, cli_env
+from tests.test_help import COMMANDS
+
+README = (ROOT / "README.md").read_text()
+EXAMPLES = re.findall(r"```python\n(.*?)```", README, re.S)
+
+
+@pytest.fixture(scope="module")
+def api_server(tmp_path_factory):
+    """A `bgremove serve` app on 127.0.0.1 with one key, for the RemoteSession example."""
+    from bgremove.server import create_app
+    from bgremove.server.store import KeyStore
+    from tests.serving import serve_app
+
+    store = KeyStore(tmp_path_factory.mktemp("keys") / "keys.sqlite3")
+    key = store.create("docs@example.com", 10)
+    with serve_app(create_app(store)) as base:
+        yield f"{base}/api/remove-background/", key
+
+
+def run_example(code: str, cwd, env) -> str:
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=cwd, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, f"{code}\n---\n{proc.stderr.decode()}"
+    return proc.stdout.decode()
+
+
+def test_there_are_python_examples():
+    assert len(EXAMPLES) >= 4
+
+
+@pytest.mark.parametrize("code", EXAMPLES, ids=[f"example{i}" for i in range(len(EXAMPLES))])
+def test_python_examples_run_as_written(code, tmp_path, api_server):
+    shutil.copytree(ROOT / "samples", tmp_path / "samples")
+    url, key = api_server
+    out = run_example(code, tmp_path, cli_env(BGREMOVE_API_URL=url, BGREMOVE_API_KEY=key))
+    # What each example promises, checked on what it made.
+    if "coffee-cutout.png" in code:
+        assert Image.open(tmp_path / "coffee-cutout.png").mode == "RGBA"
+        assert out.splitlines()[-1] == "True"
+    if "new_session(" in code:
+        assert "astronaut.jpg RGBA (512, 512)" in out
+        assert Image.open(tmp_path / "chelsea.webp.png").mode == "RGBA"
+    if "remove_batch(" in code:
+        assert "5 written, 0 failed; exit code 0" in out
+        assert len(list((tmp_path / "cutouts").glob("*.png"))) == 5
+    if "RemoteSession(" in code:
+        assert "b'RIFF' b'WEBP'" in out and "refused: not an image" in out
+
+
+def options_of(command) -> list[str]:
+    names = []
+    for param in command.params:
+        longs = [o for o in (*param.opts, *param.secondary_opts) if o.startswith("--")]
+        if isinstance(param, typer.core.TyperOption) and longs and "--help" not in longs:
+            names.append(longs)
+    return names
+
+
+@pytest.mark.parametrize("path, command", COMMANDS,
+                         ids=[" ".join(p) or "bgremove" for p, _ in COMMANDS])
+def test_every_option_is_in_the_readme(path, command):
+    missing = [" / ".join(longs) for longs in options_of(command)
+               if not any(re.search(rf"(?<![\w-]){re.escape(o)}\b", README) for o in longs)]
+    assert not missing, f"`bgremove {' '.join(path)}` options missing from README.md: {missing}"
+
+
