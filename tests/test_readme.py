@@ -23,10 +23,10 @@ EXAMPLES = re.findall(r"```python\n(.*?)```", README, re.S)
 def api_server(tmp_path_factory):
     """A `bgremove serve` app on 127.0.0.1 with one key, for the RemoteSession example."""
     from bgremove.server import create_app
-    from bgremove.server.store import KeyStore
+    from bgremove.server.store import open_store
     from tests.serving import serve_app
 
-    store = KeyStore(tmp_path_factory.mktemp("keys") / "keys.sqlite3")
+    store = open_store(tmp_path_factory.mktemp("keys") / "keys.sqlite3")
     key = store.create("docs@example.com", 10)
     with serve_app(create_app(store)) as base:
         yield f"{base}/api/remove-background/", key

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import ModuleType
 from typing import Annotated
 
 import typer
 
+from bgremove.commands import EXIT_FAILED, fail, reported_errors
 from bgremove.contract import RATE_LIMIT
-from bgremove.errors import BgRemoveError, StopBatch, UsageError
+from bgremove.errors import UsageError
 from bgremove.server.store import KeyStore, key_id_of, open_store, url_password
 
-EXIT_FAILED, EXIT_USAGE = 1, 2
 SERVER_MODULES = {"fastapi", "starlette", "uvicorn", "multipart", "python_multipart"}
 
 DbOption = Annotated[str | None, typer.Option(
@@ -53,7 +51,7 @@ def serve(
         help="A server sharing the database that is silent this long is presumed dead, and the "
         "credits it had reserved are given back.")] = 60.0,
 ) -> None:
-    with _reported_errors():
+    with reported_errors():
         uvicorn, app_module = _load_server()
         from bgremove.server.http import bind, uvicorn_config
 
@@ -79,7 +77,7 @@ def serve(
         server.run(sockets=[sock])
     except SystemExit as exc:  # uvicorn's startup failed (its log says why)
         if exc.code:
-            _fail("the server failed to start (see the messages above)", EXIT_FAILED)
+            fail("the server failed to start (see the messages above)", EXIT_FAILED)
         raise
     finally:
         backend.close()
@@ -138,7 +136,7 @@ def keys_create(
         metavar="N", help="Credits to start with (one per image).", min=0)],
     db: DbOption = None,
 ) -> None:
-    with _reported_errors():
+    with reported_errors():
         with _open_store(db) as store:
             key = store.create(email, credits)
             info = store.get(key_id_of(key))
@@ -157,7 +155,7 @@ def keys_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
     db: DbOption = None,
 ) -> None:
-    with _reported_errors():
+    with reported_errors():
         with _open_store(db) as store:
             keys = store.list()
     if as_json:
@@ -186,7 +184,7 @@ def keys_add_credits(
     credits: Annotated[int, typer.Argument(metavar="N", help="Credits to add.", min=1)],
     db: DbOption = None,
 ) -> None:
-    with _reported_errors():
+    with reported_errors():
         with _open_store(db) as store:
             info = store.add_credits(key_id, credits)
     typer.echo(f"bgremove: key {info.id} ({info.email}) now has {_credits(info.credits)}.",
@@ -202,7 +200,7 @@ def keys_revoke(
     key_id: Annotated[str, typer.Argument(metavar="KEY_ID", help="The key's id (keys list).")],
     db: DbOption = None,
 ) -> None:
-    with _reported_errors():
+    with reported_errors():
         with _open_store(db) as store:
             info = store.revoke(key_id)
     typer.echo(f"bgremove: revoked key {info.id} ({info.email}).", err=True)
@@ -219,24 +217,6 @@ def _open_store(db: str | None) -> KeyStore:
                    "every user of this machine can read it (ps); put it in PGPASSWORD or "
                    "~/.pgpass instead", err=True)
     return open_store(db)
-
-
-@contextmanager
-def _reported_errors() -> Iterator[None]:
-    """The one place where store errors become messages and exit codes."""
-    try:
-        yield
-    except UsageError as exc:
-        _fail(str(exc), EXIT_USAGE)
-    except StopBatch as exc:  # the setup: a taken port, an unreachable database (exit code 5)
-        _fail(str(exc), exc.exit_code)
-    except BgRemoveError as exc:
-        _fail(str(exc), EXIT_FAILED)
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"bgremove: error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:
