@@ -1,0 +1,274 @@
+"""Batches on a Dask cluster (`--cluster`): the same outputs, reports and exit codes as the local
+engine; a killed worker costs a re-run of its chunks and every output is still written once, whole;
+Ctrl-C stops the job and the next run finishes it. The real CLI in a subprocess, real Dask worker
+processes, the real model."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import cli_env, run_cli
+from tests.test_new_user import GUARD, declared_distributions
+from tests.test_pipes import json_lines
+from tests.test_resume import assert_only_whole_files, make_batch
+
+pytest.importorskip("distributed")
+
+PHOTOS = 60
+
+
+@pytest.fixture(scope="module")
+def photos(samples, tmp_path_factory) -> Path:
+    """60 small photos (the samples, 96 px on their longer side)."""
+    root = tmp_path_factory.mktemp("photos")
+    src = make_batch(samples, root, PHOTOS)
+    for path in src.iterdir():
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.thumbnail((96, 96))
+            image.save(path)
+    return src
+
+
+@pytest.fixture(scope="module")
+def plain(photos, tmp_path_factory) -> Path:
+    """The outputs of the local engine, to compare with."""
+    out = tmp_path_factory.mktemp("plain") / "out"
+    proc = run_cli(str(photos), "-o", str(out), "--mode", "fast")
+    assert proc.returncode == 0, proc.stderr.decode()
+    return out
+
+
+def webps(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in out.glob("*.webp")}
+
+
+def temporaries(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith(".part")]
+
+
+def start(*args: str) -> subprocess.Popen:
+    # Its own process group, as a shell gives a command: Ctrl-C reaches all of it.
+    return subprocess.Popen([sys.executable, "-m", "bgremove", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=cli_env(), start_new_session=True)
+
+
+class Watch:
+    """Each output's (inode, mtime) when it is first seen: a rewrite changes both."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.first: dict[str, tuple[int, int]] = {}
+
+    def look(self) -> int:
+        if self.out.exists():
+            for entry in os.scandir(self.out):
+                if entry.name.endswith(".webp") and entry.name not in self.first:
+                    st = entry.stat()
+                    self.first[entry.name] = (st.st_ino, st.st_mtime_ns)
+        return len(self.first)
+
+    def until(self, proc: subprocess.Popen, count: int, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while self.look() < count and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def unchanged(self) -> bool:
+        now = {}
+        for name in self.first:
+            st = (self.out / name).stat()
+            now[name] = (st.st_ino, st.st_mtime_ns)
+        return now == self.first
+
+
+def finish(proc: subprocess.Popen, watch: Watch | None = None) -> subprocess.CompletedProcess:
+    """Wait for the command, watching the outputs appear while it runs."""
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        if watch is not None:
+            watch.look()
+        time.sleep(0.01)
+    stdout, stderr = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def dask_workers(proc: subprocess.Popen) -> list[psutil.Process]:
+    """The worker processes of the command's local cluster (spawned by multiprocessing)."""
+    return [child for child in psutil.Process(proc.pid).children(recursive=True)
+            if "spawn_main" in " ".join(child.cmdline())]
+
+
+def test_a_local_cluster_writes_the_same_bytes(photos, plain, tmp_path):
+    out = tmp_path / "out"
+    report = tmp_path / "report.json"
+    proc = run_cli(str(photos), "-o", str(out), "--mode", "fast", "--cluster", "local:2",
+                   "--json", "--report", str(report))
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert webps(out) == webps(plain) and len(webps(out)) == PHOTOS
+    assert not temporaries(out)
+    lines = json_lines(proc.stdout)
+    assert sorted(line["status"] for line in lines) == ["done"] * PHOTOS
+    document = json.loads(report.read_text())
+    assert document["options"]["cluster"] == "local:2"
+    assert "processed" in proc.stderr.decode()
+
+
+def test_a_killed_worker_costs_a_rerun_and_each_output_is_written_once(photos, plain, tmp_path):
+    out = tmp_path / "out"
+    proc = start(str(photos), "-o", str(out), "--mode", "fast", "--cluster", "local:2",
+                 "--json", "--report", str(tmp_path / "report.json"))
+    watch = Watch(out)
+    watch.until(proc, PHOTOS // 3)
+    workers = dask_workers(proc)
+    assert len(workers) == 2 and watch.look() < PHOTOS, "the kill must land mid-run"
+    workers[0].send_signal(signal.SIGKILL)
+    run = finish(proc, watch)
+    stderr = run.stderr.decode()
+    assert run.returncode == 0, stderr
+    assert webps(out) == webps(plain)  # every output there, whole, the same bytes
+    assert not temporaries(out)
+    assert watch.unchanged(), "an output was written twice"
+    lines = json_lines(run.stdout)
+    assert sorted(line["output"] for line in lines) == sorted(str(out / n) for n in webps(plain))
+    assert {line["status"] for line in lines} == {"done"}
+    summary = json.loads((tmp_path / "report.json").read_text())
+    assert summary["counts"]["done"] == PHOTOS
+
+
+def test_ctrl_c_stops_the_job_and_the_next_run_finishes_it(photos, plain, tmp_path):
+    out = tmp_path / "out"
+    proc = start(str(photos), "-o", str(out), "--mode", "fast", "--cluster", "local:2", "--json")
+    watch = Watch(out)
+    watch.until(proc, 6)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the workers too
+    first = finish(proc, watch)
+    stderr = first.stderr.decode()
+    assert first.returncode == 130, stderr
+    assert "interrupted" in stderr and "processed" in stderr
+    assert_only_whole_files(out)
+    lines = json_lines(first.stdout)
+    assert len(lines) == PHOTOS and len({line["input"] for line in lines}) == PHOTOS
+    done = {line["output"] for line in lines if line["status"] == "done"}
+    assert done == {str(p) for p in out.glob("*.webp")}
+    assert 6 <= len(done) < PHOTOS, "the job should have stopped half-way"
+    assert {line["status"] for line in lines if line["output"] not in done} == {"not processed"}
+    stamps = {name: mark for name, mark in watch.first.items()}
+
+    second = run_cli(str(photos), "-o", str(out), "--mode", "fast", "--cluster", "local:2",
+                     "--json")
+    assert second.returncode == 0, second.stderr.decode()
+    again = json_lines(second.stdout)
+    assert {line["output"] for line in again if line["status"] == "skipped"} == done
+    assert {line["status"] for line in again if line["output"] not in done} == {"done"}
+    assert webps(out) == webps(plain) and not temporaries(out)
+    watch.first = stamps
+    assert watch.unchanged()
+
+
+def test_a_rerun_chunk_removes_the_temporaries_a_dead_run_left(photos, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    leftover = out / ".00-astronaut.webp.0badc0de.part"
+    leftover.write_bytes(b"half an image")
+    unrelated = out / ".notes.txt.0badc0de.part"  # not ours: kept
+    unrelated.write_bytes(b"")
+    proc = run_cli(str(photos / "00-astronaut.jpg"), str(photos / "01-camera.png"), "-o", str(out),
+                   "--mode", "fast", "--cluster", "local:1")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert not leftover.exists() and unrelated.exists()
+    assert sorted(p.name for p in out.glob("*.webp")) == ["00-astronaut.webp", "01-camera.webp"]
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory):
+    """A scheduler and one worker started as the README says (`--preload bgremove.cluster`)."""
+    folder = tmp_path_factory.mktemp("dask")
+    scheduler_file = folder / "scheduler.json"
+    dask = shutil.which("dask", path=str(Path(sys.executable).parent)) or "dask"
+    env = cli_env()
+    processes = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                   "--no-dashboard", "--scheduler-file", str(scheduler_file)],
+                                  env=env, cwd=folder, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        processes.append(subprocess.Popen(
+            [dask, "worker", "--scheduler-file", str(scheduler_file), "--nworkers", "1",
+             "--nthreads", "2", "--no-dashboard", "--preload", "bgremove.cluster"],
+            env=env, cwd=folder, stderr=subprocess.DEVNULL))
+        address = json.loads(scheduler_file.read_text())["address"]
+        yield address, scheduler_file
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            process.wait(timeout=60)
+
+
+def test_a_running_cluster_by_address_and_by_scheduler_file(photos, plain, tmp_path, scheduler):
+    address, scheduler_file = scheduler
+    names = sorted(p.name for p in photos.iterdir())[:8]
+    for spec in (address, str(scheduler_file)):
+        out = tmp_path / spec.rsplit("/", 1)[-1].replace(":", "-")
+        proc = run_cli(*(str(photos / n) for n in names), "-o", str(out), "--mode", "fast",
+                       "--cluster", spec)
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert webps(out) == {n: b for n, b in webps(plain).items()
+                              if n.rsplit(".", 1)[0] in {m.rsplit(".", 1)[0] for m in names}}
+    # A GPU asked for, and no worker that says it has one: the job cannot run (exit 5).
+    proc = run_cli(str(photos), "-o", str(tmp_path / "gpu"), "--cluster", address,
+                   "--device", "cuda")
+    assert proc.returncode == 5, proc.stderr.decode()
+    assert "--resources GPU=1" in proc.stderr.decode()
+
+
+@pytest.mark.parametrize("args, env, complaint", [
+    (["--cluster", "local:2", "--backend", "remote", "--api-key", "k" * 20], {}, "remote"),
+    (["--cluster", "local:0"], {}, "local:N"),
+    (["--cluster", "nowhere"], {}, "tcp://HOST:8786"),
+    ([], {"BGREMOVE_CLUSTER": "local:x"}, "BGREMOVE_CLUSTER"),
+])
+def test_cluster_usage_errors(photos, tmp_path, args, env, complaint):
+    proc = run_cli(str(photos), "-o", str(tmp_path / "out"), *args, env=cli_env(**env))
+    assert proc.returncode == 2, proc.stderr.decode()
+    assert complaint in proc.stderr.decode()
+    assert not (tmp_path / "out").exists()
+
+
+def test_stdin_and_stdout_cannot_go_to_a_cluster(samples):
+    proc = run_cli("-", "-o", "-", "--cluster", "local:1",
+                   input=(samples / "rocket.jpg").read_bytes())
+    assert proc.returncode == 2 and "stdin or stdout" in proc.stderr.decode()
+    assert proc.stdout == b""
+
+
+def test_without_the_extra_cluster_says_what_to_install(photos, tmp_path):
+    declared = ",".join(sorted(declared_distributions()))
+    proc = subprocess.run([sys.executable, "-c", GUARD, declared, str(photos), "-o",
+                           str(tmp_path / "out"), "--cluster", "local:2"],
+                          capture_output=True, env=cli_env(), timeout=300)
+    assert proc.returncode == 2, proc.stderr.decode()
+    assert "pip install 'bgremove[cluster]'" in proc.stderr.decode()
+
+
+def test_cluster_is_a_setting(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('cluster = "tcp://10.0.0.5:8786"\n')
+    proc = run_cli("config", "show", "--config", str(config))
+    assert proc.returncode == 0
+    assert re.search(r'^cluster += "tcp://10.0.0.5:8786" +# config file$', proc.stdout.decode(),
+                     re.M)
+    proc = run_cli("config", "show", env=cli_env(BGREMOVE_CLUSTER="local:4"))
+    assert "# env BGREMOVE_CLUSTER" in proc.stdout.decode()
