@@ -243,8 +243,12 @@ class Cluster:
     client: Client
     local: LocalCluster | None = None
     spec: str = ""
+    closed: bool = False
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         try:
             self.client.close()
         finally:
@@ -310,6 +314,7 @@ class DaskExecutor:
         if batch.output_folder is None:
             raise UsageError("--cluster writes into an output folder (-o FOLDER), not one file")
         self.batch = batch
+        self.cluster = cluster
         self.client = cluster.client
         self.chunk_size = chunk_size
         self.resources = {"GPU": 1} if wants_gpu(device) and cluster.local is None else None
@@ -386,16 +391,24 @@ class DaskExecutor:
         if chunks:  # only after a second stop, or an error: nobody waits for these answers
             self.stop_event.set()
             self.client.cancel(list(chunks))
+            if abandon and self.cluster.local is not None:
+                self.cluster.close()  # its workers stop here: what is on disk now is final
+                return
         # A cleared event is forgotten by the scheduler. A scheduler that is gone forgets it too.
         with suppress(OSError, TimeoutError):
             self.stop_event.clear()
 
     def abandon(self, pending: dict[Future[Outcome], WorkItem]) -> Iterator[Outcome]:
+        """Chunks answer when they end: what their files became is read from the disk. (A
+        worker of a cluster not started here may still finish the image it is on.)"""
         for future, item in pending.items():
             if future.done() and not future.cancelled() and future.exception() is None:
                 yield future.result()
+                continue
+            written = self.job.stamp and _written_earlier(item.dest, self.job)
+            if written and written[0] == Status.done.value:
+                yield Outcome(item, Status.done, bytes=written[2])
             else:
-                # A worker thread finishes the image it is on, and writes it whole.
                 yield Outcome(item, Status.not_processed, ABANDONED)
 
     # -- chunks -----------------------------------------------------------------------------------

@@ -101,6 +101,8 @@ def open_cluster(settings: Settings, batch: bgremove.Batch, mode: str):
     from bgremove.devices import place
     from bgremove.parallel import plan
 
+    if batch.output_folder is None:
+        raise UsageError("--cluster writes into an output folder (-o FOLDER), not one file")
     place(settings.device)  # an unknown device is a usage error here, not on every worker
     local = settings.cluster.partition(":")[0] == "local"
     if local:  # the workers share this machine: its models are theirs

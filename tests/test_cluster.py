@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -177,18 +178,58 @@ def test_ctrl_c_stops_the_job_and_the_next_run_finishes_it(photos, plain, tmp_pa
     assert watch.unchanged()
 
 
-def test_a_rerun_chunk_removes_the_temporaries_a_dead_run_left(photos, tmp_path):
+def test_a_second_ctrl_c_leaves_at_once_and_says_what_was_written(photos, plain, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    leftover = out / ".00-astronaut.webp.0badc0de.part"
+    proc = start(str(photos), "-o", str(out), "--mode", "fast", "--cluster", "local:2", "--json")
+    watch = Watch(out)
+    watch.until(proc, 6)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    first = finish(proc)
+    assert first.returncode == 130, first.stderr.decode()
+    assert "abandoned" in first.stderr.decode()
+    lines = json_lines(first.stdout)
+    assert len(lines) == PHOTOS
+    done = {line["output"] for line in lines if line["status"] == "done"}
+    assert done == {str(p) for p in out.glob("*.webp")}  # the local workers are gone: final
+    # A worker stopped mid-write may leave a temporary file: the next run removes it.
+    missing = next(line["output"] for line in lines if line["output"] not in done)
+    leftover = Path(missing).with_name(f".{Path(missing).name}.0badc0de.part")
     leftover.write_bytes(b"half an image")
-    unrelated = out / ".notes.txt.0badc0de.part"  # not ours: kept
+    unrelated = out / ".notes.txt.0badc0de.part"  # not an output of this batch: kept
     unrelated.write_bytes(b"")
-    proc = run_cli(str(photos / "00-astronaut.jpg"), str(photos / "01-camera.png"), "-o", str(out),
-                   "--mode", "fast", "--cluster", "local:1")
-    assert proc.returncode == 0, proc.stderr.decode()
-    assert not leftover.exists() and unrelated.exists()
-    assert sorted(p.name for p in out.glob("*.webp")) == ["00-astronaut.webp", "01-camera.webp"]
+    second = run_cli(str(photos), "-o", str(out), "--mode", "fast", "--cluster", "local:2")
+    assert second.returncode == 0, second.stderr.decode()
+    assert webps(out) == webps(plain)
+    assert temporaries(out) == [unrelated]
+
+
+def test_a_chunk_that_kills_its_workers_is_tried_file_by_file():
+    from concurrent.futures import Future
+
+    from distributed.scheduler import KilledWorker
+
+    from bgremove.cluster import DaskExecutor
+    from bgremove.discover import WorkItem
+
+    class Task:
+        def result(self):
+            raise KilledWorker("bgremove-chunk", "tcp://127.0.0.1:1", 3)
+
+    executor = DaskExecutor.__new__(DaskExecutor)  # the bookkeeping alone, no cluster
+    executor._lock = threading.Lock()
+    resubmitted = []
+    executor._submit = resubmitted.append
+    chunk = [(WorkItem(Path(f"{i}.jpg"), Path(f"{i}.webp")), Future()) for i in range(3)]
+    task = Task()
+    executor._chunks = {task: chunk}
+    executor._answered(task)
+    assert resubmitted == [[one] for one in chunk]  # each file alone
+    executor._chunks = {task: chunk[:1]}
+    executor._answered(task)
+    outcome = chunk[0][1].result(timeout=1)
+    assert outcome.status.value == "failed" and "died" in outcome.error
 
 
 @pytest.fixture(scope="module")
