@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 # for each; an image costs a hundred or more on a CPU. Dozens per task keep both small, while a
 # dead worker costs at most a chunk's re-run (BENCHMARKS.md, "Dask").
 CHUNK = 32
-# A part-filled chunk is split over idle workers down to this many files.
+# Fewer files than fill the window are shared out over it, down to this many per chunk.
 MIN_SPLIT = 4
 # Chunks in flight per worker thread: one running, one queued, so no thread waits for the next.
 WINDOW = 2
@@ -103,21 +103,37 @@ class ModelPlugin(WorkerPlugin):
 
     name = "bgremove-model"
 
-    def __init__(self, model: str | None, device: str, threads: int, local: bool = False):
+    def __init__(self, model: str | None, device: str, threads: int, local: bool = False,
+                 resources: dict[str, float] | None = None):
         self.model, self.device, self.threads = model, device, threads
         # Workers of a `local` cluster share the command's terminal: Ctrl-C there is meant for
         # the command (which stops the job cleanly), not for them.
         self.local = local
+        self.resources = resources  # what the job's tasks ask for: other workers get none
 
     async def setup(self, worker: Any) -> None:
         if self.local and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if self.resources and not _offers(worker, self.resources):
+            return
         loop = asyncio.get_running_loop()
         try:  # off the worker's event loop, which must keep answering the scheduler
             await loop.run_in_executor(None, worker_session, self.model, self.device,
                                        self.threads)
         except BgRemoveError as exc:
             raise SetupError(f"Dask worker {worker.address}: {exc}") from None
+
+
+def _offers(worker: Any, resources: dict[str, float]) -> bool:
+    state = getattr(worker, "state", worker)  # where distributed keeps them has moved
+    total = getattr(state, "total_resources", None) or {}
+    return all(total.get(name, 0) >= amount for name, amount in resources.items())
+
+
+def device_warning(model: str | None, device: str, threads: int) -> str | None:
+    """What this worker's model says about its device (an accelerator asked for, the CPU used)."""
+    session = _sessions.get((model, device, threads))
+    return session.device_warning if session is not None else None
 
 
 def dask_setup(worker: Any) -> None:
@@ -330,7 +346,10 @@ class DaskExecutor:
                              "another --device")
         # Returns once every worker has loaded the model (or raises the first one's error).
         self.client.register_plugin(ModelPlugin(model, device, threads or 1,
-                                                local=cluster.local is not None))
+                                                local=cluster.local is not None,
+                                                resources=self.resources))
+        said = self.client.run(device_warning, model, device, threads or 1)
+        self.warnings = sorted({warning for warning in said.values() if warning})
         self.stop_event = Event(self.job.stop_event, client=self.client)
         self._held: list[tuple[WorkItem, Future[Outcome]]] = []
         self._chunks: dict[Any, list[tuple[WorkItem, Future[Outcome]]]] = {}
@@ -361,24 +380,20 @@ class DaskExecutor:
         if item.source is None or item.dest is None:
             raise UsageError("--cluster sends files to Dask workers: not stdin or stdout")
         future: Future[Outcome] = Future()
-        self._held.append((item, future))
-        if len(self._held) >= self.chunk_size:
-            self._send()
+        self._held.append((item, future))  # sent by flush(), which sees how many there are
         return future
 
     def flush(self) -> None:
-        """Send part-filled chunks only while the window has room (the walk is slow, or over),
-        split over the room there is, so that a small batch, or the end of one, keeps every
-        worker busy."""
+        """Send what is held, in as many chunks as the window has room for: full ones while the
+        plan keeps up, and smaller ones, shared out over the room, when fewer items are held
+        (a small batch, a slow walk), so that every worker has its share."""
         self._refresh()
         with self._lock:
             room = self.window - len(self._chunks)
-        if self._held and room > 0:
-            held = self._held
-            pieces = min(room, -(-len(held) // MIN_SPLIT))
-            for i in range(pieces):
-                self._held = held[i * len(held) // pieces:(i + 1) * len(held) // pieces]
-                self._send()
+        while self._held and room > 0:
+            size = min(self.chunk_size, max(MIN_SPLIT, -(-len(self._held) // room)))
+            self._send(size)
+            room -= 1
 
     def stop(self) -> None:
         if not self._stopping:
@@ -413,9 +428,9 @@ class DaskExecutor:
 
     # -- chunks -----------------------------------------------------------------------------------
 
-    def _send(self) -> None:
-        chunk = [(item, f) for item, f in self._held if f.set_running_or_notify_cancel()]
-        self._held = []
+    def _send(self, size: int) -> None:
+        taken, self._held = self._held[:size], self._held[size:]
+        chunk = [(item, f) for item, f in taken if f.set_running_or_notify_cancel()]
         if chunk:
             self._submit(chunk)
 

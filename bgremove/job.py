@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ def check_cluster(job: Job, settings: Settings) -> None:
         raise UsageError("--cluster sends files to Dask workers: name files or folders and "
                          "-o FOLDER, not stdin or stdout (-)")
     try:
-        import bgremove.cluster  # noqa: F401
+        import_module("bgremove.cluster")
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in ("dask", "distributed"):
             raise
@@ -97,7 +98,7 @@ def check_cluster(job: Job, settings: Settings) -> None:
 
 def open_cluster(settings: Settings, batch: bgremove.Batch, mode: str):
     """The cluster the settings name, and the executor that runs `batch` on it."""
-    from bgremove import cluster as dask
+    from bgremove import cluster as dask_cluster
     from bgremove.devices import place
     from bgremove.parallel import plan
 
@@ -110,9 +111,9 @@ def open_cluster(settings: Settings, batch: bgremove.Batch, mode: str):
 
         resolve(settings.model)
     workers = settings.workers or plan(None, None, mode=mode, images=batch.known_count)[0]
-    cluster = dask.connect(settings.cluster, local_workers=workers)
+    cluster = dask_cluster.connect(settings.cluster, local_workers=workers)
     try:
-        executor = dask.DaskExecutor(batch, cluster, model=settings.model,
+        executor = dask_cluster.DaskExecutor(batch, cluster, model=settings.model,
                                      device=settings.device, threads=settings.threads)
     except BaseException:
         cluster.close()
@@ -172,6 +173,8 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
         if not job.dry_run and settings.cluster is not None:
             cluster, executor = open_cluster(settings, batch, options.mode.value)
             ran.update(workers=executor.workers, threads=executor.job.threads)
+            for warning in executor.warnings:
+                console.say(f"bgremove: warning: on the Dask workers: {warning}")
             if job.verbose:
                 console.say(f"cluster {settings.cluster}: {executor.workers} worker threads, "
                             f"{executor.chunk_size} files per task")

@@ -232,47 +232,74 @@ def test_a_chunk_that_kills_its_workers_is_tried_file_by_file():
     assert outcome.status.value == "failed" and "died" in outcome.error
 
 
-@pytest.fixture(scope="module")
-def scheduler(tmp_path_factory):
-    """A scheduler and one worker started as the README says (`--preload bgremove.cluster`)."""
-    folder = tmp_path_factory.mktemp("dask")
-    scheduler_file = folder / "scheduler.json"
-    dask = shutil.which("dask", path=str(Path(sys.executable).parent)) or "dask"
-    env = cli_env()
-    processes = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
-                                   "--no-dashboard", "--scheduler-file", str(scheduler_file)],
-                                  env=env, cwd=folder, stderr=subprocess.DEVNULL)]
-    try:
+class Scheduler:
+    """A scheduler and its workers, started as the README says (`--preload bgremove.cluster`)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.file = folder / "scheduler.json"
+        self.dask = shutil.which("dask", path=str(Path(sys.executable).parent)) or "dask"
+        self.processes: list[subprocess.Popen] = []
+        self.start("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                   "--scheduler-file", str(self.file))
         deadline = time.monotonic() + 60
-        while not scheduler_file.exists() and time.monotonic() < deadline:
+        while not self.file.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        processes.append(subprocess.Popen(
-            [dask, "worker", "--scheduler-file", str(scheduler_file), "--nworkers", "1",
-             "--nthreads", "2", "--no-dashboard", "--preload", "bgremove.cluster"],
-            env=env, cwd=folder, stderr=subprocess.DEVNULL))
-        address = json.loads(scheduler_file.read_text())["address"]
-        yield address, scheduler_file
-    finally:
-        for process in reversed(processes):
+        self.address = json.loads(self.file.read_text())["address"]
+
+    def start(self, *args: str) -> None:
+        self.processes.append(subprocess.Popen([self.dask, *args], env=cli_env(),
+                                               cwd=self.folder, stderr=subprocess.DEVNULL))
+
+    def add_worker(self, *args: str) -> None:
+        from distributed import Client
+
+        self.start("worker", "--scheduler-file", str(self.file), "--nworkers", "1",
+                   "--no-dashboard", "--preload", "bgremove.cluster", *args)
+        with Client(self.address, set_as_default=False, timeout=60) as client:
+            client.wait_for_workers(len(self.processes) - 1, timeout=120)
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
             process.terminate()
             process.wait(timeout=60)
 
 
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory):
+    scheduler = Scheduler(tmp_path_factory.mktemp("dask"))
+    try:
+        scheduler.add_worker("--nthreads", "2")
+        yield scheduler
+    finally:
+        scheduler.close()
+
+
 def test_a_running_cluster_by_address_and_by_scheduler_file(photos, plain, tmp_path, scheduler):
-    address, scheduler_file = scheduler
     names = sorted(p.name for p in photos.iterdir())[:8]
-    for spec in (address, str(scheduler_file)):
+    stems = {name.rsplit(".", 1)[0] for name in names}
+    expected = {n: b for n, b in webps(plain).items() if n.rsplit(".", 1)[0] in stems}
+    for spec in (scheduler.address, str(scheduler.file)):
         out = tmp_path / spec.rsplit("/", 1)[-1].replace(":", "-")
         proc = run_cli(*(str(photos / n) for n in names), "-o", str(out), "--mode", "fast",
                        "--cluster", spec)
         assert proc.returncode == 0, proc.stderr.decode()
-        assert webps(out) == {n: b for n, b in webps(plain).items()
-                              if n.rsplit(".", 1)[0] in {m.rsplit(".", 1)[0] for m in names}}
+        assert webps(out) == expected
+
     # A GPU asked for, and no worker that says it has one: the job cannot run (exit 5).
-    proc = run_cli(str(photos), "-o", str(tmp_path / "gpu"), "--cluster", address,
-                   "--device", "cuda")
+    gpu = (*(str(photos / n) for n in names), "--mode", "fast", "--cluster", scheduler.address,
+           "--device", "cuda")
+    proc = run_cli(*gpu, "-o", str(tmp_path / "no-gpu"))
     assert proc.returncode == 5, proc.stderr.decode()
     assert "--resources GPU=1" in proc.stderr.decode()
+    assert not (tmp_path / "no-gpu").exists() or not any((tmp_path / "no-gpu").iterdir())
+    # A worker that advertises one gets the tasks; with no CUDA here its model runs on the CPU,
+    # and the command says so.
+    scheduler.add_worker("--nthreads", "1", "--resources", "GPU=1")
+    proc = run_cli(*gpu, "-o", str(tmp_path / "gpu"))
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "warning: on the Dask workers: --device cuda" in proc.stderr.decode()
+    assert webps(tmp_path / "gpu") == expected
 
 
 @pytest.mark.parametrize("args, env, complaint", [
