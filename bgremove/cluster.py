@@ -57,9 +57,9 @@ if TYPE_CHECKING:
     from bgremove.backends.local import LocalSession
     from bgremove.engine import Batch
 
-# Files per Dask task. Dask costs about a millisecond of scheduler time per task and keeps state
-# for each; an image costs a hundred or more on a CPU. Dozens per task keep both small, while a
-# dead worker costs at most a chunk's re-run (BENCHMARKS.md, "Dask").
+# Files per Dask task. A task costs scheduler time and state, little against an image but not
+# nothing at millions of them; dozens per task make that negligible while a dead worker still
+# costs only a chunk's re-run, and progress still moves often (BENCHMARKS.md, "Dask").
 CHUNK = 32
 # Fewer files than fill the window are shared out over it, down to this many per chunk.
 MIN_SPLIT = 4
@@ -71,7 +71,6 @@ STOP_POLL = 0.5
 WAIT_FOR_WORKERS = 30.0
 # Devices that are a GPU: their tasks ask the workers for the Dask resource `GPU`.
 GPU_DEVICES = {"cuda", "tensorrt", "rocm", "migraphx", "directml"}
-EXTRA = "pip install 'bgremove[cluster]'"
 
 
 # -- on the workers -------------------------------------------------------------------------------

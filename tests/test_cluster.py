@@ -286,6 +286,18 @@ def test_a_running_cluster_by_address_and_by_scheduler_file(photos, plain, tmp_p
         assert proc.returncode == 0, proc.stderr.decode()
         assert webps(out) == expected
 
+    # A file that fails on a worker fails as it does here: named, with its reason, exit 1.
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    runs = [run_cli(str(broken), str(photos / names[0]), "-o", str(tmp_path / out), "--json",
+                    "--mode", "fast", *extra) for out, extra in
+            (("here", []), ("there", ["--cluster", scheduler.address]))]
+    here, there = ([(line["input"], line["status"], line["error"]) for line in json_lines(r.stdout)]
+                   for r in runs)
+    assert [r.returncode for r in runs] == [1, 1]
+    assert sorted(here) == sorted(there) and ("failed" in {status for _, status, _ in there})
+    assert str(broken) in runs[1].stderr.decode()
+
     # A GPU asked for, and no worker that says it has one: the job cannot run (exit 5).
     gpu = (*(str(photos / n) for n in names), "--mode", "fast", "--cluster", scheduler.address,
            "--device", "cuda")
@@ -313,6 +325,17 @@ def test_cluster_usage_errors(photos, tmp_path, args, env, complaint):
     assert proc.returncode == 2, proc.stderr.decode()
     assert complaint in proc.stderr.decode()
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("spec, complaint", [
+    ("tcp://127.0.0.1:9", "cannot reach the Dask scheduler at tcp://127.0.0.1:9"),
+    ("nowhere/scheduler.json", "no such scheduler file"),
+])
+def test_a_cluster_that_cannot_be_reached_is_a_setup_error(photos, tmp_path, spec, complaint):
+    proc = run_cli(str(photos), "-o", str(tmp_path / "out"), "--cluster", spec,
+                   env=cli_env(DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="1s"))
+    assert proc.returncode == 5, proc.stderr.decode()
+    assert complaint in proc.stderr.decode()
 
 
 def test_stdin_and_stdout_cannot_go_to_a_cluster(samples):
