@@ -187,6 +187,11 @@ def remove(
     max_credits: Annotated[int | None, typer.Option(
         metavar="N", help="Stop once this many credits are spent (remote backend).",
         show_default=False, min=1)] = None,
+    cluster: Annotated[str | None, typer.Option(
+        metavar="local[:N]|ADDRESS|FILE", help="Process the images on Dask workers: local:N "
+        "starts N worker processes here; tcp://HOST:8786 or a scheduler .json file joins a "
+        "running cluster that shares the filesystem. Needs bgremove[cluster].",
+        show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(
         help="Redo outputs that already exist (by default they are skipped).")] = False,
     files_from: Annotated[str | None, typer.Option(

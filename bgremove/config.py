@@ -107,6 +107,22 @@ def _path(value: Any) -> str:
     return str(Path(_text(value)).expanduser())
 
 
+def _cluster(value: Any) -> str:
+    text = _text(value)
+    kind, colon, count = text.partition(":")
+    if kind == "local":
+        if colon and not (count.isdigit() and int(count) >= 1):
+            raise ValueError("expected local:N, N a whole number of at least 1")
+        return text
+    if text.endswith(".json"):
+        return str(Path(text).expanduser())
+    host, colon, port = text.rpartition(":")
+    if "://" in text or (host and port.isdigit()):
+        return text
+    raise ValueError("expected local, local:N, a scheduler's address (tcp://HOST:8786) or a "
+                     "scheduler file (.json)")
+
+
 def _setting(default: Any, parse: Parser, help: str, *, secret: bool = False) -> Any:
     # A secret stays out of repr(), so it cannot leak into a traceback or a debug log.
     return field(default=default, repr=not secret,
@@ -141,6 +157,8 @@ class Settings:
     rate_window: float = _setting(RATE_WINDOW, _positive_number,
                                   "seconds the rate_limit applies to")
     max_credits: int | None = _setting(None, _integer(0), "stop after spending this many credits")
+    cluster: str | None = _setting(None, _cluster, "process batches on Dask workers: local, "
+                                   "local:N, tcp://HOST:8786 or a scheduler .json file")
 
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     # The config file that was looked for, and whether it exists.

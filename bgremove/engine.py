@@ -16,12 +16,12 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from bgremove.discover import Planner, Shard, WorkItem
 from bgremove.errors import (
@@ -204,6 +204,82 @@ def write_output(item: WorkItem, data: bytes) -> None:
 ABANDONED = "abandoned (interrupted twice)"
 
 
+def process_item(session: Session, options: RemovalOptions, item: WorkItem,
+                 write: Callable[[WorkItem, bytes], bool]) -> Outcome:
+    """Read, process and write one item: its outcome. `write(item, data)` says whether it wrote
+    (False: writing has been stopped). StopBatch passes through; a file's own errors do not."""
+    started = time.perf_counter()
+    try:
+        result = session.process(read_input(item), options)
+        if not write(item, result.data):
+            return Outcome(item, Status.not_processed, ABANDONED)
+    except NotAnImage as exc:
+        if item.walked:  # a folder's other files are no concern of ours
+            return Outcome(item, Status.not_image)
+        return Outcome(item, Status.failed, str(exc), ms=_ms_since(started))
+    except FileFailed as exc:
+        return Outcome(item, Status.failed, str(exc), ms=_ms_since(started),
+                       request_id=exc.request_id)
+    return Outcome(item, Status.done, bytes=len(result.data), ms=_ms_since(started),
+                   credits_remaining=result.credits_remaining, request_id=result.request_id,
+                   credits_spent=result.credits_spent)
+
+
+class Executor(Protocol):
+    """Where a batch's images are processed: this process's threads (`Threads`), or a Dask
+    cluster (`bgremove.cluster`). `Batch.run` feeds it items and records the outcomes of the
+    futures it returns, on the calling thread, the same way for both."""
+
+    workers: int  # images processed at once
+    capacity: int  # items in flight at most: the batch takes no more from the plan
+
+    def submit(self, item: WorkItem) -> Future[Outcome]: ...
+
+    def flush(self) -> None:
+        """Start what `submit` has held back (an executor may gather items into chunks)."""
+
+    def stop(self) -> None:
+        """The batch is stopping: work not started is not wanted. Called again and again."""
+
+    def shutdown(self, abandon: bool) -> None: ...
+
+    def abandon(self, pending: dict[Future[Outcome], WorkItem]) -> Iterator[Outcome]:
+        """After a second stop: the outcomes of the work in flight, once nothing more is
+        written."""
+
+
+class Threads:
+    """The local executor: `batch.process_one` on a pool of threads, twice as many items queued
+    as there are threads."""
+
+    def __init__(self, batch: Batch, workers: int):
+        self.batch = batch
+        self.workers = workers
+        self.capacity = workers * 2
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="bgremove")
+
+    def submit(self, item: WorkItem) -> Future[Outcome]:
+        return self.pool.submit(self.batch.process_one, item)
+
+    def flush(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def shutdown(self, abandon: bool) -> None:
+        self.pool.shutdown(wait=not abandon, cancel_futures=True)
+
+    def abandon(self, pending: dict[Future[Outcome], WorkItem]) -> Iterator[Outcome]:
+        batch = self.batch
+        batch._stop_writing()
+        for future, item in pending.items():
+            if item in batch._written:  # finished writing just now: only returning is left
+                yield future.result()
+            else:
+                yield Outcome(item, Status.not_processed, ABANDONED)
+
+
 class Batch:
     """A batch: files and folders in, cut-outs written atomically under `output`.
 
@@ -269,21 +345,7 @@ class Batch:
     # -- one item, on a worker thread ------------------------------------------------------------
 
     def process_one(self, item: WorkItem) -> Outcome:
-        started = time.perf_counter()
-        try:
-            result = self.session.process(read_input(item), self.options)
-            if not self._write(item, result.data):
-                return Outcome(item, Status.not_processed, ABANDONED)
-        except NotAnImage as exc:
-            if item.walked:  # a folder's other files are no concern of ours
-                return Outcome(item, Status.not_image)
-            return Outcome(item, Status.failed, str(exc), ms=_ms_since(started))
-        except FileFailed as exc:
-            return Outcome(item, Status.failed, str(exc), ms=_ms_since(started),
-                           request_id=exc.request_id)
-        return Outcome(item, Status.done, bytes=len(result.data), ms=_ms_since(started),
-                       credits_remaining=result.credits_remaining, request_id=result.request_id,
-                       credits_spent=result.credits_spent)
+        return process_item(self.session, self.options, item, self._write)
 
     def _write(self, item: WorkItem, data: bytes) -> bool:
         """Write the output unless writing has been stopped; say whether it was written."""
@@ -338,18 +400,24 @@ class Batch:
         return None
 
     def run(self, session: Session | None = None, *, workers: int | None = None,
-            on_progress: Progress | None = None, count_ahead: bool = False) -> Summary:
+            on_progress: Progress | None = None, count_ahead: bool = False,
+            executor: Executor | None = None) -> Summary:
         """Process the batch with `session` on `workers` threads (default: sized for this machine
         and the session); `on_progress(outcome, summary)` is called on this thread after each
         input. `count_ahead` walks the inputs once more on another thread, only to count them,
-        so a progress bar knows its total before the work is done."""
-        if session is None and not self.dry_run:
+        so a progress bar knows its total before the work is done. `executor`: process the
+        images elsewhere instead (a `bgremove.cluster.DaskExecutor`; then no session here)."""
+        if session is None and executor is None and not self.dry_run:
             raise ValueError("a batch needs a session, unless it is a dry run")
         from bgremove.parallel import workers_for
 
         self.session = session
-        self.workers = workers or workers_for(session, images=self.known_count,
-                                              mode=self.options.mode.value)
+        if executor is None:
+            self.workers = workers or workers_for(session, images=self.known_count,
+                                                  mode=self.options.mode.value)
+            executor = Threads(self, self.workers)
+        else:
+            self.workers = executor.workers
         self.on_progress = on_progress
         if count_ahead:
             threading.Thread(target=self._count, daemon=True, name="bgremove-count").start()
@@ -358,7 +426,6 @@ class Batch:
         items = iter(self.planner)
         pending: dict[Future[Outcome], WorkItem] = {}
         exhausted = False
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bgremove")
         try:
             if self.output_folder is not None and not self.dry_run:
                 check_writable(self.output_folder)
@@ -367,10 +434,12 @@ class Batch:
                     if self._take_stops():
                         break
                     if self.stopping.is_set():
+                        executor.stop()
                         # Queued work that has not started yet is dropped now, not waited for.
                         for future in [f for f in pending if f.cancel()]:
                             self._record(self._not_processed(pending.pop(future)))
-                    exhausted = self._feed(items, pending, pool) or exhausted
+                    exhausted = self._feed(items, pending, executor) or exhausted
+                    executor.flush()
                     if not pending:
                         if exhausted or self.stopping.is_set():
                             break
@@ -393,14 +462,10 @@ class Batch:
         except StopBatch as exc:  # the output folder cannot be written
             summary.stopped = exc
         finally:
-            pool.shutdown(wait=not summary.abandoned, cancel_futures=True)
+            executor.shutdown(abandon=summary.abandoned)
         if summary.abandoned:
-            self._stop_writing()
-            for future, item in pending.items():
-                if item in self._written:  # finished writing just now: only returning is left
-                    self._record(future.result())
-                else:
-                    self._record(Outcome(item, Status.not_processed, ABANDONED))
+            for outcome in executor.abandon(pending):
+                self._record(outcome)
         if not exhausted:
             # Name what is left, so the user knows what the next run will do: all of it when the
             # API, the setup or the credit budget stopped the batch; after Ctrl-C, what a second
@@ -436,7 +501,7 @@ class Batch:
         self.summary.counted = found
 
     def _feed(self, items, pending: dict[Future[Outcome], WorkItem],
-              pool: ThreadPoolExecutor) -> bool:
+              executor: Executor) -> bool:
         """Take items from the plan until enough are in flight; say whether the plan is over.
 
         Items that need no worker (skipped, failed before starting) are recorded here. Every few
@@ -445,7 +510,7 @@ class Batch:
         """
         summary = self.summary
         deadline = time.monotonic() + 0.1
-        while (not self.stopping.is_set() and len(pending) < self.workers * 2
+        while (not self.stopping.is_set() and len(pending) < executor.capacity
                and self._within_budget(len(pending))):
             if time.monotonic() > deadline or self._stops:
                 return False
@@ -456,7 +521,7 @@ class Batch:
             summary.found += 1
             outcome = self._triage(item)
             if outcome is None:
-                pending[pool.submit(self.process_one, item)] = item
+                pending[executor.submit(item)] = item
             else:
                 self._record(outcome)
         return False

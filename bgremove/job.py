@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,49 @@ def open_session(settings: Settings, threads: int) -> bgremove.Session:
                                   rate_window=settings.rate_window)
 
 
+def check_cluster(job: Job, settings: Settings) -> None:
+    """Refuse what `--cluster` cannot do, before anything is loaded; and import Dask, only now."""
+    if settings.backend == "remote":
+        raise UsageError("--cluster runs the model on Dask workers; with --backend remote the "
+                         "API key's rate limit is the bound, and one machine reaches it: drop "
+                         "--cluster")
+    if job.image_on_stdin or job.image_on_stdout:
+        raise UsageError("--cluster sends files to Dask workers: name files or folders and "
+                         "-o FOLDER, not stdin or stdout (-)")
+    try:
+        import_module("bgremove.cluster")
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in ("dask", "distributed"):
+            raise
+        raise UsageError("--cluster needs Dask, which is not installed: "
+                         "pip install 'bgremove[cluster]'") from None
+
+
+def open_cluster(settings: Settings, batch: bgremove.Batch, mode: str):
+    """The cluster the settings name, and the executor that runs `batch` on it."""
+    from bgremove import cluster as dask_cluster
+    from bgremove.devices import place
+    from bgremove.parallel import plan
+
+    if batch.output_folder is None:
+        raise UsageError("--cluster writes into an output folder (-o FOLDER), not one file")
+    place(settings.device)  # an unknown device is a usage error here, not on every worker
+    local = settings.cluster.partition(":")[0] == "local"
+    if local:  # the workers share this machine: its models are theirs
+        from bgremove.models import resolve
+
+        resolve(settings.model)
+    workers = settings.workers or plan(None, None, mode=mode, images=batch.known_count)[0]
+    cluster = dask_cluster.connect(settings.cluster, local_workers=workers)
+    try:
+        executor = dask_cluster.DaskExecutor(batch, cluster, model=settings.model,
+                                     device=settings.device, threads=settings.threads)
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster, executor
+
+
 def run(job: Job, settings: Settings) -> bgremove.Summary:
     """Run the job to the end, or until interrupted. On a second interrupt this returns with
     `summary.abandoned` set while worker threads may still be busy: exit with
@@ -91,6 +135,8 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
     options = settings.removal_options()
     if settings.backend == "remote" and settings.model is not None:
         raise UsageError("--model is for the local backend; the API picks its own model")
+    if settings.cluster is not None:
+        check_cluster(job, settings)
     batch = bgremove.Batch(
         job.inputs, job.output, options=options,
         listed=read_file_list(job.files_from) if job.files_from is not None else None,
@@ -122,9 +168,17 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
     with interrupts.calling(on_signal):
         for _ in range(interrupts.take_early()):  # Ctrl-C while Python was starting
             on_signal()
-        session = None
+        session = cluster = executor = None
         workers = 1
-        if not job.dry_run:
+        if not job.dry_run and settings.cluster is not None:
+            cluster, executor = open_cluster(settings, batch, options.mode.value)
+            ran.update(workers=executor.workers, threads=executor.job.threads)
+            for warning in executor.warnings:
+                console.say(f"bgremove: warning: on the Dask workers: {warning}")
+            if job.verbose:
+                console.say(f"cluster {settings.cluster}: {executor.workers} worker threads, "
+                            f"{executor.chunk_size} files per task")
+        elif not job.dry_run:
             from bgremove.devices import place
 
             accelerator = not remote and place(settings.device).accelerator is not None
@@ -139,10 +193,12 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
         try:
             console.start()
             summary = batch.run(session, workers=workers, on_progress=reporter.update,
-                                count_ahead=console.animated)
+                                count_ahead=console.animated, executor=executor)
         finally:
             # An abandoned batch may still have threads inside the session: leave it open.
             if session is not None and not (summary is not None and summary.abandoned):
                 session.close()
+            if cluster is not None:  # a local cluster's workers end here, abandoned or not
+                cluster.close()
     reporter.finish(summary)
     return summary

@@ -56,4 +56,5 @@ def test_help_does_not_load_the_heavy_modules(flag):
     assert proc.returncode == 0
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
     assert "bgremove.cli" in imported
-    assert not imported & {"numpy", "onnxruntime", "PIL.Image", "scipy", "rembg", "isal"}
+    assert not imported & {"numpy", "onnxruntime", "PIL.Image", "scipy", "rembg", "isal",
+                                "dask", "distributed"}

@@ -1,0 +1,501 @@
+"""Batches on a Dask cluster (`--cluster`, the `bgremove[cluster]` extra).
+
+The command runs as it does without a cluster: the planner walks the inputs, skips outputs that
+exist, and records every outcome into the same `Summary`, so the console, `--json` and `--report`
+see no difference. Only the images go elsewhere: `DaskExecutor` gathers the items that need work
+into chunks (dozens of files per Dask task: per-task overhead and scheduler memory stay small at
+millions of files), keeps a bounded window of chunks in flight, and `run_chunk` processes a chunk
+on a worker with the model that `ModelPlugin` loaded there once per worker process.
+
+Outputs are written on the workers, atomically (`engine.write_atomically`: a temporary file in
+the output's folder, renamed into place), so the cluster must share the filesystem, at the same
+paths. When a worker dies, Dask runs its chunks again elsewhere; a chunk run again removes the
+temporary files its items left behind and does not redo an output written since the job began
+(its modification time is at least the job's start, read from the output folder's filesystem),
+so every output is written once, whole.
+
+Stopping (Ctrl-C): the job's Dask `Event` is set; a chunk checks it between images and returns
+what it has done, the rest "not processed". The first stop waits for those answers (about one
+image per worker thread); a second one cancels the job's futures and leaves.
+
+This module imports Dask: it is loaded only when a cluster is asked for, and on the workers.
+`dask worker ... --preload bgremove.cluster` imports it (and the local engine) when a worker
+starts, so the first job does not wait for the imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import CancelledError, Future
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from distributed import Client, Event, LocalCluster, WorkerPlugin
+from distributed.scheduler import KilledWorker
+
+from bgremove.discover import WorkItem
+from bgremove.engine import (
+    ABANDONED,
+    Outcome,
+    Status,
+    process_item,
+    write_output,
+)
+from bgremove.errors import BgRemoveError, SetupError, StopBatch, UsageError
+from bgremove.options import RemovalOptions
+
+if TYPE_CHECKING:
+    from bgremove.backends.local import LocalSession
+    from bgremove.engine import Batch
+
+# Files per Dask task. A task costs scheduler time and state, little against an image but not
+# nothing at millions of them; dozens per task make that negligible while a dead worker still
+# costs only a chunk's re-run, and progress still moves often (BENCHMARKS.md, "Dask").
+CHUNK = 32
+# Fewer files than fill the window are shared out over it, down to this many per chunk.
+MIN_SPLIT = 4
+# Chunks in flight per worker thread: one running, one queued, so no thread waits for the next.
+WINDOW = 2
+# How often a running chunk asks the scheduler whether the job was stopped.
+STOP_POLL = 0.5
+# How long to wait for a first worker when the scheduler has none.
+WAIT_FOR_WORKERS = 30.0
+# Devices that are a GPU: their tasks ask the workers for the Dask resource `GPU`.
+GPU_DEVICES = {"cuda", "tensorrt", "rocm", "migraphx", "directml"}
+
+
+# -- on the workers -------------------------------------------------------------------------------
+
+_sessions: dict[tuple[str | None, str, int], LocalSession] = {}
+_sessions_lock = threading.Lock()
+
+
+def worker_session(model: str | None, device: str, threads: int) -> LocalSession:
+    """The model of this worker process, loaded once, shared by its threads and kept for the next
+    job with the same settings (a job with other settings replaces it: one model per worker)."""
+    key = (model, device, threads)
+    with _sessions_lock:
+        session = _sessions.get(key)
+        if session is None:
+            from bgremove.backends.local import LocalSession
+
+            for old in _sessions.values():
+                old.close()
+            _sessions.clear()
+            session = _sessions[key] = LocalSession(model, device=device, threads=threads)
+        return session
+
+
+class ModelPlugin(WorkerPlugin):
+    """Loads the job's model on every worker, those that join later and those Dask restarts
+    included, before they take a task. Registered under one name, so a later job's settings
+    replace an earlier job's."""
+
+    name = "bgremove-model"
+
+    def __init__(self, model: str | None, device: str, threads: int, local: bool = False,
+                 resources: dict[str, float] | None = None):
+        self.model, self.device, self.threads = model, device, threads
+        # Workers of a `local` cluster share the command's terminal: Ctrl-C there is meant for
+        # the command (which stops the job cleanly), not for them.
+        self.local = local
+        self.resources = resources  # what the job's tasks ask for: other workers get none
+
+    async def setup(self, worker: Any) -> None:
+        if self.local and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if self.resources and not _offers(worker, self.resources):
+            return
+        loop = asyncio.get_running_loop()
+        try:  # off the worker's event loop, which must keep answering the scheduler
+            await loop.run_in_executor(None, worker_session, self.model, self.device,
+                                       self.threads)
+        except BgRemoveError as exc:
+            raise SetupError(f"Dask worker {worker.address}: {exc}") from None
+
+
+def _offers(worker: Any, resources: dict[str, float]) -> bool:
+    state = getattr(worker, "state", worker)  # where distributed keeps them has moved
+    total = getattr(state, "total_resources", None) or {}
+    return all(total.get(name, 0) >= amount for name, amount in resources.items())
+
+
+def device_warning(model: str | None, device: str, threads: int) -> str | None:
+    """What this worker's model says about its device (an accelerator asked for, the CPU used)."""
+    session = _sessions.get((model, device, threads))
+    return session.device_warning if session is not None else None
+
+
+def dask_setup(worker: Any) -> None:
+    """`dask worker ... --preload bgremove.cluster`: import the local engine as the worker
+    starts. The model itself is loaded by the command that runs a job (ModelPlugin), with that
+    job's --model, --device and --threads."""
+    import bgremove.backends.local  # noqa: F401
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """What every chunk of one job needs besides its files."""
+
+    token: str
+    options: RemovalOptions
+    model: str | None
+    device: str
+    threads: int
+    overwrite: bool
+    stamp: int  # the job's start, as the output folder's filesystem tells time (ns)
+
+    @property
+    def stop_event(self) -> str:
+        return f"bgremove-stop-{self.token}"
+
+
+# One file's result, light to send back: (status, error, bytes, ms); None: not processed (the
+# job was stopped); a StopBatch: nothing more can succeed (a full disk).
+Answer = tuple[str, str | None, int, float] | StopBatch | None
+
+
+def run_chunk(job: ChunkJob, files: list[tuple[str, str, bool]]) -> list[Answer]:
+    """Process one chunk, `(source, output, walked)` each, on a worker: an answer per file."""
+    try:
+        session = worker_session(job.model, job.device, job.threads)
+    except BgRemoveError as exc:
+        raise SetupError(f"Dask worker: {exc}") from None
+    remove_leftovers(Path(dest) for _, dest, _ in files)
+    stopped = _StopFlag(job.stop_event)
+    answers: list[Answer] = []
+    for source, dest, walked in files:
+        if stopped():
+            break
+        item = WorkItem(Path(source), Path(dest), walked=walked)
+        earlier = _written_earlier(item.dest, job)
+        if earlier is not None:
+            answers.append(earlier)
+            continue
+        try:
+            outcome = process_item(session, job.options, item, _write)
+        except StopBatch as exc:
+            answers.append(exc)
+            break
+        answers.append((outcome.status.value, outcome.error, outcome.bytes, outcome.ms))
+    return answers + [None] * (len(files) - len(answers))
+
+
+def _write(item: WorkItem, data: bytes) -> bool:
+    write_output(item, data)
+    return True
+
+
+def _written_earlier(dest: Path, job: ChunkJob) -> Answer:
+    """The answer for an output that exists already, or None to make it. One written since the
+    job began was written by this job, on a worker that died before answering: done, once."""
+    try:
+        st = os.stat(dest)
+    except OSError:
+        return None
+    if st.st_mtime_ns >= job.stamp:
+        return (Status.done.value, None, st.st_size, 0.0)
+    if not job.overwrite:  # made by someone else since the plan saw it missing
+        return (Status.skipped.value, "output exists", 0, 0.0)
+    return None
+
+
+def remove_leftovers(outputs: Iterator[Path]) -> None:
+    """Remove the temporary files (`.NAME.XXXXXXXX.part`) that a killed run or worker left for
+    these outputs: one listing of each folder per chunk, not one per file."""
+    by_folder: dict[Path, set[str]] = {}
+    for dest in outputs:
+        by_folder.setdefault(dest.parent, set()).add(dest.name)
+    for folder, names in by_folder.items():
+        try:
+            with os.scandir(folder) as scan:
+                leftovers = [e.name for e in scan
+                             if e.name.startswith(".") and e.name.endswith(".part")]
+        except OSError:
+            continue
+        for leftover in leftovers:
+            name, _, token = leftover[1:-len(".part")].rpartition(".")
+            if name in names and len(token) == 8:
+                try:
+                    os.unlink(folder / leftover)
+                except OSError:
+                    pass
+
+
+class _StopFlag:
+    """Whether the job was stopped, asked of the scheduler at most every STOP_POLL seconds."""
+
+    def __init__(self, name: str):
+        self.event = Event(name)
+        self.next_check = 0.0
+        self.stopped = False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self.stopped and now >= self.next_check:
+            self.stopped = self.event.is_set()
+            self.next_check = now + STOP_POLL
+        return self.stopped
+
+
+# -- on the machine that runs the command ---------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    """A client of a Dask cluster; `local` when this command started the cluster itself (then it
+    ends with the command)."""
+
+    client: Client
+    local: LocalCluster | None = None
+    spec: str = ""
+    closed: bool = False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.client.close()
+        finally:
+            if self.local is not None:
+                self.local.close()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(spec: str, *, local_workers: int | None = None) -> Cluster:
+    """Connect to the cluster `spec` names: `local` or `local:N` (start N worker processes here,
+    one thread each; `local`: `local_workers` of them, default one per usable core), a scheduler's
+    address (`tcp://HOST:8786`), or a scheduler file (`scheduler.json`)."""
+    kind, _, count = spec.partition(":")
+    if kind == "local":
+        from bgremove.parallel import usable_cores
+
+        workers = int(count) if count else (local_workers or usable_cores())
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=None, silence_logs=logging.ERROR,
+            # The batch sizes its own memory use (bgremove.parallel); a limit per worker would
+            # have Dask pause or restart a worker in the middle of a large photo.
+            memory_limit=0)
+        return Cluster(Client(cluster, set_as_default=False), cluster, spec)
+    try:
+        if spec.endswith(".json"):
+            if not Path(spec).is_file():
+                raise SetupError(f"--cluster {spec}: no such scheduler file")
+            client = Client(scheduler_file=spec, set_as_default=False)
+        else:
+            client = Client(spec, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise SetupError(f"cannot reach the Dask scheduler at {spec}: {exc}") from None
+    cluster = Cluster(client, None, spec)
+    try:
+        client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS)
+    except (OSError, TimeoutError):
+        cluster.close()
+        raise SetupError(f"the Dask scheduler at {spec} has no workers (waited "
+                         f"{WAIT_FOR_WORKERS:g} s): start some with `dask worker {spec}`") from None
+    return cluster
+
+
+def wants_gpu(device: str) -> bool:
+    return device.partition(":")[0].lower() in GPU_DEVICES
+
+
+class DaskExecutor:
+    """Runs a batch's images on a Dask cluster, for `Batch.run(executor=...)`.
+
+    `model`, `device`, `threads`: the session each worker loads (once per worker process).
+    `chunk_size`: files per task. With a GPU `device` on a cluster not started here, tasks ask for
+    the Dask resource `GPU=1`: start GPU workers with `--resources GPU=1`.
+    """
+
+    def __init__(self, batch: Batch, cluster: Cluster, *, model: str | None = None,
+                 device: str = "auto", threads: int | None = None, chunk_size: int = CHUNK):
+        if batch.output_folder is None:
+            raise UsageError("--cluster writes into an output folder (-o FOLDER), not one file")
+        self.batch = batch
+        self.cluster = cluster
+        self.client = cluster.client
+        self.chunk_size = chunk_size
+        self.resources = {"GPU": 1} if wants_gpu(device) and cluster.local is None else None
+        if model is not None and (model.endswith(".onnx") or "/" in model or os.sep in model):
+            model = os.path.abspath(os.path.expanduser(model))  # the workers' folder is not ours
+        self.token = secrets.token_hex(6)
+        self.job = ChunkJob(self.token, batch.options, model, device, threads or 1,
+                            batch.overwrite, stamp=0)
+        self._refresh(force=True)
+        if self.workers == 0:
+            raise SetupError("no worker of the Dask cluster advertises the resource GPU: start "
+                             "GPU workers with `dask worker ... --resources GPU=1`, or pick "
+                             "another --device")
+        # Returns once every worker has loaded the model (or raises the first one's error).
+        self.client.register_plugin(ModelPlugin(model, device, threads or 1,
+                                                local=cluster.local is not None,
+                                                resources=self.resources))
+        said = self.client.run(device_warning, model, device, threads or 1)
+        self.warnings = sorted({warning for warning in said.values() if warning})
+        self.stop_event = Event(self.job.stop_event, client=self.client)
+        self._held: list[tuple[WorkItem, Future[Outcome]]] = []
+        self._chunks: dict[Any, list[tuple[WorkItem, Future[Outcome]]]] = {}
+        self._lock = threading.Lock()
+        self._sent = 0
+        self._stopping = False
+
+    # -- sizing -----------------------------------------------------------------------------------
+
+    def _refresh(self, force: bool = False) -> None:
+        """Size the window for the workers there are now (workers join and leave)."""
+        now = time.monotonic()
+        if not force and now < self._next_refresh:
+            return
+        self._next_refresh = now + 10.0
+        workers = self.client.scheduler_info().get("workers", {}).values()
+        if self.resources is None:
+            slots = sum(w.get("nthreads", 1) for w in workers)
+        else:
+            slots = int(sum(w.get("resources", {}).get("GPU", 0) for w in workers))
+        self.workers = slots
+        self.window = WINDOW * max(1, slots)
+        self.capacity = self.window * self.chunk_size
+
+    # -- the Executor protocol --------------------------------------------------------------------
+
+    def submit(self, item: WorkItem) -> Future[Outcome]:
+        if item.source is None or item.dest is None:
+            raise UsageError("--cluster sends files to Dask workers: not stdin or stdout")
+        future: Future[Outcome] = Future()
+        self._held.append((item, future))  # sent by flush(), which sees how many there are
+        return future
+
+    def flush(self) -> None:
+        """Send what is held, in as many chunks as the window has room for: full ones while the
+        plan keeps up, and smaller ones, shared out over the room, when fewer items are held
+        (a small batch, a slow walk), so that every worker has its share."""
+        self._refresh()
+        with self._lock:
+            room = self.window - len(self._chunks)
+        while self._held and room > 0:
+            size = min(self.chunk_size, max(MIN_SPLIT, -(-len(self._held) // room)))
+            self._send(size)
+            room -= 1
+
+    def stop(self) -> None:
+        if not self._stopping:
+            self._stopping = True
+            self.stop_event.set()
+
+    def shutdown(self, abandon: bool) -> None:
+        with self._lock:
+            chunks, self._chunks = self._chunks, {}
+        if chunks:  # only after a second stop, or an error: nobody waits for these answers
+            self.stop_event.set()
+            self.client.cancel(list(chunks))
+            if abandon and self.cluster.local is not None:
+                self.cluster.close()  # its workers stop here: what is on disk now is final
+                return
+        # A cleared event is forgotten by the scheduler. A scheduler that is gone forgets it too.
+        with suppress(OSError, TimeoutError):
+            self.stop_event.clear()
+
+    def abandon(self, pending: dict[Future[Outcome], WorkItem]) -> Iterator[Outcome]:
+        """Chunks answer when they end: what their files became is read from the disk. (A
+        worker of a cluster not started here may still finish the image it is on.)"""
+        for future, item in pending.items():
+            if future.done() and not future.cancelled() and future.exception() is None:
+                yield future.result()
+                continue
+            written = self.job.stamp and _written_earlier(item.dest, self.job)
+            if written and written[0] == Status.done.value:
+                yield Outcome(item, Status.done, bytes=written[2])
+            else:
+                yield Outcome(item, Status.not_processed, ABANDONED)
+
+    # -- chunks -----------------------------------------------------------------------------------
+
+    def _send(self, size: int) -> None:
+        taken, self._held = self._held[:size], self._held[size:]
+        chunk = [(item, f) for item, f in taken if f.set_running_or_notify_cancel()]
+        if chunk:
+            self._submit(chunk)
+
+    def _submit(self, chunk: list[tuple[WorkItem, Future[Outcome]]]) -> None:
+        if not self.job.stamp:  # taken once the batch has made the output folder
+            self.job = replace(self.job, stamp=filesystem_now(self.batch.output_folder))
+        files = [(os.path.abspath(item.source), os.path.abspath(item.dest), item.walked)
+                 for item, _ in chunk]
+        with self._lock:  # also called on Dask's callback thread (a chunk split up)
+            self._sent += 1
+            key = f"bgremove-chunk-{self.token}-{self._sent}"
+        task = self.client.submit(run_chunk, self.job, files, pure=False, key=key,
+                                  resources=self.resources)
+        with self._lock:
+            self._chunks[task] = chunk
+        task.add_done_callback(self._answered)
+
+    def _answered(self, task: Any) -> None:
+        """On Dask's callback thread: settle the chunk's futures from its answers."""
+        with self._lock:
+            chunk = self._chunks.pop(task, None)
+        if chunk is None:  # cancelled by shutdown
+            return
+        try:
+            answers = task.result()
+        except KilledWorker:
+            if len(chunk) > 1:
+                # One of its files may be what kills the workers: try each alone.
+                for one in chunk:
+                    self._submit([one])
+                return
+            item, future = chunk[0]
+            future.set_result(Outcome(item, Status.failed, "its Dask worker died each time "
+                                      "it was processed (out of memory, or a crash)"))
+            return
+        except CancelledError:
+            error = SetupError("the Dask cluster dropped this job's work (scheduler lost?)")
+            for _, future in chunk:
+                future.set_exception(error)
+            return
+        except BaseException as exc:  # StopBatch from a worker, or a bug: as the local engine
+            for _, future in chunk:
+                future.set_exception(exc)
+            return
+        for (item, future), answer in zip(chunk, answers, strict=True):
+            if answer is None:
+                future.set_result(self.batch._not_processed(item))
+            elif isinstance(answer, StopBatch):
+                future.set_exception(answer)
+            else:
+                status, error, size, ms = answer
+                future.set_result(Outcome(item, Status(status), error, bytes=size, ms=ms))
+
+
+def filesystem_now(folder: Path) -> int:
+    """The time now on the filesystem of `folder` (ns): the modification time of a file written
+    there. The workers' outputs are compared with it, so no clock of any machine matters."""
+    probe = folder / f".bgremove-start.{secrets.token_hex(4)}.part"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise SetupError(f"cannot write to the output folder {folder}: "
+                         f"{exc.strerror or exc}") from None
+    try:
+        os.write(fd, b"0")  # a write sets the time (an exclusive create on NFS may not)
+        return os.fstat(fd).st_mtime_ns
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
