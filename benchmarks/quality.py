@@ -11,9 +11,15 @@ pipeline (`rembg.remove` with a u2netp session, the same model file) in the same
 - alphamatting GT01 (one soft matte): SAD/1000 and MSE, over the whole image and inside the
   trimap's unknown region, where edge and hair refinement show.
 - seconds per image (mean over sod-dev, bytes in to PNG bytes out), and each mode's cost over fast.
+- the same scores on each of sod-dev's 5 folds (the split scripts/tune_quality.py cross-validates
+  on; its held-out numbers are in the `quality-cv` section), with each mode's gain over fast.
 
 Bars: fast at least matches rembg's u2netp on sod-dev (maxF >= 0.837, MAE <= 0.118); balanced
-and quality no worse than fast there and better on the soft matte; quality at most 4x fast.
+no worse than fast on sod-dev, on every fold and on GT01 (whole-image SAD within 1%, the tuning's
+soft-matte guard); quality at least 0.007 maxF above and
+0.0035 MAE below fast (the issue's held-out bars, as gains), no worse on any fold nor on GT01;
+quality at most 3x fast. rembg's row needs rembg installed; without it the bar on fast uses the
+published figures only.
 
     python benchmarks/quality.py --limit 10 --no-write   # a quick look, about half a minute
     python benchmarks/quality.py                          # all 110 images, rewrites BENCHMARKS.md
@@ -296,11 +302,13 @@ def verdict(rows: list[Row]) -> str:
         ff, fm = fold_scores(fast)
         sod_ok = f >= fast_f + gain_f and mae <= fast_mae - gain_mae
         every_fold = bool(np.all(folds_f >= ff) and np.all(folds_mae <= fm))
-        soft_ok = r.matte["sad"] <= fast_gt01[0] and r.matte["sad_unknown"] <= fast_gt01[1]
+        # GT01 whole-image SAD within 1% of fast's: the soft-matte guard the tuning used.
+        soft_ok = r.matte["sad"] <= fast_gt01[0] * 1.01
         met = sod_ok and every_fold and soft_ok
         parts.append(
             f"{name} at least fast + {gain_f:g} maxF and fast - {gain_mae:g} MAE on sod-dev, no "
-            f"worse than fast on any fold nor on GT01: {'met' if met else 'NOT met'} (maxF "
+            f"worse than fast on any fold nor on GT01 (SAD within 1%): "
+            f"{'met' if met else 'NOT met'} (maxF "
             f"{f:.4f} vs {fast_f:.4f}, MAE {mae:.4f} vs {fast_mae:.4f}; every fold: "
             f"{'yes' if every_fold else 'no'}; GT01 SAD {r.matte['sad']:.2f} vs "
             f"{fast_gt01[0]:.2f}, in unknown {r.matte['sad_unknown']:.2f} vs {fast_gt01[1]:.2f})"

@@ -3,14 +3,16 @@
     python scripts/tune_quality.py views          # run the model once per view, cache the maps
     python scripts/tune_quality.py cv             # score the candidate pipelines, fold by fold
 
-`views` runs the bundled model on every sod-dev photo, on GT01 and on composites of GT01's
-foreground over other photos, at every view a candidate may use (the 320-px square of fast mode,
-mirrored, and aspect-preserving views of other sizes), and caches each raw map under
-.bench/views/ (gitignored), so that `cv` can try fusions and refinements without running the
-model again. `cv` splits sod-dev into 5 folds with a fixed seed; a candidate's free parameters
-are fitted on 4 folds and scored on the fifth, for each fold in turn: the mean and spread of the
-held-out scores are what BENCHMARKS.md reports. GT01 and its composites are a sanity check on
-soft edges only (nothing is fitted on them).
+`views` runs the bundled model on every sod-dev photo, on GT01, on composites of GT01's
+foreground over other photos, and on hair/fur proxies (see hair_proxies), at every view a
+candidate may use (the 320-px square of fast mode, mirrored, and views at the photo's own
+proportions, long side 320 to 640 px), and caches each raw map under .bench/views/
+(gitignored), so that `cv` can try fusions and refinements without running the model again.
+`cv` splits sod-dev into 5 folds with a fixed seed (benchmarks/quality.py's split); a
+candidate's constants are chosen on 4 folds (highest maxF - MAE) and scored on the fifth, for
+each fold in turn: the mean and spread of the held-out scores are what BENCHMARKS.md reports
+(`cv --only ": " --write`). The soft mattes are not fitted on: they only rule constants out
+(soft_guard), since the held-out soft mattes showed the old balanced and quality losing to fast.
 
 The evaluation data is read from ../shared/eval (or $BGREMOVE_EVAL_DIR), never copied.
 """
@@ -30,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality import SodScore  # noqa: E402
+from benchmarks.quality import folds as sod_folds  # noqa: E402
 from bgremove.backends.local import OnnxSaliency  # noqa: E402
 from bgremove.imaging.filters import box, resize  # noqa: E402
 from bgremove.imaging.matte import finish_edges  # noqa: E402
@@ -314,8 +317,7 @@ def soft_scores(items: list[Item], alphas: list[np.ndarray]) -> dict[str, float]
 
 
 def folds(n: int) -> list[np.ndarray]:
-    order = np.random.default_rng(SEED).permutation(n)
-    return [np.sort(order[k::FOLDS]) for k in range(FOLDS)]
+    return sod_folds(n, FOLDS, SEED)
 
 
 # --- candidates: fit(train items) -> params; apply(item, params) -> alpha -------------------------
