@@ -91,13 +91,25 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Foreground colours with the background's colour bled out of the soft edge.
 
     Blur-fusion (Forte & Pitie, "Approximate Fast Foreground Colour Estimation", ICIP 2021): two
-    passes of local means of foreground and background, a wide one then a fine one.
+    passes of local means of foreground and background, a wide one then a fine one. Only the
+    soft edge needs it (where alpha is 1 the result is the photo's own colour, where it is 0 the
+    pixel is invisible), so it runs on the edge's bounding box, widened by both radii: inside it
+    every window the edge pixels depend on is complete, and the result is the same as over the
+    whole image at a fraction of the cost on most photos.
     """
-    image = rgb.astype(np.float32) * (1.0 / 255.0)
-    a = alpha[:, :, None]
-    fg, bg = image, image
     side = max(alpha.shape)
-    for radius in (max(8, side // 25), max(3, side // 300)):
+    radii = (max(8, side // 25), max(3, side // 300))
+    soft = (alpha > 0.0) & (alpha < 1.0)
+    rows, cols = np.flatnonzero(soft.any(axis=1)), np.flatnonzero(soft.any(axis=0))
+    if rows.size == 0:
+        return rgb
+    margin = sum(radii)
+    top, bottom = max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, alpha.shape[0])
+    left, right = max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, alpha.shape[1])
+    image = rgb[top:bottom, left:right].astype(np.float32) * (1.0 / 255.0)
+    a = alpha[top:bottom, left:right, None]
+    fg, bg = image, image
+    for radius in radii:
         # One box filter over all seven channels: alpha, fg * alpha, bg * (1 - alpha).
         stack = np.concatenate([a, fg * a, bg * (1 - a)], axis=2)
         means = box(stack, radius)
@@ -106,7 +118,11 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         blurred_b = means[:, :, 4:7] / ((1 - blurred_a) + 1e-5)
         fg = np.clip(blurred_f + a * (image - a * blurred_f - (1 - a) * blurred_b), 0.0, 1.0)
         bg = blurred_b
-    return (fg * 255.0 + 0.5).astype(np.uint8)
+    out = rgb.copy()
+    out[top:bottom, left:right] = np.where(soft[top:bottom, left:right, None],
+                                           (fg * 255.0 + 0.5).astype(np.uint8),
+                                           rgb[top:bottom, left:right])
+    return out
 
 
 def shadow_matte(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
