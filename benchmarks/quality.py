@@ -16,9 +16,9 @@ pipeline (`rembg.remove` with a u2netp session, the same model file) in the same
 
 Bars: fast at least matches rembg's u2netp on sod-dev (maxF >= 0.837, MAE <= 0.118); balanced
 no worse than fast on sod-dev, on every fold and on GT01 (whole-image SAD within 1%, the tuning's
-soft-matte guard); quality at least 0.007 maxF above and
-0.0035 MAE below fast (the issue's held-out bars, as gains), no worse on any fold nor on GT01;
-quality at most 3x fast. rembg's row needs rembg installed; without it the bar on fast uses the
+soft-matte guard); quality at least 0.007 maxF above and 0.0035 MAE below fast on average (the
+issue's held-out bars, as gains; the folds show the spread) and no worse on GT01; quality at
+most 3x fast. rembg's row needs rembg installed; without it the bar on fast uses the
 published figures only.
 
     python benchmarks/quality.py --limit 10 --no-write   # a quick look, about half a minute

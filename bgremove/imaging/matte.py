@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
+from PIL import Image
 
 from bgremove.imaging import multiscale
 from bgremove.imaging.filters import box, resize
@@ -87,29 +88,38 @@ def compute_alpha(segmenter: Segmenter, rgb: np.ndarray, mode: Mode, smooth: boo
     return finish_edges(matte(segmenter, rgb, mode), smooth)
 
 
+# Foreground clean-up works on at most this many pixels on the long side: its local means are
+# smooth by construction, so on larger photos they are estimated on a reduced copy and only the
+# final, per-pixel step runs at full resolution (on the soft edge's pixels alone).
+FOREGROUND_WORK_SIDE = 1024
+
+
 def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Foreground colours with the background's colour bled out of the soft edge.
 
     Blur-fusion (Forte & Pitie, "Approximate Fast Foreground Colour Estimation", ICIP 2021): two
     passes of local means of foreground and background, a wide one then a fine one. Only the
-    soft edge needs it (where alpha is 1 the result is the photo's own colour, where it is 0 the
-    pixel is invisible), so it runs on the edge's bounding box, widened by both radii: inside it
-    every window the edge pixels depend on is complete, and the result is the same as over the
-    whole image at a fraction of the cost on most photos.
+    soft edge needs it: where alpha is 1 the result is the photo's own colour, where it is 0 the
+    pixel is invisible.
     """
-    side = max(alpha.shape)
-    radii = (max(8, side // 25), max(3, side // 300))
     soft = (alpha > 0.0) & (alpha < 1.0)
-    rows, cols = np.flatnonzero(soft.any(axis=1)), np.flatnonzero(soft.any(axis=0))
-    if rows.size == 0:
+    where = np.nonzero(soft)
+    if where[0].size == 0:
         return rgb
-    margin = sum(radii)
-    top, bottom = max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, alpha.shape[0])
-    left, right = max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, alpha.shape[1])
-    image = rgb[top:bottom, left:right].astype(np.float32) * (1.0 / 255.0)
-    a = alpha[top:bottom, left:right, None]
+    height, width = alpha.shape
+    scale = min(1.0, FOREGROUND_WORK_SIDE / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if scale < 1.0:
+        small_rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR,
+                                                           reducing_gap=2.0))
+        small_alpha = resize(alpha, size)
+    else:
+        small_rgb, small_alpha = rgb, alpha
+    image = small_rgb.astype(np.float32) * (1.0 / 255.0)
+    a = small_alpha[:, :, None]
     fg, bg = image, image
-    for radius in radii:
+    side = max(size)
+    for radius in (max(8, side // 25), max(3, side // 300)):
         # One box filter over all seven channels: alpha, fg * alpha, bg * (1 - alpha).
         stack = np.concatenate([a, fg * a, bg * (1 - a)], axis=2)
         means = box(stack, radius)
@@ -118,10 +128,19 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         blurred_b = means[:, :, 4:7] / ((1 - blurred_a) + 1e-5)
         fg = np.clip(blurred_f + a * (image - a * blurred_f - (1 - a) * blurred_b), 0.0, 1.0)
         bg = blurred_b
+    if scale < 1.0:  # the last pass's local means, back at full size (8 bits: colours)
+        blurred_f, blurred_b = (
+            np.asarray(Image.fromarray((np.clip(m, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+                       .resize((width, height), Image.Resampling.BILINEAR),
+                       dtype=np.float32) * (1.0 / 255.0)
+            for m in (blurred_f, blurred_b))
+    # The last pass's per-pixel step, on the soft edge's pixels only.
+    a = alpha[where][:, None]
+    f, b = blurred_f[where], blurred_b[where]
+    pixel = rgb[where].astype(np.float32) * (1.0 / 255.0)
+    edge = np.clip(f + a * (pixel - a * f - (1 - a) * b), 0.0, 1.0)
     out = rgb.copy()
-    out[top:bottom, left:right] = np.where(soft[top:bottom, left:right, None],
-                                           (fg * 255.0 + 0.5).astype(np.uint8),
-                                           rgb[top:bottom, left:right])
+    out[where] = (edge * 255.0 + 0.5).astype(np.uint8)
     return out
 
 
