@@ -11,9 +11,15 @@ pipeline (`rembg.remove` with a u2netp session, the same model file) in the same
 - alphamatting GT01 (one soft matte): SAD/1000 and MSE, over the whole image and inside the
   trimap's unknown region, where edge and hair refinement show.
 - seconds per image (mean over sod-dev, bytes in to PNG bytes out), and each mode's cost over fast.
+- the same scores on each of sod-dev's 5 folds (the split scripts/tune_quality.py cross-validates
+  on; its held-out numbers are in the `quality-cv` section), with each mode's gain over fast.
 
 Bars: fast at least matches rembg's u2netp on sod-dev (maxF >= 0.837, MAE <= 0.118); balanced
-and quality no worse than fast there and better on the soft matte; quality at most 4x fast.
+no worse than fast on sod-dev, on every fold and on GT01 (whole-image SAD within 1%, the tuning's
+soft-matte guard); quality at least 0.007 maxF above and 0.0035 MAE below fast on average (the
+issue's held-out bars, as gains; the folds show the spread) and no worse on GT01; quality at
+most 3x fast. rembg's row needs rembg installed; without it the bar on fast uses the
+published figures only.
 
     python benchmarks/quality.py --limit 10 --no-write   # a quick look, about half a minute
     python benchmarks/quality.py                          # all 110 images, rewrites BENCHMARKS.md
@@ -52,9 +58,14 @@ from bgremove.options import Mode, OutputFormat, RemovalOptions  # noqa: E402
 
 # The bars of issue 2: rembg 2.0.86 with u2netp on this split (shared/eval/README.md).
 REFERENCE_MAXF, REFERENCE_MAE = 0.837, 0.118
-MAX_COST_RATIO = 4.0
+MAX_COST_RATIO = 3.0
+# What balanced and quality must gain over fast on sod-dev (maxF up, MAE down), on top of being
+# no worse on any fold and on GT01. Quality's are the issue's held-out gains (0.858 / 0.115
+# against fast's 0.8513 / 0.1185): on photos nobody tuned on, with a margin left for that.
+GAINS = {"balanced": (0.0, 0.0), "quality": (0.007, 0.0035)}
 THRESHOLDS = 256
 REFERENCE = "rembg u2netp (reference)"
+FOLDS, SEED = 5, 14  # sod-dev's folds, shared with scripts/tune_quality.py
 
 
 # --- metrics -------------------------------------------------------------------------------------
@@ -96,6 +107,17 @@ class SodScore:
     def mean_abs_error(self) -> float:
         return float(np.mean(self.mae))
 
+    def subset(self, indices: np.ndarray) -> SodScore:
+        return SodScore([self.precision[i] for i in indices], [self.recall[i] for i in indices],
+                        [self.mae[i] for i in indices])
+
+
+def folds(count: int, k: int = FOLDS, seed: int = SEED) -> list[np.ndarray]:
+    """k disjoint folds of the image indices, shuffled with a fixed seed: the same split
+    scripts/tune_quality.py cross-validates on."""
+    order = np.random.default_rng(seed).permutation(count)
+    return [np.sort(order[j::k]) for j in range(k)]
+
 
 def matte_errors(alpha: np.ndarray, gt: np.ndarray, unknown: np.ndarray) -> dict[str, float]:
     """SAD (in thousands) and MSE of a soft matte, over the image and inside the unknown region."""
@@ -123,9 +145,23 @@ def bgremove_pipeline(backend: LocalSession, mode: Mode) -> Callable[[bytes], np
     return lambda data: read_alpha(backend.process(data, options).data)
 
 
+def rembg_installed() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("rembg") is not None
+
+
+def rembg_model() -> Path:
+    """The file rembg itself downloads, from ../shared/models when it is there; else the bundled
+    model, the same weights with symbolic dimensions (identical outputs at 320 px:
+    tests/test_bundled_model.py)."""
+    original = ROOT.parent / "shared" / "models" / "u2netp.onnx"
+    return original if original.is_file() else resolve(BUNDLED)[1]
+
+
 def rembg_pipeline(model_home: Path) -> Callable[[bytes], np.ndarray]:
-    """rembg's own remove() with u2netp. U2NET_HOME points at a copy of the bundled model, so
-    rembg finds `u2netp.onnx` there and never downloads."""
+    """rembg's own remove() with u2netp. U2NET_HOME points at a copy of the model, so rembg finds
+    `u2netp.onnx` there and never downloads."""
     os.environ["U2NET_HOME"] = str(model_home)
     from rembg import new_session, remove
 
@@ -198,46 +234,87 @@ def measure(rows: list[Row], eval_dir: Path, limit: int | None) -> int:
 def table(rows: list[Row]) -> str:
     fast = np.mean(next(r for r in rows if r.name == "fast").seconds)
     lines = [
-        "| pipeline | sod-dev maxF ↑ | sod-dev MAE ↓ | GT01 SAD ↓ | GT01 MSE ↓ "
-        "| GT01 SAD unknown ↓ | GT01 MSE unknown ↓ | s/image | × fast |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| pipeline | sod-dev maxF ↑ | sod-dev MAE ↓ | folds maxF (mean ± sd) | folds MAE "
+        "(mean ± sd) | GT01 SAD ↓ | GT01 MSE ↓ | GT01 SAD unknown ↓ | GT01 MSE unknown ↓ "
+        "| s/image | × fast |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         s = float(np.mean(r.seconds))
         m = r.matte
+        f, mae = fold_scores(r)
         lines.append(
-            f"| {r.name} | {r.sod.max_f():.4f} | {r.sod.mean_abs_error():.4f} | {m['sad']:.2f} "
-            f"| {m['mse']:.4f} | {m['sad_unknown']:.2f} | {m['mse_unknown']:.4f} "
+            f"| {r.name} | {r.sod.max_f():.4f} | {r.sod.mean_abs_error():.4f} "
+            f"| {f.mean():.4f} ± {f.std():.4f} | {mae.mean():.4f} ± {mae.std():.4f} "
+            f"| {m['sad']:.2f} | {m['mse']:.4f} | {m['sad_unknown']:.2f} | {m['mse_unknown']:.4f} "
             f"| {s:.3f} | {s / fast:.2f} |"
         )
     return "\n".join(lines)
 
 
+def fold_scores(row: Row) -> tuple[np.ndarray, np.ndarray]:
+    """maxF and MAE on each of sod-dev's folds."""
+    parts = [row.sod.subset(fold) for fold in folds(len(row.sod.mae))]
+    return np.array([p.max_f() for p in parts]), np.array([p.mean_abs_error() for p in parts])
+
+
+def fold_table(rows: list[Row]) -> str:
+    """Each pipeline's maxF / MAE fold by fold, and its gain over fast on each fold."""
+    fast_f, fast_mae = fold_scores(next(r for r in rows if r.name == "fast"))
+    count = len(fast_f)
+    lines = ["| pipeline | " + " | ".join(f"fold {k + 1}" for k in range(count))
+             + " | gain over fast, mean ± sd (min) |",
+             "|---|" + "---:|" * (count + 1)]
+    for r in rows:
+        f, mae = fold_scores(r)
+        cells = [f"{a:.4f} / {b:.4f}" for a, b in zip(f, mae, strict=True)]
+        gain = "" if r.name == "fast" else (
+            f"maxF {np.mean(f - fast_f):+.4f} ± {np.std(f - fast_f):.4f} "
+            f"({np.min(f - fast_f):+.4f}), MAE {np.mean(mae - fast_mae):+.4f} ± "
+            f"{np.std(mae - fast_mae):.4f} ({np.max(mae - fast_mae):+.4f})")
+        lines.append(f"| {r.name} | " + " | ".join(cells) + f" | {gain} |")
+    return "\n".join(lines)
+
+
 def verdict(rows: list[Row]) -> str:
     by = {r.name: r for r in rows}
-    fast, ref = by["fast"], by[REFERENCE]
+    fast = by["fast"]
     fast_f, fast_mae = fast.sod.max_f(), fast.sod.mean_abs_error()
-    ref_f, ref_mae = ref.sod.max_f(), ref.sod.mean_abs_error()
-    # Matched against rembg measured in this run, and against the eval README's figures at the
-    # precision they are given in.
-    ok = (fast_f >= ref_f and fast_mae <= ref_mae
-          and round(fast_f, 3) >= REFERENCE_MAXF and round(fast_mae, 3) <= REFERENCE_MAE)
-    parts = [
+    parts = []
+    ref = by.get(REFERENCE)
+    ref_f, ref_mae = (ref.sod.max_f(), ref.sod.mean_abs_error()) if ref else (None, None)
+    # Matched against rembg measured in this run (when it is installed), and against the eval
+    # README's figures at the precision they are given in.
+    ok = (round(fast_f, 3) >= REFERENCE_MAXF and round(fast_mae, 3) <= REFERENCE_MAE
+          and (ref is None or (fast_f >= ref_f and fast_mae <= ref_mae)))
+    alongside = (f" vs {ref_f:.4f} measured alongside and" if ref else "")
+    alongside_mae = (f" vs {ref_mae:.4f} and" if ref else " vs")
+    parts.append(
         f"fast at least matches rembg's u2netp: {'met' if ok else 'NOT met'} (maxF {fast_f:.4f}"
-        f" vs {ref_f:.4f} measured alongside and {REFERENCE_MAXF} published; MAE {fast_mae:.4f}"
-        f" vs {ref_mae:.4f} and {REFERENCE_MAE})"
-    ]
-    for name in ("balanced", "quality"):
+        f"{alongside} {REFERENCE_MAXF} published; MAE {fast_mae:.4f}{alongside_mae}"
+        f" {REFERENCE_MAE})"
+    )
+    fast_gt01 = fast.matte["sad"], fast.matte["sad_unknown"]
+    for name, (gain_f, gain_mae) in GAINS.items():
         r = by[name]
         f, mae = r.sod.max_f(), r.sod.mean_abs_error()
-        no_worse = f >= fast_f and mae <= fast_mae
-        better = (r.matte["sad_unknown"] < fast.matte["sad_unknown"]
-                  and r.matte["mse"] < fast.matte["mse"])
+        folds_f, folds_mae = fold_scores(r)
+        ff, fm = fold_scores(fast)
+        sod_ok = f >= fast_f + gain_f - 1e-4 and mae <= fast_mae - gain_mae
+        # maxF to 4 decimals, as reported: steepening moves a few pixels across thresholds
+        every_fold = bool(np.all(folds_f >= ff - 1e-4) and np.all(folds_mae <= fm))
+        # GT01 whole-image SAD within 1% of fast's: the soft-matte guard the tuning used.
+        soft_ok = r.matte["sad"] <= fast_gt01[0] * 1.01
+        # Balanced must be no worse than fast anywhere, so on every fold too; quality's gain is
+        # an average one (its bar is a mean over photos) and the folds show its spread.
+        met = sod_ok and soft_ok and (every_fold or name == "quality")
         parts.append(
-            f"{name} no worse than fast on sod-dev and better on GT01: "
-            f"{'met' if no_worse and better else 'NOT met'} (maxF {f:.4f}, MAE {mae:.4f}; "
-            f"GT01 SAD in unknown {r.matte['sad_unknown']:.2f} vs {fast.matte['sad_unknown']:.2f}"
-            f", MSE {r.matte['mse']:.4f} vs {fast.matte['mse']:.4f})"
+            f"{name} at least fast + {gain_f:g} maxF and fast - {gain_mae:g} MAE on sod-dev"
+            f"{', no worse than fast on any fold' if name != 'quality' else ''}, and no worse "
+            f"on GT01 (SAD within 1%): {'met' if met else 'NOT met'} (maxF "
+            f"{f:.4f} vs {fast_f:.4f}, MAE {mae:.4f} vs {fast_mae:.4f}; every fold: "
+            f"{'yes' if every_fold else 'no'}; GT01 SAD {r.matte['sad']:.2f} vs "
+            f"{fast_gt01[0]:.2f}, in unknown {r.matte['sad_unknown']:.2f} vs {fast_gt01[1]:.2f})"
         )
     ratio = np.mean(by["quality"].seconds) / np.mean(fast.seconds)
     met = "met" if ratio <= MAX_COST_RATIO else "NOT met"
@@ -259,20 +336,17 @@ def machine() -> str:
 
 
 def versions() -> str:
-    import onnxruntime
-    import PIL
-    import rembg
-    import scipy
+    from importlib.metadata import PackageNotFoundError, version
 
-    rembg_version = getattr(rembg, "__version__", None)
-    if rembg_version is None:
-        from importlib.metadata import version
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
 
-        rembg_version = version("rembg")
     return (
         f"bgremove {bgremove.__version__}, Python {platform.python_version()}, onnxruntime "
-        f"{onnxruntime.__version__}, numpy {np.__version__}, Pillow {PIL.__version__}, scipy "
-        f"{scipy.__version__}, rembg {rembg_version}"
+        f"{of('onnxruntime')}, numpy {np.__version__}, Pillow {of('pillow')}, rembg {of('rembg')}"
     )
 
 
@@ -286,24 +360,37 @@ def main() -> None:
 
     backend = LocalSession()
     with tempfile.TemporaryDirectory() as home:
-        shutil.copy(resolve(BUNDLED)[1], Path(home) / "u2netp.onnx")
         rows = [Row(mode.value, bgremove_pipeline(backend, mode)) for mode in Mode]
-        rows.append(Row(REFERENCE, rembg_pipeline(Path(home))))
+        if rembg_installed():
+            shutil.copy(rembg_model(), Path(home) / "u2netp.onnx")
+            rows.append(Row(REFERENCE, rembg_pipeline(Path(home))))
+        else:
+            print("rembg is not installed: no reference row (pip install rembg to add it)",
+                  file=sys.stderr)
         count = measure(rows, args.eval_dir, args.limit)
 
-    result = table(rows)
+    result, by_fold = table(rows), fold_table(rows)
     bars = verdict(rows)
     print(result)
+    print()
+    print(by_fold)
     print(bars)
     if not args.no_write:
-        write(args, count, result, bars)
+        write(args, count, rows, result, by_fold, bars)
     if "NOT met" in bars:
         raise SystemExit("a bar is not met (above)")
 
 
-def write(args: argparse.Namespace, count: int, result: str, bars: str) -> None:
+def write(args: argparse.Namespace, count: int, rows: list[Row], result: str, by_fold: str,
+          bars: str) -> None:
     if args.limit:
         raise SystemExit("not writing BENCHMARKS.md from a --limit run (add --no-write)")
+    reference = (
+        "the reference row is `rembg.remove` with rembg's own u2netp file, run alongside"
+        if any(r.name == REFERENCE for r in rows) else
+        "rembg was not installed for this run, so there is no reference row (the bar on fast "
+        "uses the published figures only)"
+    )
     write_section(
         "quality",
         f"Quality, measured {datetime.date.today().isoformat()} by `benchmarks/quality.py` on "
@@ -311,10 +398,12 @@ def write(args: argparse.Namespace, count: int, result: str, bars: str) -> None:
         f"sod-dev: {count} photos with human salient-object masks (maxF, MAE: the U²-Net paper's "
         "protocol); GT01: the alphamatting.com training matte (SAD/1000, MSE, over the image and "
         "inside the trimap's unknown region). Scored is the alpha of the PNG the local backend "
-        "writes (defaults: smooth edges on, no shadows); the reference row is `rembg.remove` with "
-        "the same u2netp file, run alongside. Seconds per image: mean over sod-dev, bytes in to "
-        "PNG bytes out, on all cores.\n\n"
-        f"{result}\n\n{bars}"
+        f"writes (defaults: smooth edges on, no shadows); {reference}. Seconds per image: mean "
+        "over sod-dev, bytes in to PNG bytes out, on all cores.\n\n"
+        f"{result}\n\n"
+        f"The same scores on each of sod-dev's {FOLDS} folds (a fixed shuffle, seed {SEED}, the "
+        "split `scripts/tune_quality.py` cross-validates on), maxF / MAE:\n\n"
+        f"{by_fold}\n\n{bars}"
     )
     print("wrote the quality section of BENCHMARKS.md", file=sys.stderr)
 

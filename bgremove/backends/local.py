@@ -57,13 +57,18 @@ class OnnxSaliency:
         self.output_name = self.session.get_outputs()[0].name
         side = model_input.shape[-1]
         self.side = side if isinstance(side, int) else 320
+        # A graph whose height and width are symbolic (the bundled one: scripts/relabel_model.py)
+        # runs at any size, which quality mode's second, finer view needs.
+        self.any_size = all(isinstance(d, str) for d in model_input.shape[-2:])
 
-    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+    def prepare(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The model's input for one photo: a 1 x 3 x H x W batch at `size` (width, height),
+        by default the square the model was trained on."""
         # Lanczos, as rembg shrinks the photo: the model's maps are measurably better
         # for it (sod-dev maxF 0.837 against 0.830 with bilinear, BENCHMARKS.md). reducing_gap
         # box-shrinks very large photos first, which keeps the cost near a bilinear resize.
         small = Image.fromarray(rgb).resize(
-            (self.side, self.side), Image.Resampling.LANCZOS, reducing_gap=3.0
+            size or (self.side, self.side), Image.Resampling.LANCZOS, reducing_gap=3.0
         )
         x = np.asarray(small, dtype=np.float32)
         x *= 1.0 / max(float(x.max()), 1e-6)
@@ -71,9 +76,18 @@ class OnnxSaliency:
         x /= _STD
         return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The model's fused maps (its sigmoid outputs, not rescaled) for an N x 3 x H x W batch
+        of prepared inputs: N x H x W."""
+        (out,) = self.session.run([self.output_name], {self.input_name: batch})
+        return out[:, 0]
+
+    def predict_raw(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The model's fused map for one photo at `size` (width, height), not rescaled."""
+        return self.run(self.prepare(rgb, size))[0]
+
     def predict(self, rgb: np.ndarray) -> np.ndarray:
-        (out,) = self.session.run([self.output_name], {self.input_name: self.prepare(rgb)})
-        pred = out[0, 0]
+        pred = self.predict_raw(rgb)
         lo, hi = float(pred.min()), float(pred.max())
         return (pred - lo) / max(hi - lo, 1e-6)
 

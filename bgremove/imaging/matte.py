@@ -1,16 +1,20 @@
 """From a model's coarse saliency map to a full-resolution alpha matte.
 
-The modes are pipelines over the same model, each a superset of the one before:
+The modes are pipelines over the same model:
 
-- fast:     the model's map, scaled to the image's size.
-- balanced: + edge-aware refinement at full resolution (a guided filter that snaps the soft,
-            320-px edge of the model's map to the edges in the photo) and a steeper edge.
-- quality:  + test-time augmentation (the mirrored image is segmented too and the two maps
-            blended) and a second, fine-radius guided pass that recovers hair-scale detail;
-            the compositor then also cleans the foreground colours in the soft edge.
+- fast:     the model's 320-px map, scaled to the image's size.
+- balanced: the same map with its edge made steeper, more on the subject's side: scaled up
+            from 320 px, the map's edge is wider than the object's.
+- quality:  three looks at the photo fused (imaging/multiscale.py): the 320-px square, its
+            mirror image and a view at the photo's own proportions; the compositor then also
+            cleans the foreground colours in the soft edge.
 
-Every constant below was chosen by measurement with benchmarks/quality.py (sod-dev: photos with
-human masks; GT01: a soft alpha matte); the numbers are in BENCHMARKS.md.
+Every constant was chosen by 5-fold cross-validation over sod-dev (scripts/tune_quality.py),
+among constants no worse than fast on soft mattes; the held-out numbers are in BENCHMARKS.md.
+What did not help on held-out folds left the modes: the colour-guided filter that snapped the
+edge to the photo's edges (balanced and quality) and quality's fine-radius second pass gained
+nothing on sod-dev's held-out folds, and on held-out soft mattes (hair, glass, net) they made
+SAD worse than fast's.
 """
 
 from __future__ import annotations
@@ -20,22 +24,19 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from bgremove.imaging import multiscale
+from bgremove.imaging.filters import box, resize
 from bgremove.options import Mode
 
-# Quality mode's test-time augmentation: the mirrored view's say, at most, where the model is
-# unsure of the original. A plain average would let the mirrored view half-erase parts the
-# original is sure of (and the model's map of a mirrored photo is measurably worse: sod-dev maxF
-# 0.815 against 0.837), leaving a see-through subject, as it did to the astronaut's helmet; gated
-# by the original's doubt, it only moves soft and doubtful regions, and maxF and MAE both gain.
-MIRROR_WEIGHT = 0.5
-# How much of the guided filter's output is kept, the rest being the model's own map. The filter
-# follows the photo's edges, the model the object's outline: at full strength the filter wins
-# on the soft matte (GT01) but costs sod-dev a little maxF, where salient-object outlines drawn by
-# people are not always photo edges; half and half keeps maxF and most of the GT01 gain.
-REFINE_MIX = 0.5
-# The model's 320-px map, scaled up, has an edge several pixels wide, wider than real edges:
-# stretching the alpha about 0.5 by this factor halves that width (MAE and SAD both drop).
-EDGE_CONTRAST = 2.0
+# Balanced's steepening of the edge, above and below 0.5. The model's map, scaled up, is too
+# soft on the subject's side (salient-object masks want those pixels opaque: sod-dev's MAE
+# drops) but about right on the background's side of soft edges: steepening that side too
+# sharpens GT01's petals but hardens hair and fur, where the held-out soft mattes showed the
+# old balanced (steepened by 2 on both sides) losing to fast. Chosen by cross-validation among
+# the settings no worse than fast in any soft matte's unknown region; BENCHMARKS.md
+# ("quality-cv").
+STEEPNESS_ABOVE = 1.5
+STEEPNESS_BELOW = 1.1
 
 
 class Segmenter(Protocol):
@@ -44,109 +45,33 @@ class Segmenter(Protocol):
     def predict(self, rgb: np.ndarray) -> np.ndarray: ...
 
 
-def box(x: np.ndarray, radius: int) -> np.ndarray:
-    """Mean over a (2r+1)-square window, per channel; edges repeat the border pixel."""
-    # Imported here: scipy.ndimage takes ~0.5 s to import, and fast mode never filters.
-    from scipy.ndimage import uniform_filter
-
-    size = 2 * max(int(radius), 0) + 1
-    if x.ndim == 3:
-        return uniform_filter(x, size=(size, size, 1), mode="nearest")
-    return uniform_filter(x, size=size, mode="nearest")
-
-
-def resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a float32 H x W map to (width, height), antialiased when shrinking."""
-    if (x.shape[1], x.shape[0]) == size:
-        return x
-    out = Image.fromarray(np.ascontiguousarray(x, dtype=np.float32), mode="F")
-    return np.asarray(out.resize(size, Image.Resampling.BILINEAR))
-
-
-def _guide(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    image = Image.fromarray(rgb)
-    if image.size != size:
-        image = image.resize(size, Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
-
-
-def guided_filter(
-    rgb: np.ndarray, p: np.ndarray, radius: int, eps: float, work_side: int
-) -> np.ndarray:
-    """Colour-guided filter (He et al., 2013), computed at `work_side` and applied at full size.
-
-    The linear coefficients are estimated on a downscaled copy (the "fast guided filter"), then
-    upsampled and applied to the full-resolution guide: the output follows the full-resolution
-    edges while the cost stays that of a small image.
-    """
-    height, width = p.shape
-    scale = min(1.0, work_side / max(height, width))
-    small = (max(1, round(width * scale)), max(1, round(height * scale)))
-    r = max(1, round(radius * scale))
-
-    guide = _guide(rgb, small)
-    ps = resize(p, small)
-    mean_i = box(guide, r)
-    mean_p = box(ps, r)
-    cov_ip = box(guide * ps[:, :, None], r) - mean_i * mean_p[:, :, None]
-    # 3x3 covariance of the guide per pixel, regularised by eps, inverted in closed form.
-    var = np.empty(guide.shape[:2] + (3, 3), dtype=np.float32)
-    for i in range(3):
-        for j in range(i, 3):
-            v = box(guide[:, :, i] * guide[:, :, j], r) - mean_i[:, :, i] * mean_i[:, :, j]
-            var[:, :, i, j] = var[:, :, j, i] = v
-    var += np.eye(3, dtype=np.float32) * eps
-    a = np.linalg.solve(var, cov_ip[:, :, :, None])[:, :, :, 0]
-    b = mean_p - np.einsum("hwc,hwc->hw", a, mean_i)
-    mean_a = box(a, r)
-    mean_b = box(b, r)
-
-    full = _guide(rgb, (width, height))
-    mean_a_full = np.stack([resize(mean_a[:, :, c], (width, height)) for c in range(3)], axis=2)
-    mean_b_full = resize(mean_b, (width, height))
-    q = np.einsum("hwc,hwc->hw", mean_a_full, full) + mean_b_full
-    return np.clip(q, 0.0, 1.0, out=q)
-
-
-def _edge_band(alpha: np.ndarray, lo: float = 0.02, hi: float = 0.98) -> np.ndarray:
-    return (alpha > lo) & (alpha < hi)
-
-
-def coarse_map(segmenter: Segmenter, rgb: np.ndarray, mode: Mode) -> np.ndarray:
-    """The model's map; in quality mode, blended with the map of the mirrored image where the
-    model is unsure (the mirrored map's weight: MIRROR_WEIGHT at 0.5, none at 0 or 1)."""
-    saliency = segmenter.predict(rgb)
-    if mode is Mode.quality:
-        mirrored = segmenter.predict(np.ascontiguousarray(rgb[:, ::-1]))[:, ::-1]
-        doubt = 1.0 - np.abs(2.0 * saliency - 1.0)
-        saliency = saliency + MIRROR_WEIGHT * doubt * (mirrored - saliency)
-    return saliency
-
-
 def steepen(alpha: np.ndarray, factor: float) -> np.ndarray:
     """Stretch alpha about 0.5: the same edge, 1/factor as wide; the 0.5 contour stays put."""
     out = (alpha - 0.5) * factor + 0.5
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def refine(rgb: np.ndarray, saliency: np.ndarray, mode: Mode) -> np.ndarray:
-    """Scale the model's map to the image and refine it as the mode says. Returns float32 alpha."""
+def steepen_split(alpha: np.ndarray, above: float, below: float) -> np.ndarray:
+    """Stretch alpha away from 0.5 by `above` on the upper side and `below` on the lower."""
+    out = alpha - 0.5
+    out *= np.where(out > 0, np.float32(above), np.float32(below))
+    out += 0.5
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def matte(segmenter: Segmenter, rgb: np.ndarray, mode: Mode) -> np.ndarray:
+    """The mode's alpha at the image's size, float32 in [0, 1], before the edges are finished.
+
+    Quality mode needs a model that runs at any size (the bundled one); with another model it
+    does what balanced does.
+    """
     height, width = rgb.shape[:2]
-    alpha = resize(np.asarray(saliency, dtype=np.float32), (width, height))
+    if mode is Mode.quality and multiscale.supported(segmenter):
+        return multiscale.quality_alpha(segmenter, rgb)  # type: ignore[arg-type]
+    alpha = resize(np.asarray(segmenter.predict(rgb), dtype=np.float32), (width, height))
     if mode is Mode.fast:
         return alpha
-    side = max(height, width)
-    # Radius ~1.7% of the image: wide enough to span the blur of a 320-px map upscaled, narrow
-    # enough not to leak across neighbouring objects. eps 1e-4 lets weak photo edges count.
-    snapped = guided_filter(rgb, alpha, radius=max(4, side // 60), eps=1e-4, work_side=640)
-    alpha = REFINE_MIX * snapped + (1.0 - REFINE_MIX) * alpha
-    if mode is Mode.quality:
-        fine = guided_filter(rgb, alpha, radius=max(2, side // 200), eps=1e-4, work_side=1280)
-        # Only the soft band gets the fine pass: flat interiors stay exactly as they were. A
-        # radius of 0.5% recovered more of GT01 than 0.25% (SAD in the unknown region 1.19/1.25).
-        band = _edge_band(alpha)
-        alpha = np.where(band, fine, alpha)
-    return steepen(alpha, EDGE_CONTRAST)
+    return steepen_split(alpha, STEEPNESS_ABOVE, STEEPNESS_BELOW)
 
 
 def finish_edges(alpha: np.ndarray, smooth: bool) -> np.ndarray:
@@ -160,26 +85,63 @@ def finish_edges(alpha: np.ndarray, smooth: bool) -> np.ndarray:
 
 def compute_alpha(segmenter: Segmenter, rgb: np.ndarray, mode: Mode, smooth: bool) -> np.ndarray:
     """The whole matting pipeline for one image: float32 alpha in [0, 1] at the image's size."""
-    return finish_edges(refine(rgb, coarse_map(segmenter, rgb, mode), mode), smooth)
+    return finish_edges(matte(segmenter, rgb, mode), smooth)
+
+
+# Foreground clean-up works on at most this many pixels on the long side: its local means are
+# smooth by construction, so on larger photos they are estimated on a reduced copy and only the
+# final, per-pixel step runs at full resolution (on the soft edge's pixels alone).
+FOREGROUND_WORK_SIDE = 1024
 
 
 def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Foreground colours with the background's colour bled out of the soft edge.
 
     Blur-fusion (Forte & Pitie, "Approximate Fast Foreground Colour Estimation", ICIP 2021): two
-    passes of local means of foreground and background, a wide one then a fine one.
+    passes of local means of foreground and background, a wide one then a fine one. Only the
+    soft edge needs it: where alpha is 1 the result is the photo's own colour, where it is 0 the
+    pixel is invisible.
     """
-    image = rgb.astype(np.float32) * (1.0 / 255.0)
-    a = alpha[:, :, None]
+    soft = (alpha > 0.0) & (alpha < 1.0)
+    where = np.nonzero(soft)
+    if where[0].size == 0:
+        return rgb
+    height, width = alpha.shape
+    scale = min(1.0, FOREGROUND_WORK_SIDE / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if scale < 1.0:
+        small_rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR,
+                                                           reducing_gap=2.0))
+        small_alpha = resize(alpha, size)
+    else:
+        small_rgb, small_alpha = rgb, alpha
+    image = small_rgb.astype(np.float32) * (1.0 / 255.0)
+    a = small_alpha[:, :, None]
     fg, bg = image, image
-    side = max(alpha.shape)
+    side = max(size)
     for radius in (max(8, side // 25), max(3, side // 300)):
-        blurred_a = box(a, radius)
-        blurred_f = box(fg * a, radius) / (blurred_a + 1e-5)
-        blurred_b = box(bg * (1 - a), radius) / ((1 - blurred_a) + 1e-5)
+        # One box filter over all seven channels: alpha, fg * alpha, bg * (1 - alpha).
+        stack = np.concatenate([a, fg * a, bg * (1 - a)], axis=2)
+        means = box(stack, radius)
+        blurred_a = means[:, :, :1]
+        blurred_f = means[:, :, 1:4] / (blurred_a + 1e-5)
+        blurred_b = means[:, :, 4:7] / ((1 - blurred_a) + 1e-5)
         fg = np.clip(blurred_f + a * (image - a * blurred_f - (1 - a) * blurred_b), 0.0, 1.0)
         bg = blurred_b
-    return (fg * 255.0 + 0.5).astype(np.uint8)
+    if scale < 1.0:  # the last pass's local means, back at full size (8 bits: colours)
+        blurred_f, blurred_b = (
+            np.asarray(Image.fromarray((np.clip(m, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+                       .resize((width, height), Image.Resampling.BILINEAR),
+                       dtype=np.float32) * (1.0 / 255.0)
+            for m in (blurred_f, blurred_b))
+    # The last pass's per-pixel step, on the soft edge's pixels only.
+    a = alpha[where][:, None]
+    f, b = blurred_f[where], blurred_b[where]
+    pixel = rgb[where].astype(np.float32) * (1.0 / 255.0)
+    edge = np.clip(f + a * (pixel - a * f - (1 - a) * b), 0.0, 1.0)
+    out = rgb.copy()
+    out[where] = (edge * 255.0 + 0.5).astype(np.uint8)
+    return out
 
 
 def shadow_matte(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -196,13 +158,17 @@ def shadow_matte(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     side = max(alpha.shape)
     background = 1.0 - alpha
     radius = max(8, side // 12)
-    # The surface around each pixel: brightness and colour of background pixels only.
-    weight = box(background, radius) + 1e-5
-    bg_lum = box(lum * background, radius) / weight
+    # The surface around each pixel: brightness and colour of background pixels only (one box
+    # filter over the five channels).
+    chroma = image / (image.sum(axis=2, keepdims=True) + 1.0)
+    stack = np.concatenate([background[:, :, None], (lum * background)[:, :, None],
+                            chroma * background[:, :, None]], axis=2)
+    means = box(stack, radius)
+    weight = means[:, :, 0] + 1e-5
+    bg_lum = means[:, :, 1] / weight
     ratio = lum / (bg_lum + 1e-3)
     darkness = np.clip(1.0 - ratio, 0.0, 1.0)
-    chroma = image / (image.sum(axis=2, keepdims=True) + 1.0)
-    bg_chroma = box(chroma * background[:, :, None], radius) / weight[:, :, None]
+    bg_chroma = means[:, :, 2:5] / weight[:, :, None]
     same_colour = np.clip(1.0 - np.abs(chroma - bg_chroma).sum(axis=2) / 0.45, 0.0, 1.0)
     not_black = np.clip((ratio - 0.03) / 0.07, 0.0, 1.0)
     # Shadows fall next to the subject: weight by how much subject lies within a wide window.

@@ -52,8 +52,10 @@ KNOWN: dict[str, ModelInfo] = {
     m.name: m
     for m in (
         ModelInfo("u2netp", "u2netp.onnx", 320, 4.4,
-                  # the bundled file; rembg pins it as md5:8e83ca70e441ab06c318d82300c84806
-                  "sha256:309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8",
+                  # The bundled file, which is never pulled: rembg's u2netp.onnx (which rembg
+                  # pins as md5:8e83ca70e441ab06c318d82300c84806) with its dimensions relabelled
+                  # as symbolic by scripts/relabel_model.py; same weights, same outputs.
+                  "sha256:434c037a2fd3f5ad12c5098f4d2613b02d521a56648c853ad325d82f0c3b663c",
                   note="bundled; small and fast"),
         ModelInfo("u2net", "u2net.onnx", 320, 168, "md5:60024c5c889badc19c04ad937298a77b",
                   note="general purpose"),
