@@ -22,8 +22,9 @@ Run = Callable[[np.ndarray], np.ndarray]  # N x C x H x W in, N x ... out
 
 
 class Batcher:
-    """Call it with one input (1 x C x H x W); it returns that input's output (1 x ...), computed
-    in a batch with whatever other threads asked for meanwhile (inputs of one shape together)."""
+    """Call it with inputs (N x C x H x W, N usually 1); it returns their outputs (N x ...),
+    computed in one run with whatever other threads asked for meanwhile (inputs of one size
+    together)."""
 
     def __init__(self, run: Run, *, max_batch: int = 16):
         self.run = run
@@ -60,7 +61,7 @@ class Batcher:
                 waiting.append(item)
             by_shape: dict[tuple[int, ...], list[tuple[np.ndarray, Future]]] = {}
             for x, future in waiting:
-                by_shape.setdefault(x.shape, []).append((x, future))
+                by_shape.setdefault(x.shape[1:], []).append((x, future))
             for group in by_shape.values():
                 self._run(group)
 
@@ -72,6 +73,8 @@ class Batcher:
                 future.set_exception(exc)
             return
         self.batches += 1
-        self.inputs += len(group)
-        for i, (_, future) in enumerate(group):
-            future.set_result(out[i : i + 1])
+        start = 0
+        for x, future in group:
+            future.set_result(out[start : start + len(x)])
+            start += len(x)
+        self.inputs += start

@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image
 
 from bgremove.backends import Result, SessionBase
-from bgremove.devices import place, warning
+from bgremove.backends.batching import Batcher
+from bgremove.devices import CPU, place, warning
 from bgremove.errors import ModelUnavailable
 from bgremove.imaging.compose import compose, encode
 from bgremove.imaging.decode import MAX_PIXELS, Decoded, decode, from_pil
@@ -60,6 +61,7 @@ class OnnxSaliency:
         # A graph whose height and width are symbolic (the bundled one: scripts/relabel_model.py)
         # runs at any size, which quality mode's second, finer view needs.
         self.any_size = all(isinstance(d, str) for d in model_input.shape[-2:])
+        self.batches = isinstance(model_input.shape[0], str)  # takes N inputs in one run
 
     def prepare(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         """The model's input for one photo: a 1 x 3 x H x W batch at `size` (width, height),
@@ -140,13 +142,15 @@ class LocalSession(SessionBase):
     `device`: where it runs (`auto`, `cpu`, `cuda`, `cuda:1`, ...). `threads`: onnxruntime threads
     per image (default: every usable core, right for one image at a time; a batch of N images in
     flight wants cores / N). `max_pixels`: larger images are refused from their header, unless
-    `max_size` in the options shrinks them.
+    `max_size` in the options shrinks them. `batch`: run the images in flight through the model
+    together (backends/batching.py; default: on an accelerator, with a model that takes batches).
     """
 
     kind = "local"
 
     def __init__(self, model: str | None = None, *, device: str = "auto",
-                 threads: int | None = None, max_pixels: int = MAX_PIXELS):
+                 threads: int | None = None, max_pixels: int = MAX_PIXELS,
+                 batch: bool | None = None):
         self.model_name, self.model_path = resolve(model)
         placement = place(device)
         self.threads = threads or usable_cores()
@@ -157,6 +161,16 @@ class LocalSession(SessionBase):
         # set when an accelerator was asked for but the model runs on the CPU
         self.device_warning = warning(placement, self.providers)
         self.max_pixels = max_pixels
+        if batch is None:
+            batch = self.providers[0] != CPU and getattr(self.segmenter, "batches", False)
+        self.batcher: Batcher | None = None
+        if batch:
+            self.batcher = Batcher(self.segmenter.run)
+            self.segmenter.run = self.batcher
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
 
     def __repr__(self) -> str:
         return f"LocalSession({self.model_name!r}, providers={self.providers!r})"
