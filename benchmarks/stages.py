@@ -9,7 +9,7 @@ stage of the matting, compositing and encoding on the ten 1600-px photos of
 threads at once, each doing the same work on its own copy of the inputs: the speed-up is
 2 x (one thread's time) / (two threads' time), 2.0 for a stage that never holds the lock, 1.0 for
 one that always does. The model runs with one onnxruntime thread, as each of the two default
-workers does on 2 cores. Whole-image rows run `LocalBackend.process` (bytes in, PNG bytes out).
+workers does on 2 cores. Whole-image rows run `LocalSession.process` (bytes in, PNG bytes out).
 
 Rewrites the `stages` section of BENCHMARKS.md.
 """
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.sections import write_section  # noqa: E402
 from benchmarks.throughput import WORK, build_photos  # noqa: E402
-from bgremove.backends.local import LocalBackend  # noqa: E402
+from bgremove.backends.local import LocalSession  # noqa: E402
 from bgremove.imaging import compose as compose_mod  # noqa: E402
 from bgremove.imaging import matte, multiscale  # noqa: E402
 from bgremove.imaging.decode import decode  # noqa: E402
@@ -97,7 +97,7 @@ def measure(stage: Callable, inputs: list[tuple], repeat: int) -> tuple[float, f
     return min(one), 2 * min(one) / min(two), 2 * min(one) / (min(procs) - min(forks))
 
 
-def stages(backend: LocalBackend, photos: list[Path]) -> list[tuple[str, Callable, list[tuple]]]:
+def stages(backend: LocalSession, photos: list[Path]) -> list[tuple[str, Callable, list[tuple]]]:
     """(name, function, per-image arguments) for every stage, inputs computed once up front."""
     segmenter = backend.segmenter
     datas = [p.read_bytes() for p in photos]
@@ -148,7 +148,7 @@ def main() -> None:
     args = parser.parse_args()
 
     photos = [p for p in build_photos(WORK / "in") if p.name.startswith(f"{args.side}-")]
-    backend = LocalBackend(threads=1)
+    backend = LocalSession(threads=1)
     megapixels = sum(decode(p.read_bytes()).rgb.shape[0] * decode(p.read_bytes()).rgb.shape[1]
                      for p in photos) / 1e6
     rows = []

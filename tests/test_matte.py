@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.quality import SodScore, folds
-from bgremove.backends.local import LocalBackend
+from bgremove.backends.local import LocalSession
 from bgremove.imaging.filters import box
 from bgremove.imaging.matte import compute_alpha
 from bgremove.options import Mode, OutputFormat, RemovalOptions
@@ -27,11 +27,11 @@ def need(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def backend() -> LocalBackend:
-    return LocalBackend()
+def backend() -> LocalSession:
+    return LocalSession()
 
 
-def written_alpha(backend: LocalBackend, data: bytes, mode: Mode) -> np.ndarray:
+def written_alpha(backend: LocalSession, data: bytes, mode: Mode) -> np.ndarray:
     """The alpha of the PNG the backend writes, in [0, 1]."""
     png = backend.process(data, RemovalOptions(mode=mode, output_format=OutputFormat.png)).data
     return np.asarray(Image.open(BytesIO(png)))[:, :, 3] / 255.0
@@ -54,7 +54,7 @@ def test_box_matches_a_direct_window_mean():
 def test_fast_mode_is_rembgs_model_map_unchanged(backend, samples):
     # Fast mode is what users compare with rembg: the bundled (relabelled) file must give the
     # very bytes that rembg's own file gives.
-    original = LocalBackend(str(need(ORIGINAL_MODEL)))
+    original = LocalSession(str(need(ORIGINAL_MODEL)))
     options = RemovalOptions(mode=Mode.fast, output_format=OutputFormat.png)
     for name in ("coffee.png", "astronaut.jpg"):
         data = (samples / name).read_bytes()
@@ -97,7 +97,7 @@ def test_other_models_get_balanced_matte_in_quality_mode(samples):
         def predict(self, rgb):
             return self.inner.predict(rgb)
 
-    inner = LocalBackend().segmenter
+    inner = LocalSession().segmenter
     rgb = np.asarray(Image.open(samples / "coffee.png").convert("RGB"))
     fixed = Fixed(inner)
     np.testing.assert_array_equal(compute_alpha(fixed, rgb, Mode.quality, True),

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bgremove.backends.local import LocalBackend
+from bgremove.backends.local import LocalSession
 from bgremove.imaging import multiscale
 from bgremove.imaging.filters import resize
 
 
 @pytest.fixture(scope="module")
 def segmenter():
-    return LocalBackend(threads=1).segmenter
+    return LocalSession(threads=1).segmenter
 
 
 @pytest.mark.parametrize("size", [(481, 321), (321, 481), (4000, 3000), (600, 400), (50, 2000)])

@@ -94,6 +94,20 @@ def compute_alpha(segmenter: Segmenter, rgb: np.ndarray, mode: Mode, smooth: boo
 FOREGROUND_WORK_SIDE = 1024
 
 
+def sample(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Bilinear samples of an H x W x C image at fractional (row, col) points: N x C. Points
+    outside are clamped to the border, as an image resize treats its edges."""
+    height, width = image.shape[:2]
+    rows = np.clip(rows, 0.0, height - 1.0)
+    cols = np.clip(cols, 0.0, width - 1.0)
+    r0, c0 = rows.astype(np.intp), cols.astype(np.intp)
+    r1, c1 = np.minimum(r0 + 1, height - 1), np.minimum(c0 + 1, width - 1)
+    wr, wc = (rows - r0)[:, None], (cols - c0)[:, None]
+    top = image[r0, c0] * (1.0 - wc) + image[r0, c1] * wc
+    bottom = image[r1, c0] * (1.0 - wc) + image[r1, c1] * wc
+    return (top * (1.0 - wr) + bottom * wr).astype(np.float32, copy=False)
+
+
 def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Foreground colours with the background's colour bled out of the soft edge.
 
@@ -128,15 +142,16 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         blurred_b = means[:, :, 4:7] / ((1 - blurred_a) + 1e-5)
         fg = np.clip(blurred_f + a * (image - a * blurred_f - (1 - a) * blurred_b), 0.0, 1.0)
         bg = blurred_b
-    if scale < 1.0:  # the last pass's local means, back at full size (8 bits: colours)
-        blurred_f, blurred_b = (
-            np.asarray(Image.fromarray((np.clip(m, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
-                       .resize((width, height), Image.Resampling.BILINEAR),
-                       dtype=np.float32) * (1.0 / 255.0)
-            for m in (blurred_f, blurred_b))
-    # The last pass's per-pixel step, on the soft edge's pixels only.
     a = alpha[where][:, None]
-    f, b = blurred_f[where], blurred_b[where]
+    if scale < 1.0:
+        # The last pass's local means at the soft pixels only, read bilinearly off the small
+        # maps: the same values a full-size resize would give there, for a fraction of the work.
+        rows = (where[0] + 0.5) * (size[1] / height) - 0.5
+        cols = (where[1] + 0.5) * (size[0] / width) - 0.5
+        f, b = (sample(np.clip(m, 0.0, 1.0), rows, cols) for m in (blurred_f, blurred_b))
+    else:
+        f, b = blurred_f[where], blurred_b[where]
+    # The last pass's per-pixel step, on the soft edge's pixels only.
     pixel = rgb[where].astype(np.float32) * (1.0 / 255.0)
     edge = np.clip(f + a * (pixel - a * f - (1 - a) * b), 0.0, 1.0)
     out = rgb.copy()
