@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 REMOTE_WORKERS = 8  # enough to keep the cap busy with ~0.25 s answers (benchmarks/remote_rate.py)
 # Peak memory one image in flight adds, at the API's largest photo (4000x4000), by mode (the
 # README's Performance section; the loaded model is counted once, apart).
-IMAGE_BYTES = {"fast": 350 << 20, "balanced": 800 << 20, "quality": 1700 << 20}
+IMAGE_BYTES = {"fast": 350 << 20, "balanced": 350 << 20, "quality": 1000 << 20}
 # Leave this share of the available memory to everything else.
 MEMORY_SHARE = 0.8
 
