@@ -64,9 +64,11 @@ def test_bash_completion_completes_commands_options_and_values(tmp_path):
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_install_completion_in_bash(tmp_path):
     env = bgremove_on_path(tmp_path)
-    # Run from bash, so that Typer's shell detection (the parent process) finds bash.
-    proc = subprocess.run(["bash", "-c", "bgremove --install-completion"], capture_output=True,
-                          text=True, env=env)
+    # Run from bash, so that Typer's shell detection (the parent process) finds bash. The second
+    # command keeps bash from exec-ing the first in its place, which would leave whatever started
+    # the tests as the parent.
+    proc = subprocess.run(["bash", "-c", "bgremove --install-completion; exit $?"],
+                          capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     home = tmp_path / "home"
     installed = home / ".bash_completions" / "bgremove.sh"
