@@ -40,8 +40,9 @@ class WorkItem:
 
     `error` is set for an input that cannot be processed at all (it does not exist, a folder that
     cannot be read, a second photo wanting the same output): it fails as it is, with no output.
-    `walked` is set for files found in a folder, which are skipped when they are no image; a file
-    named by the user that is no image is a failure.
+    `walked` is set for files found in a folder, which are skipped when they are no image (notes,
+    `.DS_Store`), unless their name says they are one: a `.jpg` that is not, like a file named by
+    the user that is no image, is a failure.
     """
 
     source: Path | None
@@ -52,6 +53,11 @@ class WorkItem:
     @property
     def name(self) -> str:
         return str(self.source) if self.source is not None else "<stdin>"
+
+    @property
+    def skip_if_not_image(self) -> bool:
+        return (self.walked and self.source is not None
+                and self.source.suffix.lower() not in IMAGE_SUFFIXES)
 
     @property
     def output_name(self) -> str | None:
@@ -292,6 +298,7 @@ class Planner:
         names_by_folder: dict[Path, FolderNames] = {}
         dests: dict[Path, Path] = {}
         roots: list[tuple[int, int]] = []  # folders walked so far: not walked twice
+        done: set[tuple[int, int]] = set()  # files planned so far: a file named twice runs once
         for raw in self.inputs:
             if raw == STDIO:
                 if self._keep("stdin"):
@@ -305,15 +312,17 @@ class Planner:
                                       skip_files=named_files)
                 roots.append(_identity(path))
             elif path.exists():
-                if _inside_any(path.parent, roots):
-                    continue  # found by an earlier folder's walk already
+                identity = _identity(path)
+                if identity in done or _inside_any(path.parent, roots):
+                    continue  # named before, or found by an earlier folder's walk already
+                done.add(identity)
                 names = names_by_folder.get(path.parent)
                 if names is None:
-                    siblings = [p.name for p in files if p.parent == path.parent]
+                    siblings = {_identity(p): p.name for p in files if p.parent == path.parent}
                     names = names_by_folder[path.parent] = FolderNames(
-                        siblings, self.suffix, _same_folder(out_dir, path.parent))
+                        siblings.values(), self.suffix, _same_folder(out_dir, path.parent))
                 name, key = names.output(path.name)
-                if name is None:  # the same file named twice
+                if name is None:  # both its output names are taken by other files here
                     continue
                 if not self._keep(key):
                     continue
