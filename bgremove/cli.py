@@ -51,6 +51,13 @@ class DefaultCommandGroup(TyperGroup):
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)  # parses the sub-command's arguments, then runs it
+        except typer.BadParameter as exc:
+            exc.message = _plain_words(exc.message, exc.__cause__)
+            raise
+
     def shell_complete(self, ctx: click.Context, incomplete: str) -> list:
         # `bgremove --mo<TAB>` offers the default command's options too, as `bgremove --mode`
         # runs that command.
@@ -72,6 +79,31 @@ class InputsCommand(TyperCommand):
             if isinstance(param, TyperArgument):
                 param.display_type_rich = lambda ctx: None
                 param._usage_display_name = lambda shown=f"[{param.metavar}]": shown
+
+
+# Typer checks option values with pydantic, whose messages speak of Python ("Value error, ...",
+# "Input should be a valid integer, unable to parse string as an integer").
+_PYDANTIC_WORDS = [
+    (r"^Value error, ", ""),
+    (r"^Input should be a valid integer.*", "{value} is not a whole number"),
+    (r"^Input should be a valid number.*", "{value} is not a number"),
+    (r"^Input should be greater than or equal to (\S+)", r"must be \1 or more, not {value}"),
+    (r"^Input should be less than or equal to (\S+)", r"must be \1 or less, not {value}"),
+    (r"^Input should be greater than (\S+)", r"must be more than \1, not {value}"),
+    (r"^Input should be less than (\S+)", r"must be less than \1, not {value}"),
+    (r"^Input should be (.*)", r"should be \1, not {value}"),
+]
+
+
+def _plain_words(message: str, cause: BaseException | None) -> str:
+    import re
+
+    errors = getattr(cause, "errors", None)
+    value = errors()[0].get("input") if callable(errors) and errors() else None
+    for pattern, words in _PYDANTIC_WORDS:
+        if re.match(pattern, message):
+            return re.sub(pattern, words, message).replace("{value}", repr(value))
+    return message
 
 
 def _refuse_a_mistyped_command(args: list[str], commands: list[str]) -> None:
