@@ -214,7 +214,7 @@ def process_item(session: Session, options: RemovalOptions, item: WorkItem,
         if not write(item, result.data):
             return Outcome(item, Status.not_processed, ABANDONED)
     except NotAnImage as exc:
-        if item.walked:  # a folder's other files are no concern of ours
+        if item.skip_if_not_image:  # a folder's other files are no concern of ours
             return Outcome(item, Status.not_image)
         return Outcome(item, Status.failed, str(exc), ms=_ms_since(started))
     except FileFailed as exc:
@@ -394,8 +394,10 @@ class Batch:
         if self.dry_run:
             from bgremove.imaging.decode import looks_like_image
 
-            if item.source is not None and item.walked and not looks_like_image(item.source):
-                return Outcome(item, Status.not_image)
+            if item.walked and not looks_like_image(item.source):
+                if item.skip_if_not_image:
+                    return Outcome(item, Status.not_image)
+                return Outcome(item, Status.failed, "not an image")
             return Outcome(item, Status.would_process)
         return None
 

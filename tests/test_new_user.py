@@ -312,6 +312,25 @@ def test_avif_is_an_image_and_skipped_files_are_named(samples, tmp_path):
     assert "not images: " in stderr and "notes.txt" in stderr and "data.bin" in stderr
 
 
+def test_a_broken_file_named_as_an_image_fails_where_other_files_are_skipped(samples, tmp_path):
+    src = tmp_path / "in"
+    small_copy(samples / "astronaut.jpg", src / "good.jpg")
+    (src / "empty.jpg").write_bytes(b"")
+    (src / "html.png").write_text("<html>404 Not Found</html>")  # a download that went wrong
+    (src / ".DS_Store").write_bytes(b"\0" * 10)
+    (src / "notes.txt").write_text("hello")
+    for extra in (["--dry-run"], []):  # the dry run first: it writes nothing
+        proc = run_cli(str(src), "-o", str(tmp_path / "out"), "--mode", "fast", "--json", *extra)
+        status = {Path(line["input"]).name: (line["status"], line["error"])
+                  for line in map(json.loads, proc.stdout.decode().splitlines())}
+        assert proc.returncode == 1, proc.stderr
+        assert status["empty.jpg"] == ("failed", "empty file (0 bytes)" if not extra
+                                       else "not an image")
+        assert status["html.png"][0] == "failed" and "not an image" in status["html.png"][1]
+        assert status["notes.txt"] == ("not an image", None)
+        assert status["good.jpg"][0] == ("would process" if extra else "done")
+
+
 # 11. Messages.
 
 @pytest.mark.parametrize("args, says", [
@@ -328,11 +347,32 @@ def test_help_shows_no_python_type_names():
     assert "list[str]" not in proc.stdout.decode() and "INPUT..." in proc.stdout.decode()
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--mode", "bogus"], "'bogus' is not one of 'fast', 'balanced', 'quality'"),
+    (["--workers", "0"], "'--workers': must be 1 or more, not '0'"),
+    (["--max-size", "big"], "'--max-size': 'big' is not a whole number"),
+])
+def test_bad_option_values_are_told_in_plain_words(tmp_path, args, says):
+    proc = run_cli(str(tmp_path), "-o", str(tmp_path / "out"), *args)
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 2 and says in stderr
+    assert "Value error" not in stderr and "Input should" not in stderr
+
+
 def test_a_missing_file_is_reported_once(tmp_path):
     proc = run_cli(str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "out"))
     stderr = proc.stderr.decode()
     assert proc.returncode == 1
     assert stderr.count("missing.jpg") == 1 and "img/s" not in stderr
+
+
+def test_a_file_named_twice_is_processed_once_under_its_plain_name(samples, tmp_path):
+    photo = small_copy(samples / "astronaut.jpg", tmp_path / "astronaut.jpg")
+    proc = run_cli(str(photo), str(tmp_path / "." / "astronaut.jpg"), "-o", str(tmp_path / "out"),
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert files(tmp_path / "out") == ["astronaut.webp"]
+    assert [json.loads(line)["status"] for line in proc.stdout.decode().splitlines()] == ["done"]
 
 
 def test_an_empty_folder_says_no_images_were_found(tmp_path):

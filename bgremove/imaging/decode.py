@@ -86,10 +86,18 @@ def open_image(data: bytes) -> Image.Image:
     return _open(BytesIO(data))
 
 
+def _is_empty(source) -> bool:
+    if isinstance(source, BytesIO):
+        return not source.getbuffer().nbytes
+    return Path(source).stat().st_size == 0
+
+
 def _open(source) -> Image.Image:
     try:
         return Image.open(source, formats=_readable_formats())
     except Image.UnidentifiedImageError:
+        if _is_empty(source):
+            raise NotAnImage("empty file (0 bytes)") from None
         raise NotAnImage(f"not an image (bgremove reads {READS})") from None
     except Image.DecompressionBombError:
         raise ImageError(f"image too large to decode safely (over {MAX_DECODE_PIXELS:,} "
