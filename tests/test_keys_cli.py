@@ -66,6 +66,7 @@ def test_create_list_add_credits_revoke(tmp_path, samples):
 
 def test_mistakes_are_reported_with_exit_code_2(tmp_path):
     db = tmp_path / "keys.sqlite3"
+    assert keys(db, "create", "--email", "ops@example.com", "--credits", "1").exit_code == 0
     unknown = keys(db, "revoke", "0123456789ab")
     assert unknown.exit_code == 2 and "no key with id" in unknown.stderr
     assert keys(db, "add-credits", "0123456789ab", "5").exit_code == 2
@@ -73,7 +74,20 @@ def test_mistakes_are_reported_with_exit_code_2(tmp_path):
     assert bad_email.exit_code == 2 and "email" in bad_email.stderr
     assert bad_email.stdout == ""
     assert keys(db, "create", "--email", "a@b.example", "--credits", "-1").exit_code == 2
-    assert keys(db, "list", "--json").stdout.strip() == "[]"  # nothing was created
+    listed = json.loads(keys(db, "list", "--json").stdout)  # nothing was created or changed
+    assert [(k["email"], k["credits"], k["active"]) for k in listed] == [
+        ("ops@example.com", 1, True)]
+
+
+def test_a_database_that_does_not_exist_is_not_made_by_reading_it(tmp_path):
+    db = tmp_path / "typo" / "keys.sqlite3"
+    listed = keys(db, "list", "--json")
+    assert listed.exit_code == 0 and listed.stdout.strip() == "[]"
+    assert f"no key database at {db}" in listed.stderr
+    for args in (["revoke", "0123456789ab"], ["add-credits", "0123456789ab", "5"]):
+        refused = keys(db, *args)
+        assert refused.exit_code == 5 and f"no key database at {db}" in refused.stderr
+    assert not (tmp_path / "typo").exists()
 
 
 def test_database_location_from_env_and_xdg(tmp_path, monkeypatch):

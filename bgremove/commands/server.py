@@ -16,7 +16,7 @@ import typer
 from bgremove.commands import EXIT_FAILED, fail, reported_errors
 from bgremove.contract import RATE_LIMIT
 from bgremove.errors import UsageError
-from bgremove.server.store import KeyStore, key_id_of, open_store, url_password
+from bgremove.server.store import KeyStore, StoreMissing, key_id_of, open_store, url_password
 
 SERVER_MODULES = {"fastapi", "starlette", "uvicorn", "multipart", "python_multipart"}
 
@@ -156,8 +156,14 @@ def keys_list(
     db: DbOption = None,
 ) -> None:
     with reported_errors():
-        with _open_store(db) as store:
-            keys = store.list()
+        try:
+            with _open_store(db, create=False) as store:
+                keys = store.list()
+        except StoreMissing as exc:
+            if as_json:
+                typer.echo("[]")
+            typer.echo(f"bgremove: {exc}", err=True)
+            return
     if as_json:
         typer.echo(json.dumps([info.as_dict() for info in keys], indent=2))
         return
@@ -185,7 +191,7 @@ def keys_add_credits(
     db: DbOption = None,
 ) -> None:
     with reported_errors():
-        with _open_store(db) as store:
+        with _open_store(db, create=False) as store:
             info = store.add_credits(key_id, credits)
     typer.echo(f"bgremove: key {info.id} ({info.email}) now has {_credits(info.credits)}.",
                err=True)
@@ -201,7 +207,7 @@ def keys_revoke(
     db: DbOption = None,
 ) -> None:
     with reported_errors():
-        with _open_store(db) as store:
+        with _open_store(db, create=False) as store:
             info = store.revoke(key_id)
     typer.echo(f"bgremove: revoked key {info.id} ({info.email}).", err=True)
 
@@ -210,13 +216,13 @@ def _credits(n: int) -> str:
     return f"{n} credit" if n == 1 else f"{n} credits"
 
 
-def _open_store(db: str | None) -> KeyStore:
+def _open_store(db: str | None, *, create: bool = True) -> KeyStore:
     password = url_password(db or "")
     if password and any(password in arg for arg in sys.argv):
         typer.echo("bgremove: warning: the database password is on the command line, where "
                    "every user of this machine can read it (ps); put it in PGPASSWORD or "
                    "~/.pgpass instead", err=True)
-    return open_store(db)
+    return open_store(db, create=create)
 
 
 def register(app: typer.Typer) -> None:

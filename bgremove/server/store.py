@@ -54,6 +54,10 @@ class StoreUnavailable(SetupError, StoreError):
     """The key database cannot be opened or reached: the setup's fault, not a request's."""
 
 
+class StoreMissing(StoreUnavailable):
+    """No key database where one was expected (and none is made: only creating a key makes one)."""
+
+
 @dataclass(frozen=True)
 class KeyInfo:
     """Everything about a key except its secret."""
@@ -156,13 +160,14 @@ def redact(location: str) -> str:
 
 
 def open_store(location: str | os.PathLike[str] | None = None, *,
-               pool_size: int = 10) -> KeyStore:
+               pool_size: int = 10, create: bool = True) -> KeyStore:
     """The store at `location`: a path or `sqlite:///PATH` (SQLite), or `postgresql://...`.
 
     `None` means `$BGREMOVE_DB`, else the default SQLite file. A PostgreSQL password comes from
     PGPASSWORD or a pgpass file, as libpq finds them; one in the URL works but is visible to
     every user of the machine when the URL is on a command line. `pool_size` caps PostgreSQL
-    connections per process.
+    connections per process. With `create` false, a SQLite file that does not exist is a
+    StoreMissing rather than a new, empty database (and folders) made where a path was mistyped.
     """
     text = os.fspath(location) if location is not None else default_location()
     scheme = urlsplit(text).scheme if "://" in text else ""
@@ -183,6 +188,9 @@ def open_store(location: str | os.PathLike[str] | None = None, *,
     elif scheme:
         raise UsageError(f"unknown database {redact(text)!r}: use a file path, sqlite:///PATH "
                          "or postgresql://USER@HOST/DBNAME")
+    if not create and not Path(text).exists():
+        raise StoreMissing(f"no key database at {text} (`bgremove keys create` makes one; "
+                           "--db or BGREMOVE_DB names another)")
     from bgremove.server.sqlite_store import SqliteKeyStore
 
     return SqliteKeyStore(text)
