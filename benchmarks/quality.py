@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import bgremove  # noqa: E402
-from benchmarks.sections import write_section  # noqa: E402
+from benchmarks.sections import cpu, write_section  # noqa: E402
 from bgremove.backends.local import LocalSession  # noqa: E402
 from bgremove.models import BUNDLED, resolve  # noqa: E402
 from bgremove.options import Mode, OutputFormat, RemovalOptions  # noqa: E402
@@ -323,16 +323,7 @@ def verdict(rows: list[Row]) -> str:
 
 
 def machine() -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cores} cores ({cpu}), no GPU"
+    return f"{cpu()}, no GPU"
 
 
 def versions() -> str:

@@ -20,7 +20,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.sections import write_section  # noqa: E402
+from benchmarks.sections import cpu, write_section  # noqa: E402
 from benchmarks.throughput import WORK, build_photos, environment, measure  # noqa: E402
 
 TREES = WORK.parent / "trees"
@@ -37,15 +36,6 @@ MODEL = ROOT / "bgremove" / "models" / "u2netp.onnx"
 
 
 def machine(device: str) -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     memory = ""
     try:
         kb = int(Path("/proc/meminfo").read_text().split()[1])
@@ -58,7 +48,7 @@ def machine(device: str) -> str:
         gpu = "; " + "; ".join(line.split(" (UUID")[0] for line in names.splitlines())
     import onnxruntime
 
-    return (f"{cores} cores ({cpu}){memory}{gpu}; onnxruntime {onnxruntime.__version__} "
+    return (f"{cpu()}{memory}{gpu}; onnxruntime {onnxruntime.__version__} "
             f"({', '.join(onnxruntime.get_available_providers())}); --device {device}")
 
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
@@ -16,3 +18,17 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
     before, rest = text.split(start, 1)
     after = rest.split(end, 1)[1]
     path.write_text(f"{before}{start}\n{body.strip()}\n{end}{after}")
+
+
+def cpu() -> str:
+    """The usable cores and the processor's name: "2 cores (AMD EPYC 7B13)"."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cores} cores ({name})"
