@@ -61,6 +61,14 @@ def sod_items() -> list[tuple[str, Path, Path]]:
             if (EVAL / "sod-dev" / "gt" / f"{p.stem}.png").is_file()]
 
 
+def cover(path: Path, width: int, height: int) -> Image.Image:
+    """The photo at `path` scaled to cover width x height, cropped to it: a background."""
+    bg = Image.open(path).convert("RGB")
+    scale = max(width / bg.width, height / bg.height)
+    return bg.resize((round(bg.width * scale + 0.5), round(bg.height * scale + 0.5)),
+                     Image.Resampling.LANCZOS).crop((0, 0, width, height))
+
+
 def composites() -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
     """GT01's foreground (colours estimated from its true alpha by blur-fusion) over other
     photos: (name, rgb, alpha in [0, 1], unknown-region mask). Soft edges on new backgrounds,
@@ -76,10 +84,7 @@ def composites() -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
     backgrounds = [p for _, p, _ in sod_items()][::4][:COMPOSITES]
     height, width = alpha.shape
     for n, path in enumerate(backgrounds):
-        bg = Image.open(path).convert("RGB")
-        scale = max(width / bg.width, height / bg.height)
-        bg = bg.resize((round(bg.width * scale + 0.5), round(bg.height * scale + 0.5)),
-                       Image.Resampling.LANCZOS).crop((0, 0, width, height))
+        bg = cover(path, width, height)
         f, a, u = (fg, alpha, unknown) if n % 2 == 0 else (fg[:, ::-1], alpha[:, ::-1],
                                                               unknown[:, ::-1])
         pixels = f * a[:, :, None] + np.asarray(bg, dtype=np.float32) * (1 - a[:, :, None])
@@ -118,10 +123,7 @@ def hair_proxies() -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
         out.append((stem, rgb, alpha.astype(np.float32), unknown))
         height, width = alpha.shape
         for n, path in enumerate(backgrounds):
-            bg = Image.open(path).convert("RGB")
-            scale = max(width / bg.width, height / bg.height)
-            bg = bg.resize((round(bg.width * scale + 0.5), round(bg.height * scale + 0.5)),
-                           Image.Resampling.LANCZOS).crop((0, 0, width, height))
+            bg = cover(path, width, height)
             a = alpha[:, :, None]
             pixels = fg * a + np.asarray(bg, dtype=np.float64) * (1 - a)
             out.append((f"{stem}{n:02d}", np.clip(pixels + 0.5, 0, 255).astype(np.uint8),
