@@ -177,6 +177,11 @@ class Settings:
                              "it transparent: give one of them")
         if mask_source == "command line" or (mask_source != "default" and not colour_asked):
             include_mask = self.include_mask
+            # JPEG asked for where it outranks the mask (--format jpeg on the command line over
+            # include_mask in the config file) turns the mask off, as it does by default.
+            if include_mask and not self.output_format.has_alpha and _rank(
+                    self.sources.get("output_format", "default")) > _rank(mask_source):
+                include_mask = False
         else:
             include_mask = not colour_asked and self.output_format.has_alpha
         try:
@@ -199,6 +204,16 @@ class Settings:
         """The settings as plain JSON values, secrets masked: safe for reports and logs."""
         return {name: value.value if isinstance(value, Enum) else value
                 for name, value, _ in self.items()}
+
+
+def _rank(source: str) -> int:
+    """A setting's precedence by its source: command line > environment > config file >
+    default."""
+    if source == "command line":
+        return 3
+    if source.startswith("env "):
+        return 2
+    return 1 if source == "config file" else 0
 
 
 def setting_fields() -> list[Any]:

@@ -115,8 +115,9 @@ def output_is_file(output: str | None, inputs: Sequence[str]) -> bool:
 
 def read_file_list(name: str) -> Iterator[str]:
     """The paths listed in a file (`-`: stdin), one per line, read as they are used. Blank lines
-    and lines starting with `#` are ignored, and spaces around a path are trimmed. A list with
-    NUL bytes in its first block (`find -print0`) is split on NUL instead, taken exactly as it is.
+    and lines starting with `#` are ignored, and spaces around a path are trimmed. A list whose
+    first entry ends with a NUL byte (`find -print0`) is split on NUL instead, taken exactly as
+    it is.
     """
     try:
         stream = sys.stdin.buffer if name == STDIO else open(name, "rb")  # noqa: SIM115
@@ -130,13 +131,21 @@ def _entries(stream, close: bool) -> Iterator[str]:
         separator: bytes | None = None
         rest = b""
         while True:
-            block = stream.read(1 << 16)
-            if separator is None:
-                separator = b"\0" if b"\0" in block else b"\n"
+            # read1: what has arrived, so a slow producer's paths start work as they come.
+            block = stream.read1(1 << 16)
+            data = rest + block
+            if separator is None:  # settled by the first entry's end
+                if b"\0" in data:
+                    separator = b"\0"
+                elif b"\n" in data or not block:
+                    separator = b"\n"
+                else:
+                    rest = data
+                    continue
             if not block:
-                entries, rest = [rest], b""
+                entries, rest = [data], b""
             else:
-                *entries, rest = (rest + block).split(separator)
+                *entries, rest = data.split(separator)
             for entry in entries:
                 if separator == b"\n":
                     entry = entry.strip()
@@ -189,6 +198,10 @@ class FolderNames:
                 stems[key] = stems.get(key, 0) + 1
         self._shared = {stem for stem, n in stems.items() if n > 1}
         self._taken: dict[str, str] = {}  # output name (casefolded) -> the file that has it
+        self._named: set[str] = set()  # the files given an output so far
+
+    def named_before(self, name: str) -> bool:
+        return name in self._named
 
     def output(self, name: str) -> tuple[str | None, str]:
         """(the output's file name, or None when another file of the folder has it; the name
@@ -200,6 +213,7 @@ class FolderNames:
             key = (candidate + self.suffix).casefold()
             if key not in self._taken:
                 self._taken[key] = name
+                self._named.add(name)
                 return candidate + self.suffix, candidate
         return None, name
 
@@ -296,7 +310,9 @@ class Planner:
         named_files = {_identity(p) for p in files}
         # Files named side by side are named among themselves, as a folder's files are.
         names_by_folder: dict[Path, FolderNames] = {}
-        dests: dict[Path, Path] = {}
+        # Outputs given out so far, when there are several inputs (x/ and y/ both holding a.jpg
+        # land on one a.webp): the second photo fails rather than overwrite the first.
+        claimed: dict[str, str] | None = {} if len(self.inputs) > 1 else None
         roots: list[tuple[int, int]] = []  # folders walked so far: not walked twice
         done: set[tuple[int, int]] = set()  # files planned so far: a file named twice runs once
         for raw in self.inputs:
@@ -308,8 +324,9 @@ class Planner:
             if path.is_dir():
                 if _identity(path) in roots or _inside_any(path, roots):
                     continue
-                yield from self._walk(path, out_dir, Path(), skip=[*roots, *_existing(out_dir)],
-                                      skip_files=named_files)
+                for item in self._walk(path, out_dir, Path(), skip=[*roots, *_existing(out_dir)],
+                                       skip_files=named_files):
+                    yield _claim(item, claimed)
                 roots.append(_identity(path))
             elif path.exists():
                 identity = _identity(path)
@@ -326,14 +343,7 @@ class Planner:
                     continue
                 if not self._keep(key):
                     continue
-                dest = out_dir / name
-                if dest in dests:
-                    # x/a.jpg and y/a.jpg named side by side: one output name for two photos.
-                    yield WorkItem(path, None, error=f"same output as {dests[dest]}: {dest} "
-                                   "(pass their folders instead, or --files-from)")
-                    continue
-                dests[dest] = path
-                yield WorkItem(path, dest)
+                yield _claim(WorkItem(path, out_dir / name), claimed)
             elif self._keep(raw):
                 yield WorkItem(path, None, error="no such file or folder")
 
@@ -354,17 +364,24 @@ class Planner:
                 if self._keep(raw):
                     yield WorkItem(path, None, error="no such file or folder")
                 continue
+            if is_cutout_name(path.name):
+                continue  # bgremove's own output (`find shop -type f` lists them too)
             dest_dir = out_dir / base.parent
-            names = folders.get(path.parent)
+            # `c.png`, `./c.png` and `$PWD/c.png` are one folder's file.
+            folder = Path(os.path.abspath(path.parent))
+            names = folders.get(folder)
             if names is None:
                 names = FolderNames(_file_names(path.parent), self.suffix,
                                     _same_folder(dest_dir, path.parent))
-                folders[path.parent] = names
+                folders[folder] = names
                 if len(folders) > 64:
                     folders.popitem(last=False)
+            if names.named_before(path.name):
+                continue  # listed twice
             name, key = names.output(path.name)
             if name is None:
-                continue  # listed twice
+                yield WorkItem(path, None, error=f"same output as {names.owner(path.name)}")
+                continue
             if self._keep((base.parent / key).as_posix()):
                 yield WorkItem(path, dest_dir / name)
 
@@ -389,9 +406,11 @@ class Planner:
             for entry in entries:
                 try:
                     if entry.is_dir(follow_symlinks=False):
-                        subfolders.append(entry)
+                        subfolders.append(entry)  # a link to a folder is not followed
                     elif entry.is_file() and not is_cutout_name(entry.name):
                         files.append(entry)
+                    elif entry.is_symlink() and not os.path.exists(entry.path):
+                        files.append(entry)  # a broken link fails, with its reason
                 except OSError:
                     files.append(entry)  # the worker will say what is wrong with it
             dest_dir = out_root / rel
@@ -412,6 +431,18 @@ class Planner:
             for entry in reversed(subfolders):
                 if _entry_identity(entry) not in skip:
                     stack.append((folder / entry.name, rel / entry.name))
+
+
+def _claim(item: WorkItem, claimed: dict[str, str] | None) -> WorkItem:
+    """The item, or a failure if another input of this run has its output already."""
+    if claimed is None or item.dest is None or item.source is None:
+        return item
+    first = claimed.setdefault(str(item.dest), str(item.source))
+    if first == str(item.source):
+        return item
+    return WorkItem(item.source, None, walked=item.walked,
+                    error=f"same output as {first}: {item.dest} (--files-from keeps each "
+                    "file's folders in its output's path)")
 
 
 def _identity(path: Path) -> tuple[int, int]:

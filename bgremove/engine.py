@@ -23,7 +23,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from bgremove.discover import Planner, Shard, WorkItem
+from bgremove.discover import Planner, Shard, WorkItem, output_is_file, output_suffix
 from bgremove.errors import (
     CreditLimitReached,
     FileFailed,
@@ -31,7 +31,7 @@ from bgremove.errors import (
     SetupError,
     StopBatch,
 )
-from bgremove.options import RemovalOptions
+from bgremove.options import OutputFormat, RemovalOptions
 
 if TYPE_CHECKING:
     from bgremove.backends import Session
@@ -309,9 +309,14 @@ class Batch:
         dry_run: bool = False,
         max_credits: int | None = None,
     ):
-        self.options = options or RemovalOptions()
         output = os.fspath(output) if output is not None else None
-        self.planner = Planner([os.fspath(p) for p in inputs], output, self.options.output_format,
+        inputs = [os.fspath(p) for p in inputs]
+        if options is None:  # `out.jpg` for one input: its extension picks the format
+            implied = (OutputFormat.from_suffix(output_suffix(output))
+                       if listed is None and output_is_file(output, inputs) else None)
+            options = RemovalOptions.build(output_format=implied or OutputFormat.webp)
+        self.options = options
+        self.planner = Planner(inputs, output, self.options.output_format,
                                listed=listed, shard=shard)
         self.output_folder = None if self.planner.to_file else Path(output)
         self.overwrite = overwrite

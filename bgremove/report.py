@@ -13,6 +13,7 @@ from typing import IO, Any, Protocol
 
 from bgremove import __version__
 from bgremove.engine import Outcome, Status, Summary
+from bgremove.errors import SetupError, UsageError
 
 
 class Reporter(Protocol):
@@ -103,9 +104,16 @@ class ReportWriter:
     def __init__(self, path: Path, options: dict[str, Any]):
         self.path = path
         self.options = options
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._spool = tempfile.TemporaryFile("w+", encoding="utf-8", dir=path.parent,
-                                             prefix=f".{path.name}.", suffix=".spool")
+        # Checked before any work: a report that cannot be written would be lost at the end.
+        if path.is_dir():
+            raise UsageError(f"--report {path} is a folder: name the report's file")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._spool = tempfile.TemporaryFile("w+", encoding="utf-8", dir=path.parent,
+                                                 prefix=f".{path.name}.", suffix=".spool")
+        except OSError as exc:
+            raise UsageError(f"--report {path}: cannot write there "
+                             f"({exc.strerror or exc})") from None
 
     def update(self, outcome: Outcome, summary: Summary) -> None:
         self._spool.write(json.dumps(outcome.as_dict(), ensure_ascii=False) + "\n")
@@ -132,6 +140,10 @@ class ReportWriter:
                 self._copy(out, lambda o: o["status"] == Status.not_image.value, key="input")
                 out.write("\n  ]\n}\n")
             os.replace(dest, self.path)
+        except OSError as exc:  # the disk filled up, or the folder went, during the run
+            dest.unlink(missing_ok=True)
+            raise SetupError(f"--report {self.path}: cannot write it "
+                             f"({exc.strerror or exc})") from None
         except BaseException:
             dest.unlink(missing_ok=True)
             raise

@@ -161,3 +161,15 @@ def test_exif_orientation_applied(backend, samples):
 def test_not_an_image(backend):
     with pytest.raises(ImageError, match="not an image"):
         backend.process(b"hello, world" * 10, RemovalOptions())
+
+
+@pytest.mark.parametrize("name, fmt, mode", [("cut.jpg", "JPEG", "RGB"), ("cut.png", "PNG", "RGBA"),
+                                             ("cut.webp", "WEBP", "RGBA")])
+def test_remove_batch_into_a_file_writes_what_its_name_says(backend, samples, tmp_path, name,
+                                                             fmt, mode):
+    import bgremove
+
+    summary = bgremove.remove_batch([samples / "rocket.jpg"], tmp_path / name, session=backend)
+    assert summary.exit_code == 0
+    with Image.open(tmp_path / name) as written:
+        assert (written.format, written.mode) == (fmt, mode)

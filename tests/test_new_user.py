@@ -388,3 +388,82 @@ def test_readme_lists_every_exit_code():
         assert f"\n| {code} |" in table
 
 
+
+
+# Siblings found by trying the rest of the surface the same way.
+
+def outcomes(proc: subprocess.CompletedProcess[bytes]) -> dict[str, tuple[str, str | None]]:
+    return {line["input"]: (line["status"], line["output"])
+            for line in map(json.loads, proc.stdout.decode().splitlines())}
+
+
+def test_two_folders_with_the_same_names_never_overwrite_each_other(samples, tmp_path):
+    small_copy(samples / "astronaut.jpg", tmp_path / "x" / "a.jpg")
+    small_copy(samples / "rocket.jpg", tmp_path / "y" / "a.jpg")
+    proc = run_cli("x", "y", "-o", "out", "--mode", "fast", "--json", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert outcomes(proc) == {"x/a.jpg": ("done", "out/a.webp"), "y/a.jpg": ("failed", None)}
+    assert "same output as x/a.jpg" in proc.stderr.decode()
+    with Image.open(tmp_path / "out" / "a.webp") as cutout:  # the astronaut, not the rocket
+        assert cutout.size == Image.open(tmp_path / "x" / "a.jpg").size
+
+
+def test_a_listed_file_runs_once_however_it_is_written(samples, tmp_path):
+    small_copy(samples / "coffee.png", tmp_path / "c.png")
+    listing = f"c.png\nc.png\n./c.png\n{tmp_path}/c.png\n".encode()
+    proc = run_cli("--files-from", "-", "-o", "out", "--json", input=listing, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert outcomes(proc) == {"c.png": ("done", "out/c.webp")}
+    assert files(tmp_path / "out") == ["c.webp"]
+
+
+def test_listing_a_folder_into_itself_again_does_nothing_new(samples, tmp_path):
+    small_copy(samples / "astronaut.jpg", tmp_path / "shop" / "a.jpg")
+    for _ in range(2):
+        listing = "".join(f"shop/{p.name}\n" for p in (tmp_path / "shop").iterdir()).encode()
+        proc = run_cli("--files-from", "-", "-o", ".", "-q", input=listing, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    assert files(tmp_path / "shop") == ["a.cutout.webp", "a.jpg"]
+
+
+def test_a_broken_link_in_a_folder_fails_with_its_path(samples, tmp_path):
+    small_copy(samples / "astronaut.jpg", tmp_path / "in" / "ok.jpg")
+    (tmp_path / "in" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    proc = run_cli("in", "-o", "out", "--json", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert outcomes(proc)["in/gone.jpg"][0] == "failed" and "in/gone.jpg" in proc.stderr.decode()
+
+
+def test_a_report_that_cannot_be_written_is_refused_before_any_work(samples, tmp_path):
+    photo = small_copy(samples / "astronaut.jpg", tmp_path / "a.jpg")
+    (tmp_path / "reports").mkdir()
+    for report, says in [(str(tmp_path / "reports"), "is a folder"),
+                         ("/proc/none/r.json", "cannot write there")]:
+        proc = run_cli(str(photo), "-o", str(tmp_path / "out"), "--report", report)
+        assert proc.returncode == 2 and says in proc.stderr.decode()
+        assert b"Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_jpeg_on_the_command_line_outranks_a_mask_from_the_config(samples, tmp_path):
+    photo = small_copy(samples / "astronaut.jpg", tmp_path / "a.jpg")
+    config = tmp_path / "config.toml"
+    config.write_text("include_mask = true\n")
+    proc = run_cli(str(photo), "-o", str(tmp_path / "cut.jpg"), "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(tmp_path / "cut.jpg").format == "JPEG"
+
+
+def test_paths_piped_in_start_work_before_the_list_ends(samples, tmp_path):
+    small_copy(samples / "astronaut.jpg", tmp_path / "a.jpg")
+    proc = subprocess.Popen([sys.executable, "-m", "bgremove", "--files-from", "-", "-o", "out",
+                             "-q"], stdin=subprocess.PIPE, cwd=tmp_path, env=cli_env())
+    try:
+        proc.stdin.write(b"a.jpg\n")
+        proc.stdin.flush()  # and the list stays open, as a slow `find` keeps it
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "out" / "a.webp").exists():
+            assert time.monotonic() < deadline, "nothing was done while the list was open"
+            time.sleep(0.1)
+    finally:
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
