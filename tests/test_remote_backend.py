@@ -28,6 +28,7 @@ from bgremove.errors import (
     OutOfCredits,
     SetupError,
     StopBatch,
+    UsageError,
 )
 from bgremove.options import OutputFormat, RemovalOptions
 from bgremove.progress import ConsoleReporter
@@ -238,6 +239,15 @@ def test_429_waits_retry_after_for_the_whole_pool(make_backend):
     assert times[1] - times[0] >= 0.95, "no request may go out before Retry-After has passed"
 
 
+def test_429s_never_use_up_the_retries(make_backend):
+    # A shared key's other users can take the slots several times running: a slot still frees
+    # up, so the file waits for it rather than failing.
+    busy = lambda r: error(429, "slow down", **{"retry-after": "0"})  # noqa: E731
+    script = Script(*[busy] * 6, ok)
+    result = make_backend(script, max_retries=2).process(image_bytes(), RemovalOptions())
+    assert result.credits_remaining == 41 and script.count == 7
+
+
 def test_401_stops_and_nothing_more_is_sent(make_backend):
     script = Script(lambda r: error(401, "Invalid API key"), ok)
     backend = make_backend(script)
@@ -406,3 +416,9 @@ def test_pool_keeps_to_the_rate_limit(make_backend):
     times = sorted(t for t, _ in script.requests)
     assert len(times) == 12
     assert min(b - a for a, b in zip(times, times[4:], strict=False)) >= 0.25
+
+
+def test_a_key_that_http_cannot_carry_is_refused_without_showing_it():
+    with pytest.raises(UsageError, match="not ASCII") as caught:
+        RemoteSession("http://127.0.0.1:9/api/remove-background/", "sk-secret-valé")
+    assert "secret" not in str(caught.value) and "é" not in str(caught.value)

@@ -135,11 +135,13 @@ def finish_locally(data: bytes, options: RemovalOptions) -> bytes:
 
 @dataclass
 class Retry:
-    """Send again: after `delay` seconds (None: the backoff's), `problem` if it gives up."""
+    """Send again: after `delay` seconds (None: the backoff's), `problem` if it gives up.
+    `counted`: whether it counts towards max_retries (a 429 does not: a slot always frees up)."""
 
     problem: str
     delay: float | None = None
     request_id: str | None = None
+    counted: bool = True
 
 
 class RemoteSession(SessionBase):
@@ -168,6 +170,11 @@ class RemoteSession(SessionBase):
     ):
         self.api_url = check_api_url(api_url)
         self._key = api_key if isinstance(api_key, Secret) else Secret(api_key)
+        if not self._key.reveal().isascii():
+            # An HTTP header cannot carry it; said without showing the key or its characters.
+            raise UsageError("the API key has a character that is not ASCII, so it cannot be "
+                             "sent (a pasted quote or dash?): check --api-key, --api-key-file "
+                             "or BGREMOVE_API_KEY")
         self._owns_client = client is None
         self.client = client or httpx.Client(
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -231,6 +238,8 @@ class RemoteSession(SessionBase):
             verdict = self._verdict(self._attempt(data, kind, fields), failures)
             if isinstance(verdict, httpx.Response):
                 return verdict
+            if not verdict.counted:
+                continue  # the pacer holds the next attempt back
             failures += 1
             if failures > self.max_retries:
                 raise FileFailed(f"gave up after {failures} attempts: {verdict.problem}",
@@ -298,7 +307,7 @@ class RemoteSession(SessionBase):
             # Everyone waits, not only this thread: the server is telling the whole pool.
             delay = retry_after_seconds(answer.headers.get("retry-after"))
             self.pacer.defer(delay if delay is not None else self._backoff(failures + 1))
-            return Retry(problem, 0.0, request_id)
+            return Retry(problem, 0.0, request_id, counted=False)
         return Retry(problem, None, request_id)
 
     @staticmethod
