@@ -136,12 +136,17 @@ def test_serve_command_end_to_end(tmp_path, samples):
         assert response.status_code == 200
         assert response.headers["x-user-credits"] == "2"
         assert response.headers["x-ratelimit-limit"] == "50"
+        malformed = httpx.post(url + "/api/remove-background", headers={
+            "x-api-key": key, "content-type": "multipart/form-data; boundary=xx"},
+            content=b"garbage")
+        assert malformed.status_code == 400
     finally:
         server.send_signal(signal.SIGINT)
         stdout, stderr = server.communicate(timeout=30)
     log = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
     posted = [line for line in log if line["method"] == "POST"]
-    assert len(posted) == 1 and posted[0]["status"] == 200
+    assert [line["status"] for line in posted] == [200, 400]
+    assert "boundary" not in stderr.decode()  # no stray line from the form parser
     assert posted[0]["request_id"] == response.headers["x-request-id"]
     assert posted[0]["key_id"] == key[4:16]
     assert key not in stderr.decode() and stdout == b""

@@ -113,6 +113,9 @@ def _log_json_lines() -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    # A malformed upload is answered with a 400 and logged as one of those lines; the form
+    # parser's own warning about it would be a stray plain-text line among them.
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 
 keys_app = typer.Typer(
