@@ -257,8 +257,11 @@ class Planner:
             if len(self.inputs) == 1 and listed is None and suffix not in OutputFormat.suffixes():
                 raise UsageError(f"-o {output}: bgremove writes {OutputFormat.names()}, not "
                                  f"{suffix[1:].upper()}; name the file .png, .webp or .jpg")
-            raise UsageError(f"-o {output}: looks like an image file, but there is more than "
-                             "one input; -o takes a folder for several inputs")
+            several = ("the inputs come from a list" if listed is not None else
+                       "the input is a folder" if len(self.inputs) == 1 else
+                       "there is more than one input")
+            raise UsageError(f"-o {output}: looks like an image file, but {several}; -o takes a "
+                             "folder for several images")
         self.out_dir = Path(output)
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise UsageError(f"-o {output}: exists and is not a folder "

@@ -229,7 +229,7 @@ def test_o_with_a_jpeg_name_writes_a_jpeg_on_white(samples, tmp_path):
 
 @pytest.mark.parametrize("args, says", [
     (["-o", "out.gif"], "bgremove writes PNG, WebP and JPEG, not GIF"),
-    (["-o", "out.png", "x.png"], "-o takes a folder for several inputs"),
+    (["-o", "out.png", "x.png"], "there is more than one input; -o takes a folder"),
     (["-o", "out.jpg", "--include-mask"], "JPEG has no transparency"),
     (["-o", "out", "-f", "gif"], "'gif' is not valid: expected one of png, webp, jpeg"),
     (["-o", "out", "--background-color", "red", "--include-mask"], "give one of them"),
@@ -238,6 +238,11 @@ def test_impossible_outputs_are_usage_errors(samples, tmp_path, args, says):
     proc = run_cli(str(samples / "coffee.png"), *args, cwd=tmp_path)
     assert proc.returncode == 2 and says in proc.stderr.decode(), proc.stderr.decode()
     assert files(tmp_path) == []
+
+
+def test_an_image_name_for_a_folder_of_images_says_so(samples, tmp_path):
+    proc = run_cli(str(samples), "-o", "out.png", cwd=tmp_path)
+    assert proc.returncode == 2 and "the input is a folder" in proc.stderr.decode()
 
 
 def test_a_background_colour_alone_fills_the_background(samples, tmp_path):
