@@ -342,9 +342,10 @@ class Planner:
                     names = names_by_folder[path.parent] = FolderNames(
                         siblings.values(), self.suffix, _same_folder(out_dir, path.parent))
                 name, key = names.output(path.name)
-                if name is None:  # both its output names are taken by other files here
-                    continue
                 if not self._keep(key):
+                    continue
+                if name is None:  # both its output names are taken by other files here
+                    yield WorkItem(path, None, error=f"same output as {names.owner(path.name)}")
                     continue
                 yield _claim(WorkItem(path, out_dir / name), claimed)
             elif self._keep(raw):
@@ -382,10 +383,11 @@ class Planner:
             if names.named_before(path.name):
                 continue  # listed twice
             name, key = names.output(path.name)
-            if name is None:
-                yield WorkItem(path, None, error=f"same output as {names.owner(path.name)}")
+            if not self._keep((base.parent / key).as_posix()):
                 continue
-            if self._keep((base.parent / key).as_posix()):
+            if name is None:  # both its output names are taken by other files there
+                yield WorkItem(path, None, error=f"same output as {names.owner(path.name)}")
+            else:
                 yield WorkItem(path, dest_dir / name)
 
     def _walk(self, root: Path, out_root: Path, rel_root: Path, *, skip: list[tuple[int, int]],
