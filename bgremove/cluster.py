@@ -112,7 +112,11 @@ class ModelPlugin(WorkerPlugin):
 
     async def setup(self, worker: Any) -> None:
         if self.local and threading.current_thread() is threading.main_thread():
+            # SIGTERM too, sent to the whole group (`kill -- -PGID`, a service manager): the
+            # command stops the job and lets the chunks in flight finish and report. The
+            # cluster still stops its workers (the nanny asks, then SIGKILLs).
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if self.resources and not _offers(worker, self.resources):
             return
         loop = asyncio.get_running_loop()

@@ -414,8 +414,8 @@ class Batch:
         input. `count_ahead` walks the inputs once more on another thread, only to count them,
         so a progress bar knows its total before the work is done. `executor`: process the
         images elsewhere instead (a `bgremove.cluster.DaskExecutor`; then no session here)."""
-        if session is None and executor is None and not self.dry_run:
-            raise ValueError("a batch needs a session, unless it is a dry run")
+        if session is None and executor is None and not (self.dry_run or self._stops):
+            raise ValueError("a batch needs a session, unless it is a dry run (or stopped)")
         from bgremove.parallel import workers_for
 
         self.session = session

@@ -171,13 +171,20 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
         session = cluster = executor = None
         workers = 1
         if not job.dry_run and settings.cluster is not None:
-            cluster, executor = open_cluster(settings, batch, options.mode.value)
-            ran.update(workers=executor.workers, threads=executor.job.threads)
-            for warning in executor.warnings:
-                console.say(f"bgremove: warning: on the Dask workers: {warning}")
-            if job.verbose:
-                console.say(f"cluster {settings.cluster}: {executor.workers} worker threads, "
-                            f"{executor.chunk_size} files per task")
+            try:
+                cluster, executor = open_cluster(settings, batch, options.mode.value)
+            except Exception:
+                # A Ctrl-C to the terminal while a local cluster starts reaches its workers too
+                # (they ignore it only once started): the start fails, and the run is over.
+                if not batch.stops:
+                    raise
+            if executor is not None:
+                ran.update(workers=executor.workers, threads=executor.job.threads)
+                for warning in executor.warnings:
+                    console.say(f"bgremove: warning: on the Dask workers: {warning}")
+                if job.verbose:
+                    console.say(f"cluster {settings.cluster}: {executor.workers} worker "
+                                f"threads, {executor.chunk_size} files per task")
         elif not job.dry_run:
             from bgremove.devices import place
 

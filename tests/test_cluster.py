@@ -178,6 +178,34 @@ def test_ctrl_c_stops_the_job_and_the_next_run_finishes_it(photos, plain, tmp_pa
     assert watch.unchanged()
 
 
+def test_sigterm_to_the_whole_group_stops_the_job_as_ctrl_c_does(photos, tmp_path):
+    # As a service manager stops a unit: every process of the group gets SIGTERM. The workers
+    # finish their chunks, so what the run reports is what is on disk.
+    out = tmp_path / "out"
+    proc = start(str(photos), "-o", str(out), "--mode", "fast", "--cluster", "local:2", "--json")
+    watch = Watch(out)
+    watch.until(proc, 6)
+    os.killpg(proc.pid, signal.SIGTERM)
+    run = finish(proc, watch)
+    assert run.returncode == 130, run.stderr.decode()
+    done = {line["output"] for line in json_lines(run.stdout) if line["status"] == "done"}
+    assert done == {str(p) for p in out.glob("*.webp")} and len(done) >= 6
+    assert_only_whole_files(out)
+
+
+def test_ctrl_c_while_the_local_cluster_starts_ends_the_run_cleanly(photos, tmp_path):
+    out = tmp_path / "out"
+    proc = start(str(photos), "-o", str(out), "--mode", "fast", "--cluster", "local:2")
+    deadline = time.monotonic() + 60
+    while not dask_workers(proc) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)  # the workers are still starting up
+    run = finish(proc)
+    assert run.returncode == 130, run.stderr.decode()
+    assert "bgremove summary" in run.stderr.decode()
+    assert_only_whole_files(out)
+
+
 def test_a_second_ctrl_c_leaves_at_once_and_says_what_was_written(photos, plain, tmp_path):
     out = tmp_path / "out"
     proc = start(str(photos), "-o", str(out), "--mode", "fast", "--cluster", "local:2", "--json")
