@@ -166,7 +166,8 @@ def remove(
     output: Annotated[str | None, typer.Option(
         "-o", "--output", metavar="PATH", help="Output folder (mirrors input sub-folders), "
         "or a file for one input (.png, .webp or .jpg), or - for stdout.")] = None,
-    mode: Annotated[Mode, typer.Option(help="fast | balanced | quality.")] = DEFAULTS.mode,
+    mode: Annotated[Mode, typer.Option(help="fast | balanced | quality.",
+                                       case_sensitive=False)] = DEFAULTS.mode,
     output_format: Annotated[str | None, typer.Option(
         "--output-format", "--format", "-f", metavar="png|webp|jpeg",
         help="Output format [default: webp, or the -o file's extension]. JPEG has no "

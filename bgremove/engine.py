@@ -310,6 +310,8 @@ class Batch:
         max_credits: int | None = None,
     ):
         output = os.fspath(output) if output is not None else None
+        if isinstance(inputs, (str, os.PathLike)):  # one folder, not its name's letters
+            inputs = [inputs]
         inputs = [os.fspath(p) for p in inputs]
         if options is None:  # `out.jpg` for one input: its extension picks the format
             implied = (OutputFormat.from_suffix(output_suffix(output))

@@ -7,6 +7,7 @@ before anything else is loaded.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -18,6 +19,12 @@ class Mode(str, Enum):
     fast = "fast"
     balanced = "balanced"
     quality = "quality"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Mode | None:
+        if isinstance(value, str) and value.strip().lower() in cls._value2member_map_:
+            return cls(value.strip().lower())  # `Quality`, as OutputFormat takes `PNG`
+        return None
 
 
 class OutputFormat(str, Enum):
@@ -94,6 +101,18 @@ def parse_color(text: str) -> RGB:
     return rgb[:3]
 
 
+def _rgb(value: object) -> RGB:
+    """An (r, g, b) tuple of whole numbers 0-255 (a fourth, alpha, value is ignored)."""
+    try:
+        channels = [operator.index(c) for c in value]  # type: ignore[union-attr]
+    except TypeError:  # not a sequence, or not of whole numbers (0.5 is not 128)
+        channels = []
+    if len(channels) in (3, 4) and all(0 <= c <= 255 for c in channels):
+        return tuple(channels[:3])  # type: ignore[return-value]
+    raise ValueError(f"background_color {value!r}: give a colour name, #rrggbb, or (r, g, b) "
+                     "with whole numbers 0-255")
+
+
 def parse_bool(text: str) -> bool:
     """Parse a form or config boolean the way the API accepts them."""
     value = text.strip().lower()
@@ -146,7 +165,7 @@ class RemovalOptions:
         if isinstance(background_color, str):
             colour = parse_color(background_color)
         elif background_color is not None:
-            colour = tuple(int(c) for c in background_color)[:3]
+            colour = _rgb(background_color)
         else:
             colour = WHITE
         if include_mask is None:

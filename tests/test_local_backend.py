@@ -173,3 +173,31 @@ def test_remove_batch_into_a_file_writes_what_its_name_says(backend, samples, tm
     assert summary.exit_code == 0
     with Image.open(tmp_path / name) as written:
         assert (written.format, written.mode) == (fmt, mode)
+
+
+def test_remove_batch_takes_one_folder_as_a_plain_string(backend, samples, tmp_path, monkeypatch):
+    import bgremove
+
+    (tmp_path / "in").mkdir()
+    Image.open(samples / "rocket.jpg").resize((120, 90)).save(tmp_path / "in" / "r.jpg")
+    monkeypatch.chdir(tmp_path)
+    summary = bgremove.remove_batch("in", "out", session=backend)
+    assert summary.exit_code == 0 and sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "r.webp"]
+
+
+@pytest.mark.parametrize("colour", [(300, 0, -5), (1, 2), 5, (0.5, 0.5, 0.5)])
+def test_a_bad_background_colour_is_a_value_error_naming_it(backend, colour):
+    import bgremove
+
+    with pytest.raises(ValueError, match="background_color"):
+        bgremove.remove(b"unused", background_color=colour, session=backend)
+
+
+def test_library_mistakes_raise_bgremove_errors(backend, samples, tmp_path):
+    import bgremove
+
+    with pytest.raises(bgremove.FileFailed, match="missing.jpg: cannot read"):
+        bgremove.remove(tmp_path / "missing.jpg", session=backend)
+    photo = Image.open(samples / "rocket.jpg").resize((120, 90))
+    assert bgremove.remove(photo, mode="QUALITY", session=backend).mode == "RGBA"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from bgremove.errors import FileFailed
 from bgremove.options import RemovalOptions
 
 if TYPE_CHECKING:
@@ -65,7 +66,11 @@ class SessionBase:
         if isinstance(image, (bytes, bytearray, memoryview)):
             return self.process(bytes(image), options).data
         if isinstance(image, (str, os.PathLike)):
-            return self.process(Path(image).read_bytes(), options).data
+            try:
+                data = Path(image).read_bytes()
+            except OSError as exc:
+                raise FileFailed(f"{image}: cannot read: {exc.strerror or exc}") from None
+            return self.process(data, options).data
         return self.remove_image(as_pil(image), options)
 
     def remove_image(self, image: Image.Image, options: RemovalOptions) -> Image.Image:
