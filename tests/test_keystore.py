@@ -224,3 +224,47 @@ def test_postgres_holds_no_secret(pg_url):
     with psycopg.connect(pg_url) as conn:
         rows = conn.execute("SELECT * FROM keys").fetchall()
     assert key.split("_", 2)[2] not in repr(rows) and "a@example.com" in repr(rows)
+
+
+def test_a_role_that_may_use_the_tables_but_not_create_any_works(postgres, pg_url):
+    # The usual service set-up: an administrator made the tables, the server's role only
+    # reads and writes them.
+    import secrets
+
+    import psycopg
+
+    with open_store(pg_url) as store:  # as the administrator: the tables are made here
+        key = store.create("ops@example.com", 3)
+    schema = pg_url.rsplit("%3D", 1)[1]
+    role, password = "svc_" + secrets.token_hex(4), secrets.token_hex(8)
+    with psycopg.connect(postgres.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} "
+                     f"TO {role}")
+    service = pg_url.replace("postgresql://bgremove@", f"postgresql://{role}:{password}@")
+    assert service != pg_url
+    with open_store(service) as store:
+        assert store.add_credits(key_id_of(key), 2).credits == 5
+        assert [info.email for info in store.list()] == ["ops@example.com"]
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://u:s3cr3t@db.example/keys", "postgresql://u:***@db.example/keys"),
+    ("postgresql://u@db.example/keys?sslmode=require&password=s3cr3t",
+     "postgresql://u@db.example/keys?sslmode=require&password=***"),
+])
+def test_a_password_anywhere_in_the_url_is_found_and_masked(url, shown):
+    from bgremove.server.store import redact, url_password
+
+    assert url_password(url) == "s3cr3t" and redact(url) == shown
+
+
+def test_credits_beyond_what_a_store_holds_exactly_are_a_mistake(tmp_path):
+    with open_store(tmp_path / "keys.sqlite3") as store:
+        with pytest.raises(UsageError, match="at most"):
+            store.create("a@example.com", 10**19)
+        key = store.create("a@example.com", 1)
+        with pytest.raises(UsageError, match="at most"):
+            store.add_credits(key_id_of(key), 2**63)
+        assert store.get(key_id_of(key)).credits == 1

@@ -20,7 +20,8 @@ from PIL import Image
 
 from bgremove.backends.local import LocalSession
 from bgremove.server import create_app
-from bgremove.server.store import KeyStore, open_store
+from bgremove.server.sqlite_store import SqliteKeyStore
+from bgremove.server.store import KeyStore, StoreUnavailable, open_store
 from tests.serving import serve_app
 from tests.test_truncated_jpeg import with_jpeg_size
 
@@ -270,6 +271,45 @@ def test_processing_failure_is_500_with_request_id_and_refunded(store, small_png
     logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
     assert request_id in logged and "the model crashed" in logged
     assert key not in logged and key not in caplog.text
+
+
+class DatabaseAway(SqliteKeyStore):
+    """A key store whose database is away whenever `away` is set (as during a restart)."""
+
+    away = False
+
+    def _check(self) -> None:
+        if self.away:
+            raise StoreUnavailable("key database: connection refused")
+
+    def release(self, request_id: str) -> int | None:
+        self._check()
+        return super().release(request_id)
+
+    def heartbeat(self, replica: str) -> None:
+        self._check()
+        super().heartbeat(replica)
+
+
+def test_a_credit_that_could_not_be_given_back_goes_back_once_the_database_answers(
+        tmp_path, small_png):
+    store = DatabaseAway(tmp_path / "keys.sqlite3")
+    key = store.create("outage@example.com", 2)
+
+    class FailsWhileTheDatabaseIsAway(BrokenBackend):
+        def process(self, data, options):
+            store.away = True  # the database goes away while the image is being processed
+            raise RuntimeError("the model crashed")
+
+    app = create_app(store, backend=FailsWhileTheDatabaseIsAway(), replica_timeout=1.0)
+    with serve_app(app) as base:
+        assert post(base, key, small_png).status_code == 500
+        assert balance(store, key) == 1  # held: it cannot be given back while the database is away
+        store.away = False
+        deadline = time.monotonic() + 10
+        while balance(store, key) != 2:
+            assert time.monotonic() < deadline, "the credit never came back"
+            time.sleep(0.05)
 
 
 def test_rate_limit_with_retry_after(store, backend):

@@ -168,6 +168,9 @@ class RemovalService:
         self._backend = backend
         self._owns_backend = False
         self._backend_lock = threading.Lock()
+        # Credits of failed requests that could not be given back (the database was away):
+        # given back by keep_alive as soon as it answers again.
+        self.owed: set[str] = set()
 
     def backend(self) -> Backend:
         """The backend, loading and warming up the model on first use (on a worker thread)."""
@@ -194,9 +197,17 @@ class RemovalService:
             await anyio.sleep(self.replica_timeout / 4)
             try:
                 await anyio.to_thread.run_sync(self.store.heartbeat, self.replica)
+                await anyio.to_thread.run_sync(self.give_back_owed)
                 await self._sweep()
             except StoreError as exc:  # the database is away: requests will say so
                 log.warning("heartbeat failed: %s", exc)
+
+    def give_back_owed(self) -> None:
+        for request_id in sorted(self.owed):
+            self.store.release(request_id)  # a StoreError leaves the rest owed till next time
+            self.owed.discard(request_id)
+            log.warning("request %s: its credit was given back now that the key database "
+                        "answers again", request_id)
 
     async def _sweep(self) -> None:
         given = await anyio.to_thread.run_sync(self.store.sweep, self.replica_timeout)
@@ -257,8 +268,10 @@ class RemovalService:
                 try:
                     await anyio.to_thread.run_sync(self.store.release, request_id)
                 except StoreError as store_error:
+                    self.owed.add(request_id)
                     log.warning("request %s: could not give its credit back now (%s); it goes "
-                                "back when this replica stops", request_id, store_error)
+                                "back as soon as the key database answers", request_id,
+                                store_error)
             if isinstance(exc, ImageError):  # e.g. a truncated file: the upload's fault
                 raise ApiError(400, str(exc)) from None
             if isinstance(exc, Exception) and not isinstance(exc, StoreError):

@@ -66,6 +66,8 @@ CREATE INDEX IF NOT EXISTS rate_hits_by_key ON rate_hits (key_id, at);
 # PostgreSQL): they take turns under this transaction-scoped advisory lock.
 _SCHEMA_LOCK = 0x6267_7265_6D76  # "bgremv"
 _COLUMNS = "id, email, credits, used, created_at, last_used_at, revoked_at"
+_TABLES_PRESENT = ", ".join(f"to_regclass('{table}') IS NOT NULL"
+                            for table in ("keys", "charges", "replicas", "rate_hits"))
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -90,8 +92,12 @@ class PostgresKeyStore(KeyStore):
             # One plain connection first: a wrong host, database or password is reported now,
             # with libpq's own reason, rather than as a pool timeout on the first request.
             with psycopg.connect(url, connect_timeout=max(1, round(connect_timeout))) as conn:
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                conn.execute(_SCHEMA)
+                # Only where a table is missing: a role allowed to use the tables but not to
+                # create any (the usual set-up for a service) must not need CREATE.
+                present = conn.execute(f"SELECT {_TABLES_PRESENT}").fetchone()
+                if not all(present):
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                    conn.execute(_SCHEMA)
         except psycopg.Error as exc:
             raise StoreUnavailable(
                 f"cannot open the key database {self.location}: {self._clean(exc)}"
@@ -233,7 +239,7 @@ class PostgresKeyStore(KeyStore):
                 count += 1
                 oldest = now if oldest is None else oldest
         reset_after = oldest + window - now if oldest is not None else 0.0
-        return RateDecision(allowed, limit, limit - count, reset_after)
+        return RateDecision(allowed, limit, max(0, limit - count), reset_after)
 
     def add_credits(self, key_id: str, credits: int) -> KeyInfo:
         check_credits(credits)

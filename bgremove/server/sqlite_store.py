@@ -228,7 +228,7 @@ class SqliteKeyStore(KeyStore):
                 "SELECT MIN(at) FROM rate_hits WHERE key_id = ?", (key_id,)
             ).fetchone()
         reset_after = oldest + window - now if oldest is not None else 0.0
-        return RateDecision(allowed, limit, limit - count, reset_after)
+        return RateDecision(allowed, limit, max(0, limit - count), reset_after)
 
     def add_credits(self, key_id: str, credits: int) -> KeyInfo:
         check_credits(credits)

@@ -30,7 +30,6 @@ import secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from bgremove.errors import BgRemoveError, SetupError, UsageError
 
@@ -40,6 +39,9 @@ _KEY_RE = re.compile(rf"^{KEY_PREFIX}([0-9a-f]{{{_ID_HEX}}})_[A-Za-z0-9_-]{{43}}
 # Emails travel back in the x-user-email header, so they must be plain printable ASCII.
 _EMAIL_RE = re.compile(r"^[!-~]+@[!-~]+$")
 POSTGRES_SCHEMES = ("postgresql", "postgres")
+# A bound far above any real balance that both stores hold exactly (SQLite and PostgreSQL
+# integers are 64-bit; a sum near that limit would overflow or turn into a float).
+MAX_CREDITS = 10**12
 
 
 class UnknownKeyId(UsageError):
@@ -133,30 +135,38 @@ def default_location() -> str:
     return os.environ.get("BGREMOVE_DB") or str(default_db_path())
 
 
+def scheme_of(location: str) -> str:
+    """`postgresql` of `postgresql://...` ('' for a path), without parsing the rest, which
+    may be malformed."""
+    scheme, sep, _ = location.partition("://")
+    return scheme.lower() if sep else ""
+
+
 def is_postgres(location: str) -> bool:
-    return urlsplit(location).scheme in POSTGRES_SCHEMES
+    return scheme_of(location) in POSTGRES_SCHEMES
+
+
+# The password's places in a URL: user:PASSWORD@host, and libpq's ?password=PASSWORD.
+_URL_PASSWORDS = re.compile(r"(?<=://)([^/@?#]*?):([^/@?#]*)(?=@)|([?&]password=)([^&#]*)")
 
 
 def url_password(location: str) -> str | None:
     """The password written into a PostgreSQL URL, if any (to warn about it, and to mask it)."""
     if not is_postgres(location):
         return None
-    try:
-        return urlsplit(location).password
-    except ValueError:
-        return None
+    for match in _URL_PASSWORDS.finditer(location):
+        password = match.group(2) if match.group(2) is not None else match.group(4)
+        if password:
+            return password
+    return None
 
 
 def redact(location: str) -> str:
     """The location as it may be shown: a URL's password replaced by ***."""
     if not is_postgres(location):
         return location
-    parts = urlsplit(location)
-    if parts.password is None:
-        return location
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return _URL_PASSWORDS.sub(
+        lambda m: f"{m.group(1)}:***" if m.group(3) is None else f"{m.group(3)}***", location)
 
 
 def open_store(location: str | os.PathLike[str] | None = None, *,
@@ -170,7 +180,7 @@ def open_store(location: str | os.PathLike[str] | None = None, *,
     StoreMissing rather than a new, empty database (and folders) made where a path was mistyped.
     """
     text = os.fspath(location) if location is not None else default_location()
-    scheme = urlsplit(text).scheme if "://" in text else ""
+    scheme = scheme_of(text)
     if scheme in POSTGRES_SCHEMES:
         try:
             from bgremove.server.postgres_store import PostgresKeyStore
@@ -210,6 +220,8 @@ class KeyStore(ABC):
             raise UsageError(f"not an email address: {email!r}")
         if credits < 0:
             raise UsageError("credits cannot be negative")
+        if credits > MAX_CREDITS:
+            raise UsageError(f"at most {MAX_CREDITS:,} credits on a key")
         while True:
             key_id = secrets.token_hex(_ID_HEX // 2)
             key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
@@ -306,6 +318,8 @@ class KeyStore(ABC):
 def check_credits(credits: int) -> None:
     if credits <= 0:
         raise UsageError("the number of credits to add must be positive")
+    if credits > MAX_CREDITS:
+        raise UsageError(f"at most {MAX_CREDITS:,} credits on a key")
 
 
 def unknown(key_id: str) -> UnknownKeyId:
