@@ -76,12 +76,12 @@ def start_up_and_chunk_cost(folder: Path, workers: int, chunks: int) -> tuple[fl
     with dc.connect(f"local:{workers}") as cluster:
         executor = dc.DaskExecutor(batch, cluster)
         up = time.perf_counter() - started
-        job = replace(executor.job, stamp=dc.filesystem_now(out))
+        job = replace(executor.job, started_ns=dc.filesystem_now(out))
         source = next(src.iterdir())
         files = []
         for i in range(chunks):
             dest = out / f"{i}.webp"
-            write_atomically(dest, b"done")  # after the stamp: counted done, not redone
+            write_atomically(dest, b"done")  # after the job's start: counted done, not redone
             files.append([(str(source), str(dest), False)])
         client = cluster.client
         client.gather(client.map(dc.run_chunk, [job] * 8, files[:8], pure=False))

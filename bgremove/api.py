@@ -86,24 +86,31 @@ def remove_batch(
     listed: Iterable[str] | None = None,
     shard: Shard | None = None,
     overwrite: bool = False,
+    keep_unstamped: bool = False,
     dry_run: bool = False,
+    check: bool = False,
     workers: int | None = None,
     max_credits: int | None = None,
     on_progress: Progress | None = None,
 ) -> Summary:
     """Remove the backgrounds of files and folders, as `bgremove INPUT... -o OUTPUT` does.
 
-    Folders are walked recursively and mirrored under `output`; outputs that exist are skipped
-    unless `overwrite`; every output is written atomically. A file that fails is counted and the
-    rest go on: the returned `Summary` has the counts, the failures and the exit code the CLI
-    would give. `on_progress(outcome, summary)` is called after each input. `session`: default,
-    the bundled model sized for this machine. See `Batch` for stopping a batch from outside.
+    Folders are walked recursively and mirrored under `output`; outputs that are up to date
+    (their stamp says they were made from the same input, options and model) are kept, the rest
+    made (all of them with `overwrite`; `keep_unstamped` keeps outputs that carry no stamp); every
+    output is written atomically. `dry_run` makes nothing and says what would be done; `check`
+    is a dry run whose exit code is 1 when an output is missing or stale. A file that fails is
+    counted and the rest go on: the returned `Summary` has the counts, the failures and the exit
+    code the CLI would give. `on_progress(outcome, summary)` is called after each input.
+    `session`: default, the bundled model sized for this machine. See `Batch` for stopping a
+    batch from outside.
     """
     from bgremove.engine import Batch
 
     batch = Batch(inputs, output, options=options, listed=listed, shard=shard,
-                  overwrite=overwrite, dry_run=dry_run, max_credits=max_credits)
-    if session is not None or dry_run:
+                  overwrite=overwrite, keep_unstamped=keep_unstamped, dry_run=dry_run,
+                  check=check, max_credits=max_credits)
+    if session is not None or batch.dry_run:
         return batch.run(session, workers=workers, on_progress=on_progress)
     from bgremove.parallel import plan
 

@@ -155,7 +155,9 @@ def _root(
     "remove",
     cls=InputsCommand,
     help="Remove the background of images: files, folders, or - for stdin.\n\n"
-    "Folders are walked recursively and mirrored under -o; outputs that exist are skipped.\n\n"
+    "Folders are walked recursively and mirrored under -o. Outputs that are up to date (made "
+    "from the same input, options and model, as the stamp inside each output says) are kept; "
+    "the rest are made.\n\n"
     "Example: bgremove photos/ -o cutouts/ --output-format png",
 )
 def remove(
@@ -226,7 +228,10 @@ def remove(
         "running cluster that shares the filesystem. Needs bgremove[cluster].",
         show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(
-        help="Redo outputs that already exist (by default they are skipped).")] = False,
+        help="Redo every output, even those that are up to date.")] = False,
+    keep_unstamped: Annotated[bool, typer.Option(
+        "--keep-unstamped", help="Keep outputs that carry no bgremove stamp (made by hand, or "
+        "by a bgremove before 0.3) instead of making them again.")] = False,
     files_from: Annotated[str | None, typer.Option(
         metavar="FILE", help="Also process the paths listed in FILE (- for stdin), one per line; "
         "blank lines and # comments are ignored.")] = None,
@@ -237,6 +242,9 @@ def remove(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="List what would be processed and skipped (and the credits it "
         "would cost); write nothing.")] = False,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Write nothing; list every output that is missing or stale and exit 1 "
+        "if there is one, 0 when all are up to date (for CI).")] = False,
     shard: Annotated[str | None, typer.Option(
         metavar="K/N", help="Process only part K of N of the inputs, for a CI matrix of N jobs.",
     )] = None,

@@ -52,6 +52,7 @@ from bgremove.engine import (
 )
 from bgremove.errors import BgRemoveError, SetupError, StopBatch, UsageError
 from bgremove.options import RemovalOptions
+from bgremove.stamps import UP_TO_DATE, Recipe, local_model_id, verdict
 
 if TYPE_CHECKING:
     from bgremove.backends.local import LocalSession
@@ -156,7 +157,8 @@ class ChunkJob:
     device: str
     threads: int
     overwrite: bool
-    stamp: int  # the job's start, as the output folder's filesystem tells time (ns)
+    started_ns: int  # the job's start, as the output folder's filesystem tells time (ns)
+    recipe: Recipe | None = None  # what the outputs' stamps say they are made from
 
     @property
     def stop_event(self) -> str:
@@ -181,12 +183,12 @@ def run_chunk(job: ChunkJob, files: list[tuple[str, str, bool]]) -> list[Answer]
         if stopped():
             break
         item = WorkItem(Path(source), Path(dest), walked=walked)
-        earlier = _written_earlier(item.dest, job)
+        earlier = _written_earlier(item.source, item.dest, job)
         if earlier is not None:
             answers.append(earlier)
             continue
         try:
-            outcome = process_item(session, job.options, item, _write)
+            outcome = process_item(session, job.options, item, _write, job.recipe)
         except StopBatch as exc:
             answers.append(exc)
             break
@@ -199,17 +201,17 @@ def _write(item: WorkItem, data: bytes) -> bool:
     return True
 
 
-def _written_earlier(dest: Path, job: ChunkJob) -> Answer:
+def _written_earlier(source: Path, dest: Path, job: ChunkJob) -> Answer:
     """The answer for an output that exists already, or None to make it. One written since the
     job began was written by this job, on a worker that died before answering: done, once."""
     try:
         st = os.stat(dest)
     except OSError:
         return None
-    if st.st_mtime_ns >= job.stamp:
+    if st.st_mtime_ns >= job.started_ns:
         return (Status.done.value, None, st.st_size, 0.0)
-    if not job.overwrite:  # made by someone else since the plan saw it missing
-        return (Status.skipped.value, "output exists", 0, 0.0)
+    if not job.overwrite and job.recipe is not None and verdict(source, dest, job.recipe).fresh:
+        return (Status.skipped.value, None, 0, 0.0)  # made since the plan saw it stale
     return None
 
 
@@ -341,7 +343,8 @@ class DaskExecutor:
             model = os.path.abspath(os.path.expanduser(model))  # the workers' folder is not ours
         self.token = secrets.token_hex(6)
         self.job = ChunkJob(self.token, batch.options, model, device, threads or 1,
-                            batch.overwrite, stamp=0)
+                            batch.overwrite, started_ns=0)
+        self.model_id = local_model_id(model)
         self._refresh(force=True)
         if self.workers == 0:
             raise SetupError("no worker of the Dask cluster advertises the resource GPU: start "
@@ -423,7 +426,7 @@ class DaskExecutor:
             if future.done() and not future.cancelled() and future.exception() is None:
                 yield future.result()
                 continue
-            written = self.job.stamp and _written_earlier(item.dest, self.job)
+            written = self.job.started_ns and _written_earlier(item.source, item.dest, self.job)
             if written and written[0] == Status.done.value:
                 yield Outcome(item, Status.done, bytes=written[2])
             else:
@@ -438,8 +441,9 @@ class DaskExecutor:
             self._submit(chunk)
 
     def _submit(self, chunk: list[tuple[WorkItem, Future[Outcome]]]) -> None:
-        if not self.job.stamp:  # taken once the batch has made the output folder
-            self.job = replace(self.job, stamp=filesystem_now(self.batch.output_folder))
+        if not self.job.started_ns:  # taken once the batch has made the output folder
+            self.job = replace(self.job, started_ns=filesystem_now(self.batch.output_folder),
+                               recipe=self.batch.recipe)
         files = [(os.path.abspath(item.source), os.path.abspath(item.dest), item.walked)
                  for item, _ in chunk]
         with self._lock:  # also called on Dask's callback thread (a chunk split up)
@@ -485,6 +489,8 @@ class DaskExecutor:
                 future.set_exception(answer)
             else:
                 status, error, size, ms = answer
+                if status == Status.skipped.value:  # made up to date by someone else meanwhile
+                    item = replace(item, reason=UP_TO_DATE)
                 future.set_result(Outcome(item, Status(status), error, bytes=size, ms=ms))
 
 

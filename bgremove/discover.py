@@ -42,13 +42,15 @@ class WorkItem:
     cannot be read, a second photo wanting the same output): it fails as it is, with no output.
     `walked` is set for files found in a folder, which are skipped when they are no image (notes,
     `.DS_Store`), unless their name says they are one: a `.jpg` that is not, like a file named by
-    the user that is no image, is a failure.
+    the user that is no image, is a failure. `reason` is set once the batch has compared the
+    output with its stamp: why it is made or kept (`stamps.NEW`, `stamps.UP_TO_DATE`, ...).
     """
 
     source: Path | None
     dest: Path | None
     error: str | None = None
     walked: bool = False
+    reason: str | None = None
 
     @property
     def name(self) -> str:

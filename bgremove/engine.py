@@ -16,13 +16,15 @@ import secrets
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from bgremove import stamps
 from bgremove.discover import Planner, Shard, WorkItem, output_is_file, output_suffix
 from bgremove.errors import (
     CreditLimitReached,
@@ -41,7 +43,7 @@ class Status(str, Enum):
     """What happened to one input."""
 
     done = "done"
-    skipped = "skipped"  # its output exists
+    skipped = "skipped"  # its output is up to date (or kept: see the item's reason)
     failed = "failed"
     not_processed = "not processed"  # the batch stopped first
     not_image = "not an image"  # found in a folder, and not an image: skipped
@@ -66,6 +68,7 @@ class Outcome:
             "input": self.item.name,
             "output": self.item.output_name if self.status is not Status.not_image else None,
             "status": self.status.value,
+            "reason": self.item.reason,
             "error": self.error,
             "bytes": self.bytes,
             "ms": round(self.ms, 1),
@@ -87,6 +90,8 @@ class Summary:
     failures: list[Outcome] = field(default_factory=list)
     not_processed: list[Outcome] = field(default_factory=list)
     not_images: list[Path] = field(default_factory=list)
+    # Why outputs were made, kept or would be made: (status, reason) -> count (stamps.py).
+    reasons: Counter[tuple[Status, str]] = field(default_factory=Counter)
     # Inputs found by the walk so far, and whether it is over (a progress bar's total); the count
     # of a walk run ahead only to count them, once it is over (Batch.run's count_ahead).
     found: int = 0
@@ -99,6 +104,8 @@ class Summary:
     # Interrupted twice: work in flight was dropped unwritten and may still be running.
     abandoned: bool = False
     dry_run: bool = False
+    # --check: a dry run that fails (exit 1) when any output is missing or stale.
+    check: bool = False
     seconds: float = 0.0
 
     def count(self, status: Status) -> int:
@@ -110,6 +117,8 @@ class Summary:
 
     def add(self, outcome: Outcome) -> None:
         self.counts[outcome.status] += 1
+        if outcome.item.reason is not None and outcome.status is not Status.failed:
+            self.reasons[outcome.status, outcome.item.reason] += 1
         self.credits_spent += outcome.credits_spent
         if outcome.credits_remaining is not None:
             # Answers arrive out of order; the balance only falls during a run.
@@ -129,7 +138,13 @@ class Summary:
             return 130
         if self.stopped is not None:
             return self.stopped.exit_code
-        return 1 if self.counts[Status.failed] else 0
+        stale = self.check and self.counts[Status.would_process]
+        return 1 if self.counts[Status.failed] or stale else 0
+
+    def why(self, status: Status) -> dict[str, int]:
+        """How many outcomes of `status` there were for each reason, most first."""
+        counts = Counter({reason: n for (s, reason), n in self.reasons.items() if s is status})
+        return dict(counts.most_common())
 
 
 Progress = Callable[[Outcome, Summary], None]
@@ -176,11 +191,14 @@ def check_writable(folder: Path) -> None:
 _FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
 
 
-def read_input(item: WorkItem) -> bytes:
+def read_input(item: WorkItem) -> tuple[bytes, os.stat_result | None]:
+    """The input's bytes, and its `stat` as it was opened (None for stdin), for its stamp."""
     if item.source is None:
-        return sys.stdin.buffer.read()
+        return sys.stdin.buffer.read(), None
     try:
-        return item.source.read_bytes()
+        with open(item.source, "rb") as f:
+            stat = os.fstat(f.fileno())
+            return f.read(), stat
     except IsADirectoryError:
         raise FileFailed("is a folder") from None
     except OSError as exc:
@@ -205,13 +223,22 @@ ABANDONED = "abandoned (interrupted twice)"
 
 
 def process_item(session: Session, options: RemovalOptions, item: WorkItem,
-                 write: Callable[[WorkItem, bytes], bool]) -> Outcome:
+                 write: Callable[[WorkItem, bytes], bool],
+                 recipe: stamps.Recipe | None = None) -> Outcome:
     """Read, process and write one item: its outcome. `write(item, data)` says whether it wrote
-    (False: writing has been stopped). StopBatch passes through; a file's own errors do not."""
+    (False: writing has been stopped). An output written to a file carries the stamp of
+    `recipe` and the input. StopBatch passes through; a file's own errors do not."""
     started = time.perf_counter()
     try:
-        result = session.process(read_input(item), options)
-        if not write(item, result.data):
+        data, stat = read_input(item)
+        result = session.process(data, options)
+        output = result.data
+        if recipe is not None and item.dest is not None:
+            try:
+                output = stamps.embed(output, recipe.stamp(data, stat))
+            except ValueError as exc:
+                raise FileFailed(str(exc)) from None
+        if not write(item, output):
             return Outcome(item, Status.not_processed, ABANDONED)
     except NotAnImage as exc:
         if item.skip_if_not_image:  # a folder's other files are no concern of ours
@@ -220,7 +247,7 @@ def process_item(session: Session, options: RemovalOptions, item: WorkItem,
     except FileFailed as exc:
         return Outcome(item, Status.failed, str(exc), ms=_ms_since(started),
                        request_id=exc.request_id)
-    return Outcome(item, Status.done, bytes=len(result.data), ms=_ms_since(started),
+    return Outcome(item, Status.done, bytes=len(output), ms=_ms_since(started),
                    credits_remaining=result.credits_remaining, request_id=result.request_id,
                    credits_spent=result.credits_spent)
 
@@ -287,9 +314,15 @@ class Batch:
     a file for one input, or `-`/None for stdout), `listed` (more paths, e.g. read from a file,
     consumed as they are needed; each lands under `output` at its path as written), `shard` (only
     that part of the set). A request that cannot work is refused here (UsageError), before
-    anything is loaded. `run(session)` processes it; outputs that exist are skipped unless
-    `overwrite`; `dry_run` says what would be done, without a session; `max_credits` caps the
-    credits spent on a remote session.
+    anything is loaded. `run(session)` processes it; `dry_run` says what would be done, without a
+    session; `check` is a dry run whose exit code says whether any output is missing or stale;
+    `max_credits` caps the credits spent on a remote session.
+
+    Outputs that are up to date are kept (stamps.py: made from this input's content, with these
+    options, by this model); the rest are made, all of them with `overwrite`. An output with no
+    stamp is made again unless `keep_unstamped`. `model_id` names the model in the stamps
+    (`stamps.local_model_id`, `stamps.remote_model_id`; default: the session's, or for a dry run
+    without one the bundled model's).
 
     Stopping: `stop()` (safe in a signal handler, as for Ctrl-C or SIGTERM) stops taking new work;
     work in flight finishes and is written whole, so the next run starts exactly where this one
@@ -306,8 +339,11 @@ class Batch:
         listed: Iterable[str] | None = None,
         shard: Shard | None = None,
         overwrite: bool = False,
+        keep_unstamped: bool = False,
         dry_run: bool = False,
+        check: bool = False,
         max_credits: int | None = None,
+        model_id: str | None = None,
     ):
         output = os.fspath(output) if output is not None else None
         if isinstance(inputs, (str, os.PathLike)):  # one folder, not its name's letters
@@ -322,14 +358,17 @@ class Batch:
                                listed=listed, shard=shard)
         self.output_folder = None if self.planner.to_file else Path(output)
         self.overwrite = overwrite
-        self.dry_run = dry_run
+        self.keep_unstamped = keep_unstamped
+        self.dry_run = dry_run or check
         self.max_credits = max_credits
+        self.model_id = model_id
+        self.recipe: stamps.Recipe | None = None  # settled by run(), from the model it runs
         self.session: Session | None = None
         self.on_progress: Progress | None = None
         self.workers = 1
         self._stops = 0  # counted, not signalled: bumped in a signal handler, polled by run()
         self.stopping = threading.Event()
-        self.summary = Summary(dry_run=dry_run)
+        self.summary = Summary(dry_run=self.dry_run, check=check)
         # Writes in progress, and whether new ones are refused (after a second stop).
         self._writes = threading.Condition()
         self._writing = 0
@@ -352,7 +391,7 @@ class Batch:
     # -- one item, on a worker thread ------------------------------------------------------------
 
     def process_one(self, item: WorkItem) -> Outcome:
-        return process_item(self.session, self.options, item, self._write)
+        return process_item(self.session, self.options, item, self._write, self.recipe)
 
     def _write(self, item: WorkItem, data: bytes) -> bool:
         """Write the output unless writing has been stopped; say whether it was written."""
@@ -392,21 +431,31 @@ class Batch:
         # Each request in flight may spend a credit: never start more than the budget has left.
         return self.max_credits is None or self.summary.credits_spent + in_flight < self.max_credits
 
-    def _triage(self, item: WorkItem) -> Outcome | None:
-        """The outcome of an item that needs no worker, or None to process it."""
+    def _triage(self, item: WorkItem) -> tuple[WorkItem, Outcome | None]:
+        """The item with the reason it is made or kept, and its outcome if it needs no worker
+        (None: process it)."""
         if item.error is not None:
-            return Outcome(item, Status.failed, item.error)
-        if item.dest is not None and not self.overwrite and item.dest.exists():
-            return Outcome(item, Status.skipped, "output exists")
+            return item, Outcome(item, Status.failed, item.error)
+        if item.dest is not None:
+            if self.overwrite:
+                reason = stamps.OVERWRITE if item.dest.exists() else stamps.NEW
+            else:
+                verdict = stamps.verdict(item.source, item.dest, self.recipe,
+                                         keep_unstamped=self.keep_unstamped)
+                if verdict.fresh:
+                    item = replace(item, reason=verdict.reason)
+                    return item, Outcome(item, Status.skipped)
+                reason = verdict.reason
+            item = replace(item, reason=reason)
         if self.dry_run:
             from bgremove.imaging.decode import looks_like_image
 
             if item.walked and not looks_like_image(item.source):
                 if item.skip_if_not_image:
-                    return Outcome(item, Status.not_image)
-                return Outcome(item, Status.failed, "not an image")
-            return Outcome(item, Status.would_process)
-        return None
+                    return item, Outcome(item, Status.not_image)
+                return item, Outcome(item, Status.failed, "not an image")
+            return item, Outcome(item, Status.would_process)
+        return item, None
 
     def run(self, session: Session | None = None, *, workers: int | None = None,
             on_progress: Progress | None = None, count_ahead: bool = False,
@@ -421,6 +470,7 @@ class Batch:
         from bgremove.parallel import workers_for
 
         self.session = session
+        self.recipe = stamps.Recipe.of(self.options, self._model_id(session, executor))
         if executor is None:
             self.workers = workers or workers_for(session, images=self.known_count,
                                                   mode=self.options.mode.value)
@@ -497,6 +547,14 @@ class Batch:
         summary.seconds = time.perf_counter() - started
         return summary
 
+    def _model_id(self, session: Session | None, executor: Executor | None) -> str:
+        if self.model_id is not None:
+            return self.model_id
+        for runner in (session, executor):
+            if getattr(runner, "model_id", None):
+                return runner.model_id
+        return stamps.local_model_id(None)
+
     def _count(self) -> None:
         """Count the inputs on a second walk (for the progress bar's total)."""
         if self.planner.listed is not None:
@@ -528,7 +586,7 @@ class Batch:
                 summary.walk_done = True
                 return True
             summary.found += 1
-            outcome = self._triage(item)
+            item, outcome = self._triage(item)
             if outcome is None:
                 pending[executor.submit(item)] = item
             else:

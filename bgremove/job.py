@@ -25,7 +25,9 @@ class Job:
     files_from: str | None = None
     shard: str | None = None
     overwrite: bool = False
+    keep_unstamped: bool = False
     dry_run: bool = False
+    check: bool = False
     json_lines: bool = False
     report: Path | None = None
     quiet: bool = False
@@ -40,16 +42,22 @@ class Job:
         return self.output == STDIO or (self.output is None and self.inputs == [STDIO]
                                         and self.files_from is None)
 
-    def check(self) -> None:
+    def validate(self) -> None:
         """Refuse combinations that cannot work, before anything is read or loaded."""
         if self.quiet and self.verbose:
             raise UsageError("-q/--quiet and -v/--verbose contradict each other: pick one")
+        if self.check and self.overwrite:
+            raise UsageError("--check with --overwrite would call every output stale: drop "
+                             "--overwrite")
+        if self.check and (self.image_on_stdin or self.image_on_stdout):
+            raise UsageError("--check compares outputs on disk with their inputs: name files "
+                             "or folders and -o FOLDER (or -o FILE), not stdin or stdout (-)")
         if self.files_from == STDIO and self.image_on_stdin:
             raise UsageError("stdin can carry an image (-) or a list (--files-from -), not both")
         if self.json_lines and self.image_on_stdout:
             raise UsageError("--json writes to stdout, which already carries the image: "
                              "use -o FILE, or --report FILE for a JSON summary")
-        if self.dry_run:
+        if self.dry_run or self.check:
             return
         if self.image_on_stdin and sys.stdin.isatty():
             raise UsageError("stdin is a terminal: pipe an image in "
@@ -60,7 +68,9 @@ class Job:
 
     def describe(self) -> dict[str, Any]:
         return {"inputs": self.inputs, "output": self.output, "files_from": self.files_from,
-                "shard": self.shard, "overwrite": self.overwrite, "dry_run": self.dry_run}
+                "shard": self.shard, "overwrite": self.overwrite,
+                "keep_unstamped": self.keep_unstamped, "dry_run": self.dry_run,
+                "check": self.check}
 
 
 def open_session(settings: Settings, threads: int) -> bgremove.Session:
@@ -130,8 +140,9 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
     from bgremove.parallel import plan
     from bgremove.progress import ConsoleReporter
     from bgremove.report import JsonLinesReporter, PlanListing, Reporters, ReportWriter
+    from bgremove.stamps import local_model_id, remote_model_id
 
-    job.check()
+    job.validate()
     options = settings.removal_options()
     if settings.backend == "remote" and settings.model is not None:
         raise UsageError("--model is for the local backend; the API picks its own model")
@@ -141,7 +152,11 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
         job.inputs, job.output, options=options,
         listed=read_file_list(job.files_from) if job.files_from is not None else None,
         shard=Shard.parse(job.shard) if job.shard is not None else None,
-        overwrite=job.overwrite, dry_run=job.dry_run, max_credits=settings.max_credits)
+        overwrite=job.overwrite, keep_unstamped=job.keep_unstamped, dry_run=job.dry_run,
+        check=job.check, max_credits=settings.max_credits,
+        model_id=(remote_model_id(settings.api_url) if settings.backend == "remote"
+                  else local_model_id(settings.model)))
+    dry_run = batch.dry_run  # --check is a dry run too
 
     remote = settings.backend == "remote"
     console = ConsoleReporter(quiet=job.quiet, verbose=job.verbose, credits=remote,
@@ -149,8 +164,8 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
     reporters = [console]
     if job.json_lines:
         reporters.insert(0, JsonLinesReporter())
-    elif job.dry_run:
-        reporters.insert(0, PlanListing())
+    elif dry_run:
+        reporters.insert(0, PlanListing(check=job.check))
     ran = {**job.describe(), **settings.public()}  # for the report: the workers are sized below
     if job.report is not None:
         reporters.append(ReportWriter(job.report, ran))
@@ -170,7 +185,7 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
             on_signal()
         session = cluster = executor = None
         workers = 1
-        if not job.dry_run and settings.cluster is not None:
+        if not dry_run and settings.cluster is not None:
             try:
                 cluster, executor = open_cluster(settings, batch, options.mode.value)
             except Exception:
@@ -185,7 +200,7 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
                 if job.verbose:
                     console.say(f"cluster {settings.cluster}: {executor.workers} worker "
                                 f"threads, {executor.chunk_size} files per task")
-        elif not job.dry_run:
+        elif not dry_run:
             from bgremove.devices import place
 
             accelerator = not remote and place(settings.device).accelerator is not None

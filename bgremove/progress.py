@@ -18,6 +18,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from bgremove import stamps
 from bgremove.engine import Outcome, Status, Summary
 
 if TYPE_CHECKING:
@@ -151,7 +152,8 @@ class ConsoleReporter:
             if outcome.status is Status.not_image:
                 self.say(f"skipped (not an image): {item.name}")
             else:
-                self.say(f"{outcome.status.value} {item.name} -> {item.output_name}")
+                why = f" ({item.reason})" if item.reason else ""
+                self.say(f"{outcome.status.value} {item.name} -> {item.output_name}{why}")
 
     def finish(self, summary: Summary) -> None:
         if self.progress is not None:
@@ -163,11 +165,19 @@ class ConsoleReporter:
         table = Table(title="bgremove summary", show_header=False, title_justify="left")
         table.add_column(justify="left")
         table.add_column(justify="right")
-        if summary.dry_run:
-            table.add_row("would process", str(count(Status.would_process)))
-        else:
-            table.add_row("processed", str(done))
-        table.add_row("skipped (output exists)", str(count(Status.skipped)))
+        made = Status.would_process if summary.dry_run else Status.done
+        label = ("missing or stale" if summary.check else
+                 "would process" if summary.dry_run else "processed")
+        table.add_row(label, str(count(made)))
+        why = summary.why(made)
+        if set(why) - {stamps.NEW}:  # say why outputs are made again; new ones need no word
+            for reason, n in why.items():
+                table.add_row(f"  {reason}", str(n))
+        kept = summary.why(Status.skipped)
+        if not kept:
+            table.add_row("up to date" if summary.check else "skipped (up to date)", "0")
+        for reason, n in kept.items():
+            table.add_row(reason if summary.check else f"skipped ({reason})", str(n))
         if count(Status.not_image):
             table.add_row("skipped (not images)", str(count(Status.not_image)))
         table.add_row("failed", str(count(Status.failed)))
@@ -182,6 +192,11 @@ class ConsoleReporter:
         if done:
             table.add_row("time", f"{summary.seconds:.1f} s ({done / summary.seconds:.2f} img/s)")
         self.console.print(table)
+        if summary.check:
+            stale = count(Status.would_process)
+            self.say("every output is up to date" if not stale else
+                     f"{stale} output{'s are' if stale > 1 else ' is'} missing or stale: run "
+                     "the same command without --check to make them")
         self._name_the_rest(summary)
 
     def _name_the_rest(self, summary: Summary) -> None:

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from bgremove import __version__
+from bgremove import __version__, stamps
 from bgremove.engine import Outcome, Status, Summary
 from bgremove.errors import SetupError, UsageError
 
@@ -54,21 +54,31 @@ class JsonLinesReporter:
 
 class PlanListing:
     """`--dry-run` without `--json`: what would be processed or skipped, one line per input on
-    stdout (the listing is the data a dry run produces)."""
+    stdout (the listing is the data a dry run produces). With `check` (`--check`): only the
+    outputs that are missing or stale, each with the reason."""
 
-    def __init__(self, stream: IO[str] | None = None):
+    def __init__(self, stream: IO[str] | None = None, *, check: bool = False):
         self.stream = stream or sys.stdout
+        self.check = check
 
     def update(self, outcome: Outcome, summary: Summary) -> None:
         if outcome.status is Status.failed:
             return  # reported on stderr as every failure is
         item = outcome.item
-        if outcome.status is Status.not_image:
+        why = f" ({item.reason})" if item.reason else ""
+        if self.check:
+            if outcome.status is not Status.would_process:
+                return
+            if item.reason in (None, stamps.NEW):
+                line = f"missing: {item.output_name} (from {item.name})"
+            else:
+                line = f"stale: {item.output_name} ({item.reason}; from {item.name})"
+        elif outcome.status is Status.not_image:
             line = f"would skip: {item.name} (not an image)"
         elif outcome.status is Status.skipped:
-            line = f"would skip: {item.name} -> {item.output_name} ({outcome.error})"
+            line = f"would skip: {item.name} -> {item.output_name}{why}"
         else:
-            line = f"{outcome.status.value}: {item.name} -> {item.output_name}"
+            line = f"{outcome.status.value}: {item.name} -> {item.output_name}{why}"
         self.stream.write(line + "\n")
 
     def finish(self, summary: Summary) -> None:
@@ -86,6 +96,12 @@ def counts(summary: Summary) -> dict[str, int]:
     if summary.dry_run:
         result["would_process"] = summary.count(Status.would_process)
     return result
+
+
+def reasons(summary: Summary) -> dict[str, dict[str, int]]:
+    """Why outputs were made, kept or would be made: {"done": {"input changed": 2, ...}, ...}."""
+    return {status.value: why for status in (Status.done, Status.skipped, Status.would_process)
+            if (why := summary.why(status))}
 
 
 def stop_reason(summary: Summary) -> str | None:
@@ -124,6 +140,7 @@ class ReportWriter:
             "exit_code": summary.exit_code,
             "dry_run": summary.dry_run,
             "counts": counts(summary),
+            "reasons": reasons(summary),
             "credits": {"spent": summary.credits_spent, "remaining": summary.credits_remaining},
             "stopped": stop_reason(summary),
             "stopped_message": str(summary.stopped) if summary.stopped is not None else None,

@@ -48,7 +48,7 @@ def test_second_run_skips_finished_work(samples, tmp_path):
     again = run_cli(str(src), "-o", str(out), "--mode", "fast")
     assert again.returncode == 0
     assert (out / "coffee.webp").stat().st_mtime_ns == stamp
-    assert "skipped (output exists)" in again.stderr.decode()
+    assert "skipped (up to date)" in again.stderr.decode()
 
 
 def test_single_file_to_named_output(samples, tmp_path):

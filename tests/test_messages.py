@@ -63,16 +63,17 @@ def test_quiet_and_verbose(samples, tmp_path):
     out.mkdir()
     for name in ("a.webp", "b.webp"):  # already done: nothing to compute, only to report
         (out / name).write_bytes(b"done before")
+    keep = "--keep-unstamped"
 
-    verbose = run_cli(str(src), "-o", str(out), "-v").stderr.decode()
-    assert f"skipped {src / 'a.png'} -> {out / 'a.webp'}" in verbose
-    assert f"skipped {src / 'b.png'} -> {out / 'b.webp'}" in verbose
+    verbose = run_cli(str(src), "-o", str(out), "-v", keep).stderr.decode()
+    assert f"skipped {src / 'a.png'} -> {out / 'a.webp'} (no stamp, kept)" in verbose
+    assert f"skipped {src / 'b.png'} -> {out / 'b.webp'} (no stamp, kept)" in verbose
     assert "summary" in verbose
 
-    normal = run_cli(str(src), "-o", str(out)).stderr.decode()
+    normal = run_cli(str(src), "-o", str(out), keep).stderr.decode()
     assert "summary" in normal and str(src / "a.png") not in normal
 
-    quiet = run_cli(str(src), "-o", str(out), "-q")
+    quiet = run_cli(str(src), "-o", str(out), "-q", keep)
     assert quiet.returncode == 0 and quiet.stderr == b""
 
     broken = broken_batch(samples, tmp_path / "x")

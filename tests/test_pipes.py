@@ -15,8 +15,8 @@ from PIL import Image
 
 from tests.conftest import cli_env, run_cli
 
-OUTCOME_KEYS = {"input", "output", "status", "error", "bytes", "ms", "credits_remaining",
-                "request_id"}
+OUTCOME_KEYS = {"input", "output", "status", "reason", "error", "bytes", "ms",
+                "credits_remaining", "request_id"}
 
 
 def small_copy(sample: Path, dest: Path, width: int = 200) -> Path:
@@ -146,19 +146,24 @@ def test_dry_run_lists_work_costs_credits_and_writes_nothing(samples, tmp_path):
         small_copy(samples / "coffee.png", src / f"{name}.png", width=64)
     out = tmp_path / "out"
     out.mkdir()
-    (out / "b.webp").write_bytes(b"finished earlier")
+    (out / "b.webp").write_bytes(b"finished earlier, by hand")
     env = cli_env(BGREMOVE_BACKEND="remote")
-    proc = run_cli(str(src), "-o", str(out), "--dry-run", env=env)
+    proc = run_cli(str(src), "-o", str(out), "--dry-run", "--keep-unstamped", env=env)
     assert proc.returncode == 0, proc.stderr.decode()
     listing = proc.stdout.decode().splitlines()
     assert listing == [
-        f"would process: {src / 'a.png'} -> {out / 'a.webp'}",
-        f"would skip: {src / 'b.png'} -> {out / 'b.webp'} (output exists)",
-        f"would process: {src / 'c.png'} -> {out / 'c.webp'}",
+        f"would process: {src / 'a.png'} -> {out / 'a.webp'} (new)",
+        f"would skip: {src / 'b.png'} -> {out / 'b.webp'} (no stamp, kept)",
+        f"would process: {src / 'c.png'} -> {out / 'c.webp'} (new)",
     ]
     stderr = proc.stderr.decode()
     assert re.search(r"credits it would cost\D+(\d+)", stderr)[1] == "2"
     assert sorted(p.name for p in out.iterdir()) == ["b.webp"]
+    # Without --keep-unstamped, an output bgremove did not stamp is made again.
+    proc = run_cli(str(src), "-o", str(out), "--dry-run", env=env)
+    assert f"would process: {src / 'b.png'} -> {out / 'b.webp'} (no stamp)" in (
+        proc.stdout.decode().splitlines())
+    assert re.search(r"credits it would cost\D+(\d+)", proc.stderr.decode())[1] == "3"
 
     # --overwrite: the skipped one would be redone too; --json: the same as JSON lines.
     proc = run_cli(str(src), "-o", str(tmp_path / "new"), "--dry-run", "--json", "--overwrite")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -137,10 +138,32 @@ def test_credits_spent_equal_files_written(api, samples, tmp_path):
         assert "broken.jpg" in stderr
         # the file over the limit never reached the server; the broken one did, and cost nothing
         assert len(server.front.arrivals) == 10
-        # a second run finds everything done and spends nothing
+        # a second run finds everything up to date and spends nothing
         again = server.run(str(src), "-o", str(tmp_path / "out"), "--mode", "fast")
         assert 100 - server.credits == len(written)
-        assert "skipped (output exists)" in again.stderr.decode()
+        assert "skipped (up to date)" in again.stderr.decode()
+
+
+def test_check_on_the_remote_backend_sends_no_request(api, samples, tmp_path):
+    src, out = small_batch(samples, tmp_path / "in", 3), tmp_path / "out"
+    with api(credits=10) as server:
+        unmade = server.run(str(src), "-o", str(out), "--mode", "fast", "--check")
+        assert unmade.returncode == 1 and unmade.stdout.decode().count("missing: ") == 3
+        assert server.run(str(src), "-o", str(out), "--mode", "fast").returncode == 0
+        arrivals, credits = len(server.front.arrivals), server.credits
+        assert arrivals == 3 and credits == 7
+        fresh = server.run(str(src), "-o", str(out), "--mode", "fast", "--check")
+        assert fresh.returncode == 0, fresh.stderr.decode()
+        (src / "img01.jpg").write_bytes((src / "img02.jpg").read_bytes())
+        stale = server.run(str(src), "-o", str(out), "--mode", "fast", "--check")
+        assert stale.returncode == 1
+        assert stale.stdout.decode().splitlines() == [
+            f"stale: {out / 'img01.webp'} (input changed; from {src / 'img01.jpg'})"]
+        assert (len(server.front.arrivals), server.credits) == (arrivals, credits)
+    # The API's outputs are the API's model's: made locally, they would be another model's.
+    local = run_cli(str(src), "-o", str(out), "--mode", "fast", "--check", "--json")
+    assert {json.loads(line)["reason"] for line in local.stdout.decode().splitlines()} == {
+        "model changed"}
 
 
 def test_lowered_rate_cap_is_kept_without_a_429(api, model, samples, tmp_path):

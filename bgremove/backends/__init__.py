@@ -41,6 +41,8 @@ class Session(Protocol):
     # what to tell the user when an accelerator was asked for but is not used (else None).
     providers: list[str]
     device_warning: str | None
+    # What made the outputs, as their stamps name it (stamps.local_model_id, remote_model_id).
+    model_id: str
 
     def process(self, data: bytes, options: RemovalOptions) -> Result:
         """The encoded cut-out of encoded image bytes. Raises FileFailed (this image) or

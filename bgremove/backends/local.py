@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -167,6 +168,13 @@ class LocalSession(SessionBase):
         if batch:
             self.batcher = Batcher(self.segmenter.run)
             self.segmenter.run = self.batcher
+
+    @functools.cached_property
+    def model_id(self) -> str:
+        from bgremove.stamps import local_model_id
+
+        return local_model_id(self.model_name if self.model_name in KNOWN else
+                              str(self.model_path))
 
     def close(self) -> None:
         if self.batcher is not None:

@@ -194,6 +194,12 @@ class RemoteSession(SessionBase):
     def __repr__(self) -> str:
         return f"RemoteSession({self.api_url!r})"
 
+    @property
+    def model_id(self) -> str:
+        from bgremove.stamps import remote_model_id
+
+        return remote_model_id(self.api_url)
+
     def process(self, data: bytes, options: RemovalOptions) -> Result:
         data = upload_form(data, options.max_size)
         kind = check_limits(data)
