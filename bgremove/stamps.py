@@ -353,6 +353,8 @@ def _jpeg_read(f) -> str | None:
         if len(marker) < 4 or marker[0] != 0xFF or marker[1] in (0xDA, 0xD9):
             return None  # the comment comes before the scan
         length = int.from_bytes(marker[2:], "big") - 2
+        if length < 0:
+            return None  # a broken segment: never step back into it
         if marker[1] == 0xFE:
             body = f.read(length)
             if body.startswith(_KEYWORD + b" "):

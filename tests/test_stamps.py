@@ -267,8 +267,9 @@ def test_a_stamp_reads_back_from_the_header_and_leaves_the_pixels(data, tmp_path
 
 def test_what_is_no_stamped_image_has_no_stamp(tmp_path):
     for name, data in {"empty": b"", "text": b"hello", "short png": b"\x89PNG\r\n\x1a\n",
-                       "short webp": b"RIFF\0\0\0\0WEBPVP8X", "short jpeg": b"\xff\xd8\xff"
-                       }.items():
+                       "short webp": b"RIFF\0\0\0\0WEBPVP8X", "short jpeg": b"\xff\xd8\xff",
+                       "broken jpeg segment": b"\xff\xd8\xff\xe1\x00\x00" * 3,
+                       "broken png chunk": b"\x89PNG\r\n\x1a\n" + b"\xff" * 12}.items():
         (tmp_path / name).write_bytes(data)
         assert stamps.read(tmp_path / name) is None, name
     with pytest.raises(FileNotFoundError):
