@@ -87,6 +87,7 @@ def remove_batch(
     shard: Shard | None = None,
     overwrite: bool = False,
     keep_unstamped: bool = False,
+    prune: bool = False,
     dry_run: bool = False,
     check: bool = False,
     workers: int | None = None,
@@ -98,8 +99,9 @@ def remove_batch(
     Folders are walked recursively and mirrored under `output`; outputs that are up to date
     (their stamp says they were made from the same input, options and model) are kept, the rest
     made (all of them with `overwrite`; `keep_unstamped` keeps outputs that carry no stamp); every
-    output is written atomically. `dry_run` makes nothing and says what would be done; `check`
-    is a dry run whose exit code is 1 when an output is missing or stale. A file that fails is
+    output is written atomically; `prune` then removes the stamped outputs whose input is gone.
+    `dry_run` makes nothing and says what would be done; `check` is a dry run whose exit code is
+    1 when an output is missing or stale (or, with `prune`, orphaned). A file that fails is
     counted and the rest go on: the returned `Summary` has the counts, the failures and the exit
     code the CLI would give. `on_progress(outcome, summary)` is called after each input.
     `session`: default, the bundled model sized for this machine. See `Batch` for stopping a
@@ -109,7 +111,7 @@ def remove_batch(
 
     batch = Batch(inputs, output, options=options, listed=listed, shard=shard,
                   overwrite=overwrite, keep_unstamped=keep_unstamped, dry_run=dry_run,
-                  check=check, max_credits=max_credits)
+                  check=check, prune=prune, max_credits=max_credits)
     if session is not None or batch.dry_run:
         return batch.run(session, workers=workers, on_progress=on_progress)
     from bgremove.parallel import plan

@@ -232,6 +232,9 @@ def remove(
     keep_unstamped: Annotated[bool, typer.Option(
         "--keep-unstamped", help="Keep outputs that carry no bgremove stamp (made by hand, or "
         "by a bgremove before 0.3) instead of making them again.")] = False,
+    prune: Annotated[bool, typer.Option(
+        "--prune", help="After a run without failures, remove the outputs under -o whose input "
+        "is gone (only files bgremove stamped).")] = False,
     files_from: Annotated[str | None, typer.Option(
         metavar="FILE", help="Also process the paths listed in FILE (- for stdin), one per line; "
         "blank lines and # comments are ignored.")] = None,

@@ -32,6 +32,7 @@ from bgremove.errors import (
     NotAnImage,
     SetupError,
     StopBatch,
+    UsageError,
 )
 from bgremove.options import OutputFormat, RemovalOptions
 
@@ -48,6 +49,8 @@ class Status(str, Enum):
     not_processed = "not processed"  # the batch stopped first
     not_image = "not an image"  # found in a folder, and not an image: skipped
     would_process = "would process"  # --dry-run
+    pruned = "pruned"  # a stamped output whose input is gone, removed (prune)
+    would_prune = "would prune"
 
 
 @dataclass(slots=True)
@@ -65,7 +68,8 @@ class Outcome:
 
     def as_dict(self) -> dict:
         return {
-            "input": self.item.name,
+            "input": self.item.name if self.item.source is not None or self.item.dest is None
+            or self.status not in (Status.pruned, Status.would_prune) else None,
             "output": self.item.output_name if self.status is not Status.not_image else None,
             "status": self.status.value,
             "reason": self.item.reason,
@@ -104,6 +108,7 @@ class Summary:
     # Interrupted twice: work in flight was dropped unwritten and may still be running.
     abandoned: bool = False
     dry_run: bool = False
+    prune_skipped: str | None = None  # why pruning was asked for and not done
     # --check: a dry run that fails (exit 1) when any output is missing or stale.
     check: bool = False
     seconds: float = 0.0
@@ -138,7 +143,8 @@ class Summary:
             return 130
         if self.stopped is not None:
             return self.stopped.exit_code
-        stale = self.check and self.counts[Status.would_process]
+        stale = self.check and (self.counts[Status.would_process] or
+                                self.counts[Status.would_prune])
         return 1 if self.counts[Status.failed] or stale else 0
 
     def why(self, status: Status) -> dict[str, int]:
@@ -322,7 +328,9 @@ class Batch:
     options, by this model); the rest are made, all of them with `overwrite`. An output with no
     stamp is made again unless `keep_unstamped`. `model_id` names the model in the stamps
     (`stamps.local_model_id`, `stamps.remote_model_id`; default: the session's, or for a dry run
-    without one the bundled model's).
+    without one the bundled model's). `prune`: after a run that went through without a failure,
+    remove the stamped outputs in the output folder that no input of the run made (their input
+    is gone); a dry run lists them.
 
     Stopping: `stop()` (safe in a signal handler, as for Ctrl-C or SIGTERM) stops taking new work;
     work in flight finishes and is written whole, so the next run starts exactly where this one
@@ -344,6 +352,7 @@ class Batch:
         check: bool = False,
         max_credits: int | None = None,
         model_id: str | None = None,
+        prune: bool = False,
     ):
         output = os.fspath(output) if output is not None else None
         if isinstance(inputs, (str, os.PathLike)):  # one folder, not its name's letters
@@ -357,6 +366,11 @@ class Batch:
         self.planner = Planner(inputs, output, self.options.output_format,
                                listed=listed, shard=shard)
         self.output_folder = None if self.planner.to_file else Path(output)
+        if prune and (self.output_folder is None or listed is not None or shard is not None):
+            raise UsageError("--prune needs every input of the output folder: name its folders, "
+                             "not a list (--files-from), a part (--shard) or one output file")
+        self.prune = prune
+        self._ours: set[str] = set()  # with prune: this run's inputs and outputs, never pruned
         self.overwrite = overwrite
         self.keep_unstamped = keep_unstamped
         self.dry_run = dry_run or check
@@ -544,8 +558,32 @@ class Batch:
                 summary.stopped = CreditLimitReached(
                     f"spent the {self.max_credits} credits this run may use (--max-credits)")
         summary.walk_done = exhausted or summary.walk_done
+        if self.prune:
+            self._prune(exhausted)
         summary.seconds = time.perf_counter() - started
         return summary
+
+    def _prune(self, exhausted: bool) -> None:
+        """Remove (list, in a dry run) the stamped outputs that no input of this run made. Only
+        after a whole run with no failure: an input that failed, or a folder that could not be
+        read, may still own an output."""
+        summary = self.summary
+        if not exhausted or summary.interrupted or summary.stopped or summary.count(
+                Status.failed):
+            summary.prune_skipped = "not pruned: the run did not go through without a failure"
+            return
+        for path in stamps.orphans(self.output_folder, self._ours):
+            item = WorkItem(None, path, reason=stamps.INPUT_GONE)
+            if self.dry_run:
+                self._record(Outcome(item, Status.would_prune))
+                continue
+            try:
+                path.unlink()
+            except OSError as exc:  # named as the file it is, not an output still wanted
+                self._record(Outcome(WorkItem(path, None), Status.failed,
+                                     f"cannot remove it: {exc.strerror or exc}"))
+            else:
+                self._record(Outcome(item, Status.pruned))
 
     def _model_id(self, session: Session | None, executor: Executor | None) -> str:
         if self.model_id is not None:
@@ -587,6 +625,8 @@ class Batch:
                 return True
             summary.found += 1
             item, outcome = self._triage(item)
+            if self.prune:
+                self._ours.update(os.path.abspath(p) for p in (item.source, item.dest) if p)
             if outcome is None:
                 pending[executor.submit(item)] = item
             else:

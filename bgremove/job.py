@@ -26,6 +26,7 @@ class Job:
     shard: str | None = None
     overwrite: bool = False
     keep_unstamped: bool = False
+    prune: bool = False
     dry_run: bool = False
     check: bool = False
     json_lines: bool = False
@@ -69,7 +70,8 @@ class Job:
     def describe(self) -> dict[str, Any]:
         return {"inputs": self.inputs, "output": self.output, "files_from": self.files_from,
                 "shard": self.shard, "overwrite": self.overwrite,
-                "keep_unstamped": self.keep_unstamped, "dry_run": self.dry_run,
+                "keep_unstamped": self.keep_unstamped, "prune": self.prune,
+                "dry_run": self.dry_run,
                 "check": self.check}
 
 
@@ -153,7 +155,7 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
         listed=read_file_list(job.files_from) if job.files_from is not None else None,
         shard=Shard.parse(job.shard) if job.shard is not None else None,
         overwrite=job.overwrite, keep_unstamped=job.keep_unstamped, dry_run=job.dry_run,
-        check=job.check, max_credits=settings.max_credits,
+        check=job.check, prune=job.prune, max_credits=settings.max_credits,
         model_id=(remote_model_id(settings.api_url) if settings.backend == "remote"
                   else local_model_id(settings.model)))
     dry_run = batch.dry_run  # --check is a dry run too

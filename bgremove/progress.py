@@ -148,6 +148,8 @@ class ConsoleReporter:
             rid = f" (request id {outcome.request_id})" if outcome.request_id else ""
             self.console.print(f"[red]failed[/] {item.name}: {outcome.error}{rid}",
                                markup=True, soft_wrap=True, highlight=False)
+        elif outcome.status is Status.pruned and not self.quiet:  # files removed: always said
+            self.say(f"pruned {item.output_name} ({item.reason})")
         elif self.verbose and not summary.dry_run:  # a dry run lists every file on stdout
             if outcome.status is Status.not_image:
                 self.say(f"skipped (not an image): {item.name}")
@@ -180,6 +182,9 @@ class ConsoleReporter:
             table.add_row(reason if summary.check else f"skipped ({reason})", str(n))
         if count(Status.not_image):
             table.add_row("skipped (not images)", str(count(Status.not_image)))
+        for pruning in (Status.pruned, Status.would_prune):
+            if count(pruning):
+                table.add_row(f"{pruning.value} (input gone)", str(count(pruning)))
         table.add_row("failed", str(count(Status.failed)))
         if count(Status.not_processed):
             table.add_row("not processed", str(count(Status.not_processed)))
@@ -192,11 +197,18 @@ class ConsoleReporter:
         if done:
             table.add_row("time", f"{summary.seconds:.1f} s ({done / summary.seconds:.2f} img/s)")
         self.console.print(table)
+        if summary.prune_skipped:
+            self.say(summary.prune_skipped)
         if summary.check:
-            stale = count(Status.would_process)
-            self.say("every output is up to date" if not stale else
-                     f"{stale} output{'s are' if stale > 1 else ' is'} missing or stale: run "
-                     "the same command without --check to make them")
+            stale, orphans = count(Status.would_process), count(Status.would_prune)
+            if stale:
+                self.say(f"{stale} output{'s are' if stale > 1 else ' is'} missing or stale: "
+                         "run the same command without --check to make them")
+            if orphans:
+                self.say(f"{orphans} output{'s' if orphans > 1 else ''} whose input is gone: "
+                         "run the same command without --check to remove them")
+            if not stale and not orphans:
+                self.say("every output is up to date")
         self._name_the_rest(summary)
 
     def _name_the_rest(self, summary: Summary) -> None:

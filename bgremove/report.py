@@ -66,7 +66,9 @@ class PlanListing:
             return  # reported on stderr as every failure is
         item = outcome.item
         why = f" ({item.reason})" if item.reason else ""
-        if self.check:
+        if outcome.status is Status.would_prune:
+            line = f"would prune: {item.output_name} ({item.reason})"
+        elif self.check:
             if outcome.status is not Status.would_process:
                 return
             if item.reason in (None, stamps.NEW):
@@ -95,6 +97,9 @@ def counts(summary: Summary) -> dict[str, int]:
     }
     if summary.dry_run:
         result["would_process"] = summary.count(Status.would_process)
+    for pruning in (Status.pruned, Status.would_prune):
+        if summary.count(pruning):
+            result[pruning.name] = summary.count(pruning)
     return result
 
 

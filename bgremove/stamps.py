@@ -23,6 +23,7 @@ import json
 import os
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
@@ -45,6 +46,7 @@ MODEL_CHANGED = "model changed"
 OPTIONS_CHANGED = "options changed"
 INPUT_CHANGED = "input changed"
 FROM_STDIN = "stdin"  # an image piped in cannot be compared: always made
+INPUT_GONE = "input gone"  # a stamped output that no input of the run makes: pruned
 UP_TO_DATE = "up to date"
 
 _KEYWORD = b"bgremove"  # the PNG tEXt keyword, and the JPEG comment's first word
@@ -197,6 +199,27 @@ def _same_input(source: Path, made_from: dict) -> bool:
         return _hash_file(source) == made_from.get("sha256")
     except OSError:
         return False
+
+
+def orphans(folder: Path, ours: set[str]) -> Iterator[Path]:
+    """The outputs under `folder` that carry a stamp (bgremove made them) and are not in `ours`
+    (absolute paths of a run's inputs and outputs). Hidden files and folders, and files that are
+    not named as an output, are never looked at."""
+    from bgremove.options import OutputFormat
+
+    suffixes = OutputFormat.suffixes()
+    for top, folders, files in os.walk(folder):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        for name in sorted(files):
+            path = Path(top, name)
+            if (name.startswith(".") or path.suffix.lower() not in suffixes
+                    or os.path.abspath(path) in ours):
+                continue
+            try:
+                if read(path) is not None:
+                    yield path
+            except OSError:
+                continue
 
 
 # -- writing a stamp into an encoded output -------------------------------------------------------

@@ -274,3 +274,57 @@ def test_what_is_no_stamped_image_has_no_stamp(tmp_path):
         assert stamps.read(tmp_path / name) is None, name
     with pytest.raises(FileNotFoundError):
         stamps.read(tmp_path / "missing")
+
+
+# -- --prune ---------------------------------------------------------------------------------------
+
+def test_prune_removes_only_stamped_outputs_whose_input_is_gone(session, samples, tmp_path):
+    src, out = assets(samples, tmp_path), tmp_path / "build"
+    small_copy(samples / "rocket.jpg", src / "sub" / "rocket.jpg", 96)
+    fast = bgremove.RemovalOptions(mode=bgremove.Mode.fast)
+    bgremove.remove_batch([src], out, options=fast, session=session)
+    (src / "sub" / "rocket.jpg").unlink()
+    Image.new("RGB", (4, 4)).save(out / "by-hand.png")  # no stamp: never bgremove's to remove
+    (out / "notes.txt").write_text("mine")
+    shutil.copy(out / "coffee.webp", out / ".backup.webp")  # hidden: never looked at
+
+    listed = bgremove.remove_batch([src], out, options=fast, session=session, prune=True,
+                                   dry_run=True)
+    assert listed.count(Status.would_prune) == 1
+    assert (out / "sub" / "rocket.webp").exists()
+    seen = []
+    pruned = bgremove.remove_batch([src], out, options=fast, session=session, prune=True,
+                                   on_progress=lambda o, s: seen.append(o.as_dict()))
+    assert pruned.exit_code == 0 and pruned.count(Status.pruned) == 1
+    assert [(o["input"], o["output"], o["reason"]) for o in seen if o["status"] == "pruned"] == [
+        (None, str(out / "sub" / "rocket.webp"), "input gone")]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        ".backup.webp", "astronaut.webp", "by-hand.png", "coffee.webp", "notes.txt"]
+
+
+def test_prune_waits_for_a_run_without_failures(session, samples, tmp_path):
+    src, out = assets(samples, tmp_path), tmp_path / "build"
+    fast = bgremove.RemovalOptions(mode=bgremove.Mode.fast)
+    bgremove.remove_batch([src], out, options=fast, session=session)
+    shutil.copy(out / "coffee.webp", out / "gone.webp")  # stamped, its input is not there
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    failed = bgremove.remove_batch([src], out, options=fast, session=session, prune=True)
+    assert failed.exit_code == 1 and failed.count(Status.pruned) == 0
+    assert failed.prune_skipped and (out / "gone.webp").exists()
+    with pytest.raises(bgremove.UsageError, match="--shard"):
+        bgremove.Batch([src], out, prune=True, shard=bgremove.Shard(1, 2))
+
+
+def test_check_with_prune_fails_on_an_output_whose_input_is_gone(samples, tmp_path):
+    src, out = assets(samples, tmp_path), tmp_path / "build"
+    assert run_cli(str(src), "-o", str(out), "--mode", "fast").returncode == 0
+    (src / "coffee.png").unlink()
+    assert run_cli(str(src), "-o", str(out), "--mode", "fast", "--check").returncode == 0
+    proc = run_cli(str(src), "-o", str(out), "--mode", "fast", "--check", "--prune")
+    assert proc.returncode == 1
+    assert proc.stdout.decode().splitlines() == [
+        f"would prune: {out / 'coffee.webp'} (input gone)"]
+    assert (out / "coffee.webp").exists()
+    gone = run_cli(str(src), "-o", str(out), "--mode", "fast", "--prune")
+    assert gone.returncode == 0 and f"pruned {out / 'coffee.webp'}" in gone.stderr.decode()
+    assert not (out / "coffee.webp").exists()
