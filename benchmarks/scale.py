@@ -145,13 +145,14 @@ def tree(count: int) -> Path:
     return root
 
 
-def first_output_seconds(root: Path) -> float:
-    """Seconds from starting a real run on `root` to its first output on disk."""
+def first_output_seconds(root: Path, env: dict[str, str] | None = None) -> float:
+    """Seconds from starting a real run on `root` to its first output on disk (`env`: another
+    bgremove's, by its PYTHONPATH)."""
     out = WORK / "scale-first"
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "bgremove", str(root), "-o", str(out),
-                             "--mode", "fast", "--quiet"], env=environment(),
+                             "--mode", "fast", "--quiet"], env=env or environment(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while not (out.exists() and any(f.endswith(".webp")

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.scale import tree  # noqa: E402
+from benchmarks.scale import first_output_seconds, tree  # noqa: E402
 from benchmarks.sections import cpu, write_section  # noqa: E402
 from benchmarks.throughput import WORK, environment  # noqa: E402
 
@@ -101,26 +101,6 @@ def stamped_outputs(root: Path, out: Path) -> int:
     return count
 
 
-def first_output_seconds(source: Path, root: Path, out: Path) -> float:
-    """Seconds from starting a real run on `root` to its first output on disk."""
-    shutil.rmtree(out, ignore_errors=True)
-    started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "bgremove", str(root), "-o", str(out),
-                             "--mode", "fast", "--quiet"], env=env_for(source),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while not (out.exists() and any(f.endswith(".webp")
-                                        for _, _, names in os.walk(out) for f in names)):
-            if proc.poll() is not None:
-                raise SystemExit("the run ended before writing anything")
-            time.sleep(0.01)
-        return time.perf_counter() - started
-    finally:
-        proc.terminate()
-        proc.wait()
-        shutil.rmtree(out, ignore_errors=True)
-
-
 def hash_rate() -> float:
     """SHA-256 over 256 MiB in memory, GB/s: what hashing a changed-time input costs per byte."""
     data = os.urandom(1 << 26)
@@ -160,10 +140,8 @@ def main() -> None:
     # stamp keeps the time it was made from).
     times["up to date, every input touched (hashed)"] = best(args.runs, ROOT, *run)
     reference = times["0.2, outputs exist (skipped)"]
-    first_old = min(first_output_seconds(old, big, WORK.parent / "uptodate-first")
-                    for _ in range(args.runs))
-    first_new = min(first_output_seconds(ROOT, big, WORK.parent / "uptodate-first")
-                    for _ in range(args.runs))
+    first_old = min(first_output_seconds(big, env_for(old)) for _ in range(args.runs))
+    first_new = min(first_output_seconds(big, env_for(ROOT)) for _ in range(args.runs))
     shutil.rmtree(out, ignore_errors=True)
     rate = hash_rate()
 

@@ -68,8 +68,8 @@ class Outcome:
 
     def as_dict(self) -> dict:
         return {
-            "input": self.item.name if self.item.source is not None or self.item.dest is None
-            or self.status not in (Status.pruned, Status.would_prune) else None,
+            "input": None if self.status in (Status.pruned, Status.would_prune)
+            else self.item.name,
             "output": self.item.output_name if self.status is not Status.not_image else None,
             "status": self.status.value,
             "reason": self.item.reason,

@@ -260,16 +260,11 @@ def _decode(payload: bytes) -> str | None:
 
 # PNG: a tEXt chunk placed right after IHDR, so the stamp is within the file's first bytes.
 
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    import zlib
-
-    crc = zlib.crc32(body, zlib.crc32(kind))
-    return len(body).to_bytes(4, "big") + kind + body + crc.to_bytes(4, "big")
-
-
 def _png_embed(data: bytes, payload: bytes) -> bytes:
+    from bgremove.imaging.png import chunk  # numpy with it: only where outputs are written
+
     end_of_header = 8 + 8 + int.from_bytes(data[8:12], "big") + 4
-    return (data[:end_of_header] + _png_chunk(b"tEXt", _KEYWORD + b"\0" + payload)
+    return (data[:end_of_header] + chunk(b"tEXt", _KEYWORD + b"\0" + payload)
             + data[end_of_header:])
 
 
