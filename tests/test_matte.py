@@ -61,13 +61,17 @@ def test_fast_mode_is_rembgs_model_map_unchanged(backend, samples):
         assert backend.process(data, options).data == original.process(data, options).data
 
 
-def test_on_a_soft_matte_balanced_and_quality_are_no_worse_than_fast(backend):
+def test_on_a_soft_matte_quality_beats_fast_and_balanced_is_no_worse(backend):
     gt01 = need(EVAL / "alphamatting-gt01")
     data = (gt01 / "image.png").read_bytes()
     truth = np.asarray(Image.open(gt01 / "alpha.png").convert("L")) / 255.0
-    sad = {mode: np.abs(written_alpha(backend, data, mode) - truth).sum() for mode in Mode}
+    soft = (truth > 0.02) & (truth < 0.98)
+    error = {mode: np.abs(written_alpha(backend, data, mode) - truth) for mode in Mode}
+    sad = {mode: e.sum() for mode, e in error.items()}
     assert sad[Mode.balanced] < sad[Mode.fast]
-    assert sad[Mode.quality] <= 1.01 * sad[Mode.fast]  # the tuning's soft-matte guard
+    # The matting stage: measured 0.47x fast's error over the image, 0.37x on the soft pixels.
+    assert sad[Mode.quality] < 0.7 * sad[Mode.fast]
+    assert error[Mode.quality][soft].sum() < 0.6 * error[Mode.fast][soft].sum()
 
 
 def test_quality_finds_more_of_the_subject_than_fast_on_held_out_photos(backend):

@@ -53,3 +53,17 @@ def resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return x
     out = Image.fromarray(np.ascontiguousarray(x, dtype=np.float32), mode="F")
     return np.asarray(out.resize(size, Image.Resampling.BILINEAR))
+
+
+def sample(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Bilinear samples of an H x W x C image at fractional (row, col) points: N x C. Points
+    outside are clamped to the border, as an image resize treats its edges."""
+    height, width = image.shape[:2]
+    rows = np.clip(rows, 0.0, height - 1.0)
+    cols = np.clip(cols, 0.0, width - 1.0)
+    r0, c0 = rows.astype(np.intp), cols.astype(np.intp)
+    r1, c1 = np.minimum(r0 + 1, height - 1), np.minimum(c0 + 1, width - 1)
+    wr, wc = (rows - r0)[:, None], (cols - c0)[:, None]
+    top = image[r0, c0] * (1.0 - wc) + image[r0, c1] * wc
+    bottom = image[r1, c0] * (1.0 - wc) + image[r1, c1] * wc
+    return (top * (1.0 - wr) + bottom * wr).astype(np.float32, copy=False)

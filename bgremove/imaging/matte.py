@@ -6,7 +6,8 @@ The modes are pipelines over the same model:
 - balanced: the same map with its edge made steeper, more on the subject's side: scaled up
             from 320 px, the map's edge is wider than the object's.
 - quality:  three looks at the photo fused (imaging/multiscale.py): the 320-px square, its
-            mirror image and a view at the photo's own proportions; the compositor then also
+            mirror image and a view at the photo's own proportions; then alpha in the uncertain
+            band is estimated from the photo's colours (imaging/matting.py), and the compositor
             cleans the foreground colours in the soft edge.
 
 Every constant was chosen by 5-fold cross-validation over sod-dev (scripts/tune_quality.py),
@@ -24,8 +25,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from bgremove.imaging import multiscale
-from bgremove.imaging.filters import box, resize
+from bgremove.imaging import matting, multiscale
+from bgremove.imaging.filters import box, resize, sample
 from bgremove.options import Mode
 
 # Balanced's steepening of the edge, above and below 0.5. The model's map, scaled up, is too
@@ -67,7 +68,8 @@ def matte(segmenter: Segmenter, rgb: np.ndarray, mode: Mode) -> np.ndarray:
     """
     height, width = rgb.shape[:2]
     if mode is Mode.quality and multiscale.supported(segmenter):
-        return multiscale.quality_alpha(segmenter, rgb)  # type: ignore[arg-type]
+        fused = multiscale.quality_alpha(segmenter, rgb)  # type: ignore[arg-type]
+        return matting.refine(rgb, fused)
     alpha = resize(np.asarray(segmenter.predict(rgb), dtype=np.float32), (width, height))
     if mode is Mode.fast:
         return alpha
@@ -92,20 +94,6 @@ def compute_alpha(segmenter: Segmenter, rgb: np.ndarray, mode: Mode, smooth: boo
 # smooth by construction, so on larger photos they are estimated on a reduced copy and only the
 # final, per-pixel step runs at full resolution (on the soft edge's pixels alone).
 FOREGROUND_WORK_SIDE = 1024
-
-
-def sample(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Bilinear samples of an H x W x C image at fractional (row, col) points: N x C. Points
-    outside are clamped to the border, as an image resize treats its edges."""
-    height, width = image.shape[:2]
-    rows = np.clip(rows, 0.0, height - 1.0)
-    cols = np.clip(cols, 0.0, width - 1.0)
-    r0, c0 = rows.astype(np.intp), cols.astype(np.intp)
-    r1, c1 = np.minimum(r0 + 1, height - 1), np.minimum(c0 + 1, width - 1)
-    wr, wc = (rows - r0)[:, None], (cols - c0)[:, None]
-    top = image[r0, c0] * (1.0 - wc) + image[r0, c1] * wc
-    bottom = image[r1, c0] * (1.0 - wc) + image[r1, c1] * wc
-    return (top * (1.0 - wr) + bottom * wr).astype(np.float32, copy=False)
 
 
 def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:

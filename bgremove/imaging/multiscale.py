@@ -8,7 +8,10 @@
 Fused as a weighted mean, then steepened about a centre below 0.5 (the two extra views are the
 more cautious, so the mean sits a little low). Each extra view alone adds object parts that the
 320-px square misses (maxF) but also lights up background and blurs the edge (MAE); their mean
-with the 320-px map and the steepening keeps the first and undoes the second.
+with the 320-px map and the steepening keeps the first and undoes the second. One thing the
+fusion may not do: fill a hole that the 320-px square saw (background enclosed by the subject:
+a mesh, a ring, the gap between an arm and the body). There the fused map stays at or below
+the square's; the matting stage (imaging/matting.py) then decides from the photo's colours.
 
 Every constant was chosen by 5-fold cross-validation over sod-dev (scripts/tune_quality.py),
 among those no worse than fast on soft mattes (GT01, its composites and hair/fur proxies);
@@ -52,6 +55,34 @@ def fine_size(width: int, height: int, side: int = FINE_SIDE) -> tuple[int, int]
     return (max(32, round(width * scale / 32) * 32), max(32, round(height * scale / 32) * 32))
 
 
+def _along_rows(reached: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """`inside` pixels whose horizontal run of `inside` pixels holds a `reached` pixel."""
+    height, width = inside.shape
+    padded = np.zeros((height, width + 1), dtype=bool)  # a gap ends every row's last run
+    padded[:, :width] = inside
+    flat = padded.ravel()
+    starts = flat.copy()
+    starts[1:] &= ~flat[:-1]
+    run = np.cumsum(starts)  # each pixel's run number (outside pixels: the run before them)
+    hit = np.zeros(int(run[-1]) + 1, dtype=bool)
+    hit[run[flat & np.pad(reached, ((0, 0), (0, 1))).ravel()]] = True
+    return (flat & hit[run]).reshape(height, width + 1)[:, :width]
+
+
+def enclosed(background: np.ndarray) -> np.ndarray:
+    """Background pixels not connected to the image's border through background (4-neighbour):
+    the subject's holes. Spread from the border along rows, then columns, until nothing changes:
+    one round per turn of the longest path, a handful on real maps."""
+    reached = np.zeros_like(background)
+    reached[[0, -1], :] = background[[0, -1], :]
+    reached[:, [0, -1]] = background[:, [0, -1]]
+    while True:
+        grown = _along_rows(_along_rows(reached, background).T, background.T).T
+        if np.array_equal(grown, reached):
+            return background & ~reached
+        reached = grown
+
+
 def _minmax(x: np.ndarray) -> np.ndarray:
     lo, hi = float(x.min()), float(x.max())
     return (x - lo) / max(hi - lo, 1e-6)
@@ -74,4 +105,10 @@ def quality_alpha(segmenter: AnySizeSegmenter, rgb: np.ndarray) -> np.ndarray:
     fused -= CENTRE
     fused *= STEEPNESS
     fused += 0.5
-    return np.clip(fused, 0.0, 1.0, out=fused)
+    np.clip(fused, 0.0, 1.0, out=fused)
+    holes = enclosed(coarse < 0.5)
+    if holes.any():
+        inside = resize(holes.astype(np.float32), (width, height)) > 0.5
+        seen = resize(np.asarray(coarse, dtype=np.float32), (width, height))
+        fused[inside] = np.minimum(fused[inside], seen[inside])
+    return fused
