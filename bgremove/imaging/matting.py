@@ -28,6 +28,8 @@ numbers and the methods that lost are in BENCHMARKS.md ("matting").
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
@@ -189,49 +191,82 @@ def separation(image: np.ndarray, fg: np.ndarray, bg: np.ndarray) -> np.ndarray:
     return np.where(present, np.clip(fisher / SEPARATION, 0.0, 1.0), 0.0)
 
 
-def refine(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """`alpha` (the fused map at the photo's size, float32 in [0, 1]) with its uncertain band
-    re-estimated from the photo's colours."""
+@dataclass
+class Trimap:
+    """The band to solve, at the working size: sure subject, sure background, the rest unknown;
+    `alpha` is the fused map there and `image` the photo, in [0, 1]."""
+
+    image: np.ndarray
+    alpha: np.ndarray
+    fg: np.ndarray
+    bg: np.ndarray
+
+    @property
+    def unknown(self) -> np.ndarray:
+        return ~(self.fg | self.bg)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.alpha.shape[1], self.alpha.shape[0]
+
+
+def trimap(rgb: np.ndarray, alpha: np.ndarray) -> Trimap:
+    """Where to doubt the fused map: between its thresholds, within BAND of the edge, and deeper
+    on the subject's side where the photo has fine texture."""
     height, width = alpha.shape
     scale = min(1.0, WORK_SIDE / max(height, width))
     size = (max(8, round(width * scale)), max(8, round(height * scale)))
     small = resize(alpha, size)
     side = max(size)
-
-    # The trimap, at the working size.
     sure_fg = small >= SURE_FG
     fg = erode(sure_fg, max(1, round(side * BAND)))
     textured = fine_texture(rgb, size) >= TEXTURE
-    deep = erode(sure_fg, max(2, round(side * BAND_TEXTURED)))
-    fg &= deep | ~textured
+    fg &= erode(sure_fg, max(2, round(side * BAND_TEXTURED))) | ~textured
     bg = erode(small <= SURE_BG, max(1, round(side * BAND_BACKGROUND)))
-    unknown = ~(fg | bg)
-    if not unknown.any():
-        return alpha
-
     image = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR,
                                                    reducing_gap=2.0), dtype=np.float32)
     image *= 1.0 / 255.0
-    prior = np.where(fg, 1.0, np.where(bg, 0.0, small)).astype(np.float32)
-    weight = PRIOR_WEIGHT + (PRIOR_WEIGHT_OVERLAP - PRIOR_WEIGHT) * (
-        1.0 - separation(image, fg, bg))
-    laplacian = MattingLaplacian(image)
-    solved = np.clip(solve(laplacian, prior, unknown, weight), 0.0, 1.0)
+    return Trimap(image, small, fg, bg)
 
-    # Back to full size: the solved alpha's window coefficients, averaged per pixel as a guided
-    # filter's are, interpolated and applied to the full-size colours in the band only.
+
+def solve_band(band: Trimap) -> tuple[MattingLaplacian, np.ndarray]:
+    """The band's alpha at the working size (and the Laplacian it was solved with)."""
+    prior = np.where(band.fg, 1.0, np.where(band.bg, 0.0, band.alpha)).astype(np.float32)
+    weight = PRIOR_WEIGHT + (PRIOR_WEIGHT_OVERLAP - PRIOR_WEIGHT) * (
+        1.0 - separation(band.image, band.fg, band.bg))
+    laplacian = MattingLaplacian(band.image)
+    return laplacian, np.clip(solve(laplacian, prior, band.unknown, weight), 0.0, 1.0)
+
+
+def upsample(laplacian: MattingLaplacian, solved: np.ndarray, band: Trimap, rgb: np.ndarray,
+             alpha: np.ndarray) -> np.ndarray:
+    """`alpha` with the band replaced by `solved`, brought to full size: the solved alpha's
+    window coefficients, averaged per pixel as a guided filter's are, interpolated and applied
+    to the full-size colours, on the band's pixels only."""
+    height, width = alpha.shape
+    size = band.size
     coefficients = window_sum(laplacian.coefficients(solved)) * laplacian.inv_count
-    band = resize(unknown.astype(np.float32), (width, height))
-    rows, cols = np.nonzero(band > 0.0)
-    if scale < 1.0:
-        points_r = (rows + 0.5) * (size[1] / height) - 0.5
-        points_c = (cols + 0.5) * (size[0] / width) - 0.5
-        a = sample(np.ascontiguousarray(np.moveaxis(coefficients, 0, -1)), points_r, points_c)
+    coefficients = np.ascontiguousarray(np.moveaxis(coefficients, 0, -1))
+    inside = resize(band.unknown.astype(np.float32), (width, height))
+    rows, cols = np.nonzero(inside > 0.0)
+    if size != (width, height):
+        a = sample(coefficients, (rows + 0.5) * (size[1] / height) - 0.5,
+                   (cols + 0.5) * (size[0] / width) - 0.5)
     else:
-        a = np.ascontiguousarray(np.moveaxis(coefficients, 0, -1))[rows, cols]
+        a = coefficients[rows, cols]
     colour = rgb[rows, cols].astype(np.float32) * (1.0 / 255.0)
     matted = np.clip((a[:, :3] * colour).sum(axis=1) + a[:, 3], 0.0, 1.0)
-    u = band[rows, cols]  # the band's edge, blended into the fused map over a working pixel
+    u = inside[rows, cols]  # the band's edge, blended into the fused map over a working pixel
     out = alpha.copy()
     out[rows, cols] = u * matted + (1.0 - u) * alpha[rows, cols]
     return out
+
+
+def refine(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """`alpha` (the fused map at the photo's size, float32 in [0, 1]) with its uncertain band
+    re-estimated from the photo's colours."""
+    band = trimap(rgb, alpha)
+    if not band.unknown.any():
+        return alpha
+    laplacian, solved = solve_band(band)
+    return upsample(laplacian, solved, band, rgb, alpha)
