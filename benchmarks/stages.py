@@ -34,7 +34,7 @@ from benchmarks.sections import write_section  # noqa: E402
 from benchmarks.throughput import WORK, build_photos  # noqa: E402
 from bgremove.backends.local import LocalSession  # noqa: E402
 from bgremove.imaging import compose as compose_mod  # noqa: E402
-from bgremove.imaging import matte, multiscale  # noqa: E402
+from bgremove.imaging import matte, matting, multiscale  # noqa: E402
 from bgremove.imaging.decode import decode  # noqa: E402
 from bgremove.imaging.filters import resize  # noqa: E402
 from bgremove.options import Mode, OutputFormat, RemovalOptions  # noqa: E402
@@ -123,6 +123,8 @@ def stages(backend: LocalSession, photos: list[Path]) -> list[tuple[str, Callabl
          [(u, matte.STEEPNESS_ABOVE, matte.STEEPNESS_BELOW) for u in ups]),
         ("quality: three views (model runs included) and fusion", multiscale.quality_alpha,
          [(segmenter, r) for r in rgbs]),
+        ("quality: matting the uncertain band", matting.refine,
+         [(r, multiscale.quality_alpha(segmenter, r)) for r in rgbs]),
         ("finish edges (smooth)", matte.finish_edges, [(a, True) for a in alphas]),
         ("compose RGBA", compose_mod.compose,
          [(r, a, opts[Mode.balanced]) for r, a in zip(rgbs, alphas, strict=True)]),

@@ -35,6 +35,10 @@ from bgremove.options import RemovalOptions
 # input, options and model, so that outputs made before it are redone ("bgremove changed").
 # Releases that leave outputs as they were keep it, and their users' outputs stay up to date.
 PIPELINE = 1
+# Modes whose local pixels changed since PIPELINE was last bumped: their stamps carry PIPELINE
+# plus this, so that only their outputs are redone (0.4: quality's matting stage). An output of
+# --backend remote keeps PIPELINE: its pixels are the API's, and redoing it would cost credits.
+MODE_REVISIONS = {"quality": 1}
 
 # Why an output is (re)made or kept: the reasons a summary counts and --json carries.
 NEW = "new"  # there is no output yet
@@ -85,7 +89,10 @@ class Recipe:
 
     @classmethod
     def of(cls, options: RemovalOptions, model: str) -> Recipe:
-        return cls(json.dumps(options_key(options), sort_keys=True), model, PIPELINE)
+        pipeline = PIPELINE
+        if not model.startswith(REMOTE_MODEL):
+            pipeline += MODE_REVISIONS.get(options.mode.value, 0)
+        return cls(json.dumps(options_key(options), sort_keys=True), model, pipeline)
 
     def stamp(self, data: bytes, stat: os.stat_result | None) -> str:
         """The stamp of an output made from `data`, read from a file whose `stat` was taken as it
@@ -115,9 +122,12 @@ def local_model_id(model: str | None) -> str:
     return f"sha256:{file_sha256(path)}"
 
 
+REMOTE_MODEL = "api "
+
+
 def remote_model_id(api_url: str) -> str:
     """The API chooses its own model: its address stands for it (the key plays no part)."""
-    return f"api {api_url.rstrip('/')}"
+    return f"{REMOTE_MODEL}{api_url.rstrip('/')}"
 
 
 def file_sha256(path: Path) -> str:
@@ -163,12 +173,14 @@ def verdict(source: Path | None, dest: Path, recipe: Recipe, *,
     stamp = _parse(text)
     if stamp is None:
         return Verdict(keep_unstamped, KEPT_UNSTAMPED if keep_unstamped else UNSTAMPED)
-    if stamp.get("bgremove") != recipe.pipeline:
-        return Verdict(False, PIPELINE_CHANGED)
-    if stamp.get("model") != recipe.model:
-        return Verdict(False, MODEL_CHANGED)
+    # What the user changed is named before what bgremove did: the pipeline's number depends on
+    # the mode, so another mode is "options changed", not "bgremove changed".
     if stamp.get("options") != json.loads(recipe.options):
         return Verdict(False, OPTIONS_CHANGED)
+    if stamp.get("model") != recipe.model:
+        return Verdict(False, MODEL_CHANGED)
+    if stamp.get("bgremove") != recipe.pipeline:
+        return Verdict(False, PIPELINE_CHANGED)
     made_from = stamp.get("input")
     if not isinstance(made_from, dict) or not _same_input(source, made_from):
         return Verdict(False, INPUT_CHANGED)

@@ -200,6 +200,22 @@ def test_each_reason(session, samples, tmp_path, monkeypatch):
     assert run(overwrite=True) == {"done": {"overwrite": 2}}
 
 
+def test_a_mode_whose_pixels_changed_redoes_only_its_own_outputs(session, samples, tmp_path,
+                                                                 monkeypatch):
+    # bgremove 0.4 changed quality's matte and nothing else: 0.3's quality outputs are redone,
+    # its fast outputs stay up to date.
+    src = assets(samples, tmp_path)
+    fast, quality = (bgremove.RemovalOptions.build(mode=m) for m in ("fast", "quality"))
+    monkeypatch.setattr(stamps, "MODE_REVISIONS", {})  # as bgremove 0.3 stamped
+    for options in (fast, quality):
+        bgremove.remove_batch([src], tmp_path / options.mode.value, options=options,
+                              session=session)
+    monkeypatch.undo()
+    assert check(src, tmp_path / "fast", fast) == {"skipped": {"up to date": 2}}
+    assert check(src, tmp_path / "quality", quality) == {
+        "would process": {"bgremove changed": 2}}
+
+
 def test_options_that_do_not_change_the_output_do_not_make_it_stale(session, samples, tmp_path):
     src, out = assets(samples, tmp_path), tmp_path / "build"
     transparent = bgremove.RemovalOptions(mode=bgremove.Mode.fast)
