@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.sections import cpu, write_section  # noqa: E402
+from benchmarks.sections import bars_text, cpu, write_section  # noqa: E402
 from benchmarks.throughput import WORK, build_photos, environment, measure  # noqa: E402
 
 TREES = WORK.parent / "trees"
@@ -246,8 +246,7 @@ def main() -> None:
                  ("dry-run memory flat from 10,000 to 100,000 (within 20%)",
                   rss[100_000] <= 1.2 * rss[10_000], f"{rss[100_000] / rss[10_000] - 1:+.0%}"),
                  ("first output within 2 s", first <= 2.0, f"{first:.2f} s")]
-    lines += ["", "Bars: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'} ({value})"
-                                       for name, ok, value in bars) + ".",
+    lines += ["", bars_text(bars),
               f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f}."]
     section = "\n".join(lines)
     print(section)

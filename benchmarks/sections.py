@@ -20,6 +20,12 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
     path.write_text(f"{before}{start}\n{body.strip()}\n{end}{after}")
 
 
+def bars_text(bars: list[tuple[str, bool, str]]) -> str:
+    """One sentence for a benchmark's bars: (what, whether it is met, the measured value)."""
+    return "Bars: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'} ({value})"
+                                for name, ok, value in bars) + "."
+
+
 def cpu() -> str:
     """The usable cores and the processor's name: "2 cores (AMD EPYC 7B13)"."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.sections import write_section  # noqa: E402
+from benchmarks.sections import bars_text, write_section  # noqa: E402
 
 BENCH = ROOT / ".bench"
 WORK = BENCH / "throughput"
@@ -387,8 +387,7 @@ def main() -> None:
         ("peak RSS flat from 30 to 300 files (within 20%)", run_300["rss_mib"] <= 1.2 * rss_30,
          f"{run_300['rss_mib'] / rss_30 - 1:+.0%}"),
     ]
-    verdict = "Bars: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'} ({value})"
-                                   for name, ok, value in bars) + "."
+    verdict = bars_text(bars)
     lines += [
         "",
         verdict,

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.scale import first_output_seconds, tree  # noqa: E402
-from benchmarks.sections import cpu, write_section  # noqa: E402
+from benchmarks.sections import bars_text, cpu, write_section  # noqa: E402
 from benchmarks.throughput import WORK, environment  # noqa: E402
 
 OLD = WORK.parent / "uptodate-old"
@@ -163,8 +163,7 @@ def main() -> None:
              times["up to date (stat + header)"] < 10,
              f"{times['up to date (stat + header)']:.2f} s"),
             ("first output on 100,000 files within 2 s", first_new <= 2.0, f"{first_new:.2f} s")]
-    lines += ["", "Bars: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'} ({value})"
-                                       for name, ok, value in bars) + ".",
+    lines += ["", bars_text(bars),
               f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f}."]
     section = "\n".join(lines)
     print(section)
