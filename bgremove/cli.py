@@ -262,13 +262,17 @@ def remove(
     params = ctx.params
     with reported_errors():
         given = _given_on_command_line(ctx)
-        if "output_format" not in given:
-            implied = _format_from_output(params["output"])
-            if implied is not None:
-                given["output_format"] = implied
-        settings = load_settings(given, config=params["config"])
         job = jobs.Job(**{f.name: params[f.name] for f in fields(jobs.Job)})
         job.inputs = list(job.inputs or [])
+        # `> y.png` names the output as `-o y.png` does, where the redirect's file can be named.
+        redirect = _stdout_file_name() if job.image_on_stdout else None
+        if "output_format" not in given:
+            implied = _format_from_output(params["output"] if redirect is None else redirect)
+            if implied is not None:
+                given["output_format"] = implied
+        elif redirect is not None:
+            _warn_if_the_name_disagrees(redirect, given["output_format"])
+        settings = load_settings(given, config=params["config"])
         summary = jobs.run(job, settings)
     if summary.abandoned:
         from bgremove.interrupts import exit_now
@@ -326,6 +330,23 @@ def _format_from_output(output: str | None) -> OutputFormat | None:
     if not output or output == "-" or os.path.isdir(output):
         return None
     return OutputFormat.from_suffix(Path(output).suffix)
+
+
+def _stdout_file_name() -> str | None:
+    from bgremove.redirect import stdout_file_name
+
+    return stdout_file_name()
+
+
+def _warn_if_the_name_disagrees(name: str, asked: object) -> None:
+    try:
+        chosen = OutputFormat(asked)
+    except ValueError:
+        return  # the settings refuse it, with the choices
+    named = OutputFormat.from_suffix(Path(name).suffix)
+    if named is not None and named is not chosen:
+        typer.echo(f"bgremove: warning: stdout is {name}, whose name says {named.label}, but "
+                   f"--output-format {chosen.value} writes {chosen.label} into it", err=True)
 
 
 def main() -> None:

@@ -162,7 +162,7 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
 
     remote = settings.backend == "remote"
     console = ConsoleReporter(quiet=job.quiet, verbose=job.verbose, credits=remote,
-                              inputs=job.inputs)
+                              inputs=job.inputs, silent_on_success=job.image_on_stdout)
     reporters = [console]
     if job.json_lines:
         reporters.insert(0, JsonLinesReporter())

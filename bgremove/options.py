@@ -54,6 +54,10 @@ class OutputFormat(str, Enum):
         return ".jpg" if self is OutputFormat.jpeg else f".{self.value}"
 
     @property
+    def label(self) -> str:
+        return {"png": "PNG", "webp": "WebP", "jpeg": "JPEG"}[self.value]
+
+    @property
     def has_alpha(self) -> bool:
         return self is not OutputFormat.jpeg
 
