@@ -165,9 +165,9 @@ class ChunkJob:
         return f"bgremove-stop-{self.token}"
 
 
-# One file's result, light to send back: (status, error, bytes, ms); None: not processed (the
-# job was stopped); a StopBatch: nothing more can succeed (a full disk).
-Answer = tuple[str, str | None, int, float] | StopBatch | None
+# One file's result, light to send back: (status, error, bytes, ms, detail); None: not processed
+# (the job was stopped); a StopBatch: nothing more can succeed (a full disk).
+Answer = tuple[str, str | None, int, float, str | None] | StopBatch | None
 
 
 def run_chunk(job: ChunkJob, files: list[tuple[str, str, bool]]) -> list[Answer]:
@@ -192,7 +192,8 @@ def run_chunk(job: ChunkJob, files: list[tuple[str, str, bool]]) -> list[Answer]
         except StopBatch as exc:
             answers.append(exc)
             break
-        answers.append((outcome.status.value, outcome.error, outcome.bytes, outcome.ms))
+        answers.append((outcome.status.value, outcome.error, outcome.bytes, outcome.ms,
+                        outcome.detail))
     return answers + [None] * (len(files) - len(answers))
 
 
@@ -209,9 +210,9 @@ def _written_earlier(source: Path, dest: Path, job: ChunkJob) -> Answer:
     except OSError:
         return None
     if st.st_mtime_ns >= job.started_ns:
-        return (Status.done.value, None, st.st_size, 0.0)
+        return (Status.done.value, None, st.st_size, 0.0, None)
     if not job.overwrite and job.recipe is not None and verdict(source, dest, job.recipe).fresh:
-        return (Status.skipped.value, None, 0, 0.0)  # made since the plan saw it stale
+        return (Status.skipped.value, None, 0, 0.0, None)  # made since the plan saw it stale
     return None
 
 
@@ -488,10 +489,11 @@ class DaskExecutor:
             elif isinstance(answer, StopBatch):
                 future.set_exception(answer)
             else:
-                status, error, size, ms = answer
+                status, error, size, ms, detail = answer
                 if status == Status.skipped.value:  # made up to date by someone else meanwhile
                     item = replace(item, reason=UP_TO_DATE)
-                future.set_result(Outcome(item, Status(status), error, bytes=size, ms=ms))
+                future.set_result(Outcome(item, Status(status), error, bytes=size, ms=ms,
+                                          detail=detail))
 
 
 def filesystem_now(folder: Path) -> int:

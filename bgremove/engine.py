@@ -65,6 +65,7 @@ class Outcome:
     credits_remaining: int | None = None
     request_id: str | None = None
     credits_spent: int = 0
+    detail: str | None = None  # what the library underneath said (FileFailed.detail)
 
     def as_dict(self) -> dict:
         return {
@@ -74,6 +75,7 @@ class Outcome:
             "status": self.status.value,
             "reason": self.item.reason,
             "error": self.error,
+            "detail": self.detail,
             "bytes": self.bytes,
             "ms": round(self.ms, 1),
             "credits_remaining": self.credits_remaining,
@@ -249,10 +251,10 @@ def process_item(session: Session, options: RemovalOptions, item: WorkItem,
     except NotAnImage as exc:
         if item.skip_if_not_image:  # a folder's other files are no concern of ours
             return Outcome(item, Status.not_image)
-        return Outcome(item, Status.failed, str(exc), ms=_ms_since(started))
+        return Outcome(item, Status.failed, str(exc), ms=_ms_since(started), detail=exc.detail)
     except FileFailed as exc:
         return Outcome(item, Status.failed, str(exc), ms=_ms_since(started),
-                       request_id=exc.request_id)
+                       request_id=exc.request_id, detail=exc.detail)
     return Outcome(item, Status.done, bytes=len(output), ms=_ms_since(started),
                    credits_remaining=result.credits_remaining, request_id=result.request_id,
                    credits_spent=result.credits_spent)

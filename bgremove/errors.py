@@ -14,12 +14,16 @@ class UsageError(BgRemoveError):
 class FileFailed(BgRemoveError):
     """This one input could not be processed; the batch goes on.
 
-    `request_id` is the API's id for the failed request, when there was one.
+    `request_id` is the API's id for the failed request, when there was one. `detail` is what a
+    library underneath said (Pillow's own words), for `--verbose` and `--json`: the message says
+    what happened in words for the user.
     """
 
-    def __init__(self, message: str, request_id: str | None = None):
+    def __init__(self, message: str, request_id: str | None = None, *,
+                 detail: str | None = None):
         super().__init__(message)
         self.request_id = request_id
+        self.detail = detail
 
 
 class ImageError(FileFailed, ValueError):

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -202,7 +203,9 @@ class ConsoleReporter:
         item = outcome.item
         if outcome.status is Status.failed:
             rid = f" (request id {outcome.request_id})" if outcome.request_id else ""
-            self.console.print(f"[red]failed[/] {item.name}: {outcome.error}{rid}",
+            said = f" ({outcome.detail})" if outcome.detail and self.verbose else ""
+            self.console.print(f"[red]failed[/] {escape(item.name)}: "
+                               f"{escape(f'{outcome.error}{rid}{said}')}",
                                markup=True, soft_wrap=True, highlight=False)
         elif outcome.status is Status.pruned and not self.quiet:  # files removed: always said
             self.say(f"pruned {item.output_name} ({item.reason})")

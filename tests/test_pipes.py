@@ -15,7 +15,7 @@ from PIL import Image
 
 from tests.conftest import cli_env, run_cli
 
-OUTCOME_KEYS = {"input", "output", "status", "reason", "error", "bytes", "ms",
+OUTCOME_KEYS = {"input", "output", "status", "reason", "error", "detail", "bytes", "ms",
                 "credits_remaining", "request_id"}
 
 

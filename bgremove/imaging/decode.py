@@ -103,7 +103,21 @@ def _open(source) -> Image.Image:
         raise ImageError(f"image too large to decode safely (over {MAX_DECODE_PIXELS:,} "
                          "pixels)") from None
     except Exception as exc:
-        raise ImageError(f"cannot read image: {exc}") from None
+        raise broken(exc, "its header cannot be read") from None
+
+
+TRUNCATED = "truncated image: the file ends before the image data does"
+
+
+def broken(exc: Exception, what: str) -> ImageError:
+    """Pillow's failure to read an image, in words for the user; Pillow's own (`image file is
+    truncated (9 bytes not processed)`) kept as the detail, for -v and --json."""
+    if isinstance(exc, ImageError):
+        return exc
+    text = str(exc) or type(exc).__name__
+    if "truncated" in text.lower():
+        return ImageError(TRUNCATED, detail=f"Pillow: {text}")
+    return ImageError(f"broken image: {what}", detail=f"Pillow: {text}")
 
 
 def looks_like_image(path: Path) -> bool:
@@ -160,15 +174,15 @@ def decode(data: bytes, *, max_pixels: int = MAX_PIXELS, max_size: int | None = 
             arithmetic = any(marker in data[:headers] for marker in (
                 b"\xff\xc9", b"\xff\xca", b"\xff\xcb", b"\xff\xcd", b"\xff\xce", b"\xff\xcf"))
             if (len(data) - headers) * 8 < blocks and not arithmetic:
-                raise ImageError(f"the JPEG data ends before the {image.width}x{image.height} "
-                                 "pixels its header claims")
+                raise ImageError(f"{TRUNCATED} (its header claims {image.width}x{image.height} "
+                                 "pixels)")
         if target != image.size and image.format == "JPEG":
             image.draft("RGB", target)  # decode at 1/2, 1/4 or 1/8 scale, still >= target
         image.load()
         # In place: without an orientation tag the copy exif_transpose() returns is pure waste.
         ImageOps.exif_transpose(image, in_place=True)
     except Exception as exc:
-        raise ImageError(f"broken or truncated image: {exc}") from None
+        raise broken(exc, "its pixels cannot be decoded") from None
     return _fit(image, max_size)
 
 
