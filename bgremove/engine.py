@@ -213,6 +213,23 @@ def read_input(item: WorkItem) -> tuple[bytes, os.stat_result | None]:
         raise FileFailed(f"cannot read: {exc.strerror or exc}") from None
 
 
+def check_header(item: WorkItem, max_size: int | None) -> None:
+    """Raise what processing the input would raise from its header alone (nothing is decoded):
+    the input cannot be read, is no image, is empty or too large. Stdin is not read."""
+    if item.source is None:
+        return
+    from bgremove.imaging.decode import check_header as check_image_header
+
+    try:
+        file = open(item.source, "rb")  # noqa: SIM115
+    except IsADirectoryError:
+        raise FileFailed("is a folder") from None
+    except OSError as exc:
+        raise FileFailed(f"cannot read: {exc.strerror or exc}") from None
+    with file:
+        check_image_header(file, max_size=max_size)
+
+
 def write_output(item: WorkItem, data: bytes) -> None:
     if item.dest is None:
         sys.stdout.buffer.write(data)
@@ -464,12 +481,15 @@ class Batch:
                 reason = verdict.reason
             item = replace(item, reason=reason)
         if self.dry_run:
-            from bgremove.imaging.decode import looks_like_image
-
-            if item.walked and not looks_like_image(item.source):
+            # What the run would find from the header alone, in the words it would say it with.
+            try:
+                check_header(item, self.options.max_size)
+            except NotAnImage as exc:
                 if item.skip_if_not_image:
                     return item, Outcome(item, Status.not_image)
-                return item, Outcome(item, Status.failed, "not an image")
+                return item, Outcome(item, Status.failed, str(exc), detail=exc.detail)
+            except FileFailed as exc:
+                return item, Outcome(item, Status.failed, str(exc), detail=exc.detail)
             return item, Outcome(item, Status.would_process)
         return item, None
 

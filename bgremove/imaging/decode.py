@@ -7,10 +7,12 @@ formats with no signature to recognise them by (TGA), which would take stray fil
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -89,6 +91,8 @@ def open_image(data: bytes) -> Image.Image:
 def _is_empty(source) -> bool:
     if isinstance(source, BytesIO):
         return not source.getbuffer().nbytes
+    if hasattr(source, "fileno"):
+        return os.fstat(source.fileno()).st_size == 0
     return Path(source).stat().st_size == 0
 
 
@@ -120,13 +124,12 @@ def broken(exc: Exception, what: str) -> ImageError:
     return ImageError(f"broken image: {what}", detail=f"Pillow: {text}")
 
 
-def looks_like_image(path: Path) -> bool:
-    """Whether a file's header is one of an image we read (for --dry-run; nothing is decoded)."""
-    try:
-        with _open(path):
-            return True
-    except (ImageError, OSError):
-        return False
+def check_header(file: BinaryIO, *, max_pixels: int = MAX_PIXELS,
+                 max_size: int | None = None) -> None:
+    """Refuse, with the error `decode` would raise, what the header alone shows: no image, an
+    empty file, an image over the size limit. Nothing is decoded (for --dry-run)."""
+    with _open(file) as image:
+        check_size(*image.size, max_pixels, max_size)
 
 
 def fitted_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:
