@@ -442,7 +442,7 @@ class DaskExecutor:
             self._submit(chunk)
 
     def _submit(self, chunk: list[tuple[WorkItem, Future[Outcome]]]) -> None:
-        if not self.job.started_ns:  # taken once the batch has made the output folder
+        if not self.job.started_ns:  # taken once the batch has checked the output folder
             self.job = replace(self.job, started_ns=filesystem_now(self.batch.output_folder),
                                recipe=self.batch.recipe)
         files = [(os.path.abspath(item.source), os.path.abspath(item.dest), item.walked)
@@ -498,7 +498,9 @@ class DaskExecutor:
 
 def filesystem_now(folder: Path) -> int:
     """The time now on the filesystem of `folder` (ns): the modification time of a file written
-    there. The workers' outputs are compared with it, so no clock of any machine matters."""
+    there. The workers' outputs are compared with it, so no clock of any machine matters. Until
+    the first output makes `folder`, the nearest folder above it stands in: it holds it."""
+    folder = next((f for f in (folder, *folder.parents) if f.is_dir()), folder)
     probe = folder / f".bgremove-start.{secrets.token_hex(4)}.part"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

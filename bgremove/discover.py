@@ -435,8 +435,11 @@ class Planner:
                                    error=f"same output as {names.owner(entry.name)}")
                 else:
                     yield WorkItem(source, dest_dir / name, walked=True)
+            # The output folder is made when its first output is written, maybe during the walk.
+            out_dir = _existing(self.out_dir) if subfolders else []
             for entry in reversed(subfolders):
-                if _entry_identity(entry) not in skip:
+                identity = _entry_identity(entry)
+                if identity not in skip and identity not in out_dir:
                     stack.append((folder / entry.name, rel / entry.name))
 
 

@@ -183,16 +183,31 @@ def write_atomically(dest: Path, data: bytes) -> None:
 
 
 def check_writable(folder: Path) -> None:
-    """Make the output folder and prove a file can be written in it, before any work is done:
-    an output that cannot be written fails every file, so it stops the batch at once."""
+    """Prove a file can be written in the output folder before any work is done: an output that
+    cannot be written fails every file, so it stops the batch at once."""
+    try:
+        probe_folder(folder)
+    except OSError as exc:
+        raise SetupError(f"cannot write to the output folder {folder}: "
+                         f"{exc.strerror or exc}") from None
+
+
+def probe_folder(folder: Path) -> None:
+    """Write and remove a file in `folder` (OSError if that cannot be done). The folders made to
+    prove it are removed again: outputs make them when the first is written (write_atomically),
+    so a run that writes nothing leaves nothing."""
+    missing = [f for f in (folder, *folder.parents) if not f.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".bgremove-probe.{secrets.token_hex(4)}.part"
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         probe.unlink()
-    except OSError as exc:
-        raise SetupError(f"cannot write to the output folder {folder}: "
-                         f"{exc.strerror or exc}") from None
+    finally:
+        for made in missing:  # deepest first
+            try:
+                made.rmdir()
+            except OSError:
+                break  # not empty: something else writes there now
 
 
 # Write errors that every other file would meet too: the batch stops instead of failing them all.

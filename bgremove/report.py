@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from bgremove import __version__, stamps
-from bgremove.engine import Outcome, Status, Summary
+from bgremove.engine import Outcome, Status, Summary, probe_folder
 from bgremove.errors import SetupError, UsageError
 
 
@@ -128,9 +128,12 @@ class ReportWriter:
         # Checked before any work: a report that cannot be written would be lost at the end.
         if path.is_dir():
             raise UsageError(f"--report {path} is a folder: name the report's file")
+        # Its folder is made when the report is written, at the end: a run that stops before
+        # that leaves no empty folder. The spool waits in the nearest folder that exists.
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._spool = tempfile.TemporaryFile("w+", encoding="utf-8", dir=path.parent,
+            probe_folder(path.parent)
+            spool_dir = next(f for f in (path.parent, *path.parent.parents) if f.is_dir())
+            self._spool = tempfile.TemporaryFile("w+", encoding="utf-8", dir=spool_dir,
                                                  prefix=f".{path.name}.", suffix=".spool")
         except OSError as exc:
             raise UsageError(f"--report {path}: cannot write there "
@@ -155,6 +158,7 @@ class ReportWriter:
         text = json.dumps(head, indent=2, ensure_ascii=False)  # ends with "\n}": opened up below
         dest = self.path.parent / f".{self.path.name}.{os.getpid()}.part"
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(dest, "w", encoding="utf-8") as out:
                 out.write(text[:-2] + ',\n  "outcomes": [')
                 self._copy(out, lambda o: True)

@@ -200,14 +200,33 @@ def test_no_output_folder_when_nothing_is_written(tmp_path, session):
     assert not (tmp_path / "deep").exists()
 
 
+def test_a_run_that_stops_before_the_report_leaves_no_report_folder(samples, tmp_path):
+    from bgremove import job as jobs
+    from bgremove.config import load as load_settings
+    from bgremove.errors import UsageError
+
+    photo = small_jpeg(samples, tmp_path / "x.jpg")
+    settings = load_settings({"device": "no-such-device"},
+                             environ={"XDG_CONFIG_HOME": str(tmp_path / "no-config")})
+    job = jobs.Job(inputs=[str(photo)], output=str(tmp_path / "o5"),
+                   report=tmp_path / "reports" / "r.json")
+    with pytest.raises(UsageError, match="no-such-device"):
+        jobs.run(job, settings)
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "o5").exists()
+
+
 def test_an_output_folder_inside_the_input_is_still_not_walked(samples, tmp_path, session):
+    # The walk reaches in/sub/ after the first outputs have made in/sub/out/: not an input.
     folder = tmp_path / "in"
-    folder.mkdir()
-    for name in ("a.jpg", "b.jpg", "c.jpg"):
+    (folder / "a").mkdir(parents=True)
+    (folder / "sub").mkdir()
+    for name in ("a/1.jpg", "a/2.jpg", "a/3.jpg", "a/4.jpg", "sub/5.jpg"):
         small_jpeg(samples, folder / name, width=48)
-    summary = bgremove.Batch([str(folder)], folder / "m-out").run(session, workers=1)
-    assert summary.count(Status.done) == 3 and summary.total == 3
-    assert sorted(p.name for p in (folder / "m-out").iterdir()) == ["a.webp", "b.webp", "c.webp"]
+    out = folder / "sub" / "out"
+    summary = bgremove.Batch([str(folder)], out).run(session, workers=1)
+    assert summary.count(Status.done) == 5 and summary.total == 5
+    made = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert made == ["a/1.webp", "a/2.webp", "a/3.webp", "a/4.webp", "sub/5.webp"]
 
 
 # 7: the rate counts processed images only, and waits for a few before it says anything.
