@@ -163,20 +163,50 @@ def _entries(stream, close: bool) -> Iterator[str]:
             stream.close()
 
 
-def listed_name(raw: str) -> Path:
-    """Where a listed path lands under the output folder: the path as written (`assets/a/x.jpg`
-    -> `OUT/assets/a/x.webp`), as `rsync --files-from` and `tar -T` keep it, so outputs never
-    collide and do not depend on which other files are in the list. An absolute path, or one
-    that climbs out with `..`, is taken relative to the current folder when it is inside it, and
-    without its leading `/` otherwise (as tar does)."""
-    path = Path(raw)
-    if not path.is_absolute() and ".." not in path.parts:
-        return path
-    absolute = Path(os.path.abspath(path))
+def placed(listed: Iterable[str]) -> Iterator[tuple[str, Path]]:
+    """Each listed path, with where it lands under the output folder. A path under the current
+    folder lands at its path from there (`assets/a/x.jpg` or `$PWD/assets/a/x.jpg` ->
+    `OUT/assets/a/x.webp`), as `rsync --files-from` and `tar -T` keep it, whatever else is
+    listed. Any other lands at its path from the deepest folder that all listed paths share, as a
+    folder named on the command line is mirrored from inside (`find /data/photos` ->
+    `OUT/sub/x.webp`). `..` never climbs out of the output folder.
+
+    Paths are placed as they are read until the first one outside the current folder: that one
+    waits for the end of the list (kept in memory), as the folder they share depends on all."""
+    cwd = os.getcwd()
+    shared: str | None = None
+    entries = iter(listed)
+    for raw in entries:
+        absolute = os.path.abspath(raw)
+        shared = _shared_folder(shared, absolute)
+        if _is_under(absolute, cwd):
+            yield raw, Path(absolute).relative_to(cwd)
+            continue
+        rest = list(entries)
+        for other in rest:
+            shared = _shared_folder(shared, os.path.abspath(other))
+        for each in (raw, *rest):
+            absolute = Path(os.path.abspath(each))
+            base = next((b for b in (cwd, shared) if b and _is_under(str(absolute), b)),
+                        absolute.anchor)  # paths on two drives share no folder
+            yield each, absolute.relative_to(base)
+        return
+
+
+def _shared_folder(shared: str | None, absolute: str) -> str:
+    """The deepest folder holding `shared` and the listed path `absolute` (a folder holds itself;
+    "" when there is none, as for two drives)."""
+    folder = absolute if os.path.isdir(absolute) else os.path.dirname(absolute)
+    if shared is None:
+        return folder
     try:
-        return absolute.relative_to(Path.cwd())
+        return os.path.commonpath([shared, folder]) if shared else ""
     except ValueError:
-        return absolute.relative_to(absolute.anchor)
+        return ""
+
+
+def _is_under(absolute: str, folder: str) -> bool:
+    return absolute == folder or absolute.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def is_cutout_name(name: str) -> bool:
@@ -359,9 +389,8 @@ class Planner:
         what else is in the list."""
         out_dir = self.out_dir
         folders: OrderedDict[Path, FolderNames] = OrderedDict()  # a few recent folders' names
-        for raw in self.listed or ():
+        for raw, base in placed(self.listed or ()):
             path = Path(raw)
-            base = listed_name(raw)
             if path.is_dir():
                 yield from self._walk(path, out_dir / base, base,
                                       skip=_existing(out_dir), skip_files=set())
