@@ -22,6 +22,7 @@ from bgremove.config import DEFAULTS, SETTING_NAMES, config_path
 from bgremove.config import describe as describe_settings
 from bgremove.config import load as load_settings
 from bgremove.options import Mode, OutputFormat
+from bgremove.redirect import stdout_file_name
 
 if TYPE_CHECKING:  # typer vendors click; only its types are named here
     import click
@@ -265,7 +266,7 @@ def remove(
         job = jobs.Job(**{f.name: params[f.name] for f in fields(jobs.Job)})
         job.inputs = list(job.inputs or [])
         # `> y.png` names the output as `-o y.png` does, where the redirect's file can be named.
-        redirect = _stdout_file_name() if job.image_on_stdout else None
+        redirect = stdout_file_name() if job.image_on_stdout else None
         if "output_format" not in given:
             implied = _format_from_output(params["output"] if redirect is None else redirect)
             if implied is not None:
@@ -330,12 +331,6 @@ def _format_from_output(output: str | None) -> OutputFormat | None:
     if not output or output == "-" or os.path.isdir(output):
         return None
     return OutputFormat.from_suffix(Path(output).suffix)
-
-
-def _stdout_file_name() -> str | None:
-    from bgremove.redirect import stdout_file_name
-
-    return stdout_file_name()
 
 
 def _warn_if_the_name_disagrees(name: str, asked: object) -> None:

@@ -465,10 +465,10 @@ class Planner:
                 else:
                     yield WorkItem(source, dest_dir / name, walked=True)
             # The output folder is made when its first output is written, maybe during the walk.
-            out_dir = _existing(self.out_dir) if subfolders else []
+            output_folder = _existing(self.out_dir) if subfolders else []
             for entry in reversed(subfolders):
                 identity = _entry_identity(entry)
-                if identity not in skip and identity not in out_dir:
+                if identity not in skip and identity not in output_folder:
                     stack.append((folder / entry.name, rel / entry.name))
 
 
