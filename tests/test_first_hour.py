@@ -74,7 +74,7 @@ def test_the_name_of_stdout_is_read_only_for_a_regular_file(tmp_path):
     from bgremove.redirect import file_name
 
     with open(tmp_path / "cut.jpg", "wb") as f:
-        assert file_name(f.fileno()) == str(tmp_path / "cut.jpg")
+        assert os.path.samefile(file_name(f.fileno()), tmp_path / "cut.jpg")
     reader, writer = os.pipe()
     try:
         assert file_name(writer) is None  # a pipe: the default format stays
