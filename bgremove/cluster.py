@@ -7,7 +7,7 @@ into chunks (dozens of files per Dask task: per-task overhead and scheduler memo
 millions of files), keeps a bounded window of chunks in flight, and `run_chunk` processes a chunk
 on a worker with the model that `ModelPlugin` loaded there once per worker process.
 
-Outputs are written on the workers, atomically (`engine.write_atomically`: a temporary file in
+Outputs are written on the workers, atomically (`atomic.write_atomic`: a temporary file in
 the output's folder, renamed into place), so the cluster must share the filesystem, at the same
 paths. When a worker dies, Dask runs its chunks again elsewhere; a chunk run again removes the
 temporary files its items left behind and does not redo an output written since the job began
@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from distributed import Client, Event, LocalCluster, WorkerPlugin
 from distributed.scheduler import KilledWorker
 
+from bgremove.atomic import create_part, is_part_of
 from bgremove.discover import WorkItem
 from bgremove.engine import (
     ABANDONED,
@@ -224,17 +225,14 @@ def remove_leftovers(outputs: Iterator[Path]) -> None:
     for folder, names in by_folder.items():
         try:
             with os.scandir(folder) as scan:
-                leftovers = [e.name for e in scan
-                             if e.name.startswith(".") and e.name.endswith(".part")]
+                leftovers = [e.name for e in scan if is_part_of(e.name, names)]
         except OSError:
             continue
         for leftover in leftovers:
-            name, _, token = leftover[1:-len(".part")].rpartition(".")
-            if name in names and len(token) == 8:
-                try:
-                    os.unlink(folder / leftover)
-                except OSError:
-                    pass
+            try:
+                os.unlink(folder / leftover)
+            except OSError:
+                pass
 
 
 class _StopFlag:
@@ -497,9 +495,8 @@ class DaskExecutor:
 def filesystem_now(folder: Path) -> int:
     """The time now on the filesystem of `folder` (ns): the modification time of a file written
     there. The workers' outputs are compared with it, so no clock of any machine matters."""
-    probe = folder / f".bgremove-start.{secrets.token_hex(4)}.part"
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd, probe = create_part(folder / "bgremove-start", mode=0o600)
     except OSError as exc:
         raise SetupError(f"cannot write to the output folder {folder}: "
                          f"{exc.strerror or exc}") from None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import math
 import os
-import secrets
 import sys
 import threading
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from bgremove import stamps
+from bgremove.atomic import create_part, write_atomic
 from bgremove.discover import Planner, Shard, WorkItem, output_is_file, output_suffix
 from bgremove.errors import (
     CreditLimitReached,
@@ -156,37 +156,13 @@ class Summary:
 Progress = Callable[[Outcome, Summary], None]
 
 
-def write_atomically(dest: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename: readers never see half a file,
-    and a run killed mid-write leaves a `.NAME.*.part` file, never a broken output.
-
-    The temporary file is opened with mode 0666 so the umask decides, as for any new file
-    (`tempfile.mkstemp` would make every output private to its owner, 0600).
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.part"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def check_writable(folder: Path) -> None:
     """Make the output folder and prove a file can be written in it, before any work is done:
     an output that cannot be written fails every file, so it stops the batch at once."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".bgremove-probe.{secrets.token_hex(4)}.part"
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        fd, probe = create_part(folder / "bgremove-probe", mode=0o600)
+        os.close(fd)
         probe.unlink()
     except OSError as exc:
         raise SetupError(f"cannot write to the output folder {folder}: "
@@ -217,7 +193,7 @@ def write_output(item: WorkItem, data: bytes) -> None:
         sys.stdout.buffer.flush()
         return
     try:
-        write_atomically(item.dest, data)
+        write_atomic(item.dest, data)
     except OSError as exc:
         where = f"cannot write {item.dest}: {exc.strerror or exc}"
         if exc.errno in _FATAL_WRITE_ERRORS:

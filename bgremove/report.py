@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from bgremove import __version__, stamps
+from bgremove.atomic import create_part
 from bgremove.engine import Outcome, Status, Summary
 from bgremove.errors import SetupError, UsageError
 
@@ -153,9 +154,10 @@ class ReportWriter:
             "options": self.options,
         }
         text = json.dumps(head, indent=2, ensure_ascii=False)  # ends with "\n}": opened up below
-        dest = self.path.parent / f".{self.path.name}.{os.getpid()}.part"
+        dest = None
         try:
-            with open(dest, "w", encoding="utf-8") as out:
+            fd, dest = create_part(self.path)
+            with open(fd, "w", encoding="utf-8") as out:
                 out.write(text[:-2] + ',\n  "outcomes": [')
                 self._copy(out, lambda o: True)
                 out.write('\n  ],\n  "not_images": [')
@@ -163,11 +165,13 @@ class ReportWriter:
                 out.write("\n  ]\n}\n")
             os.replace(dest, self.path)
         except OSError as exc:  # the disk filled up, or the folder went, during the run
-            dest.unlink(missing_ok=True)
+            if dest is not None:
+                dest.unlink(missing_ok=True)
             raise SetupError(f"--report {self.path}: cannot write it "
                              f"({exc.strerror or exc})") from None
         except BaseException:
-            dest.unlink(missing_ok=True)
+            if dest is not None:
+                dest.unlink(missing_ok=True)
             raise
         finally:
             self._spool.close()
