@@ -88,12 +88,14 @@ def worker_session(model: str | None, device: str, threads: int) -> LocalSession
     with _sessions_lock:
         session = _sessions.get(key)
         if session is None:
-            from bgremove.backends.local import LocalSession
+            from bgremove.api import open_local
 
             for old in _sessions.values():
                 old.close()
             _sessions.clear()
-            session = _sessions[key] = LocalSession(model, device=device, threads=threads)
+            # One image at a time per worker thread (the cluster's own sizing), `threads` each.
+            session = _sessions[key] = open_local(model, device=device, workers=1,
+                                                  threads=threads)[0]
         return session
 
 

@@ -129,20 +129,25 @@ def _setting(default: Any, parse: Parser, help: str, *, secret: bool = False) ->
                  metadata={"parse": parse, "help": help, "secret": secret})
 
 
+_REMOVAL = RemovalOptions()
+WHITE_NAME = "white"  # RemovalOptions' background_color, as the config file names it
+
+
 @dataclass(frozen=True)
 class Settings:
     """The effective settings of one run. `sources[name]` says where each value came from."""
 
     backend: str = _setting("local", _choice("local", "remote"),
                             "local: the bundled model on this machine; remote: the API")
-    mode: Mode = _setting(Mode.balanced, _enum(Mode), "fast | balanced | quality")
-    output_format: OutputFormat = _setting(OutputFormat.webp, _enum(OutputFormat),
+    # The removal options, with RemovalOptions' defaults (the colour by its name).
+    mode: Mode = _setting(_REMOVAL.mode, _enum(Mode), "fast | balanced | quality")
+    output_format: OutputFormat = _setting(_REMOVAL.output_format, _enum(OutputFormat),
                                            "png | webp | jpeg")
-    include_mask: bool = _setting(True, _bool, "transparent background")
-    smooth_edges: bool = _setting(True, _bool, "anti-aliased soft edges")
-    preserve_shadows: bool = _setting(False, _bool, "keep the cast shadow")
-    background_color: str = _setting("white", _colour, "fill colour without the mask")
-    max_size: int | None = _setting(None, _integer(1),
+    include_mask: bool = _setting(_REMOVAL.include_mask, _bool, "transparent background")
+    smooth_edges: bool = _setting(_REMOVAL.smooth_edges, _bool, "anti-aliased soft edges")
+    preserve_shadows: bool = _setting(_REMOVAL.preserve_shadows, _bool, "keep the cast shadow")
+    background_color: str = _setting(WHITE_NAME, _colour, "fill colour without the mask")
+    max_size: int | None = _setting(_REMOVAL.max_size, _integer(1),
                                     "shrink photos to this many pixels on the longer side")
     model: str | None = _setting(None, _text, "model name or .onnx path (local backend)")
     device: str = _setting("auto", _text, "where the model runs: auto | cpu | cuda | ...")
@@ -185,10 +190,8 @@ class Settings:
         else:
             include_mask = not colour_asked and self.output_format.has_alpha
         try:
-            return RemovalOptions.build(
-                mode=self.mode, output_format=self.output_format, include_mask=include_mask,
-                smooth_edges=self.smooth_edges, preserve_shadows=self.preserve_shadows,
-                background_color=self.background_color, max_size=self.max_size)
+            values = {f.name: getattr(self, f.name) for f in fields(RemovalOptions)}
+            return RemovalOptions.build(**{**values, "include_mask": include_mask})
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 

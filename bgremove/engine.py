@@ -337,7 +337,7 @@ class Batch:
         if options is None:  # `out.jpg` for one input: its extension picks the format
             implied = (OutputFormat.from_suffix(output_suffix(output))
                        if listed is None and output_is_file(output, inputs) else None)
-            options = RemovalOptions.build(output_format=implied or OutputFormat.webp)
+            options = RemovalOptions.build(output_format=implied)
         self.options = options
         self.planner = Planner(inputs, output, self.options.output_format,
                                listed=listed, shard=shard)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
+from typing import Any
 
 
 class Mode(str, Enum):
@@ -149,29 +150,58 @@ class RemovalOptions:
     def build(
         cls,
         *,
-        mode: Mode | str = Mode.balanced,
-        output_format: OutputFormat | str = OutputFormat.webp,
+        mode: Mode | str | None = None,
+        output_format: OutputFormat | str | None = None,
         include_mask: bool | None = None,
-        smooth_edges: bool = True,
-        preserve_shadows: bool = False,
+        smooth_edges: bool | None = None,
+        preserve_shadows: bool | None = None,
         background_color: str | RGB | None = None,
         max_size: int | None = None,
     ) -> RemovalOptions:
         """Options from plain values, as `bgremove.remove()` takes them (names or enums; a colour
         as text or an RGB tuple). `include_mask=None` keeps the background transparent unless a
         `background_color` is given (as rembg's `bgcolor` does) or the format is JPEG, which has
-        no transparency. Raises ValueError naming the option that is wrong."""
-        fmt = _choose(OutputFormat, output_format, "output_format")
+        no transparency. None, for the others, is the API's default (the fields above). Raises
+        ValueError naming the option that is wrong.
+
+        This signature is the one list of the options' keywords: `bgremove.remove()`,
+        `Session.remove()` and the config file's removal settings all follow it."""
+        default = _DEFAULT
+        fmt = _choose(OutputFormat, default.output_format if output_format is None
+                      else output_format, "output_format")
         if isinstance(background_color, str):
             colour = parse_color(background_color)
         elif background_color is not None:
             colour = _rgb(background_color)
         else:
-            colour = WHITE
+            colour = default.background_color
         if include_mask is None:
             include_mask = background_color is None and fmt.has_alpha
-        return cls(_choose(Mode, mode, "mode"), fmt, bool(include_mask), bool(smooth_edges),
-                   bool(preserve_shadows), colour, max_size)
+        if smooth_edges is None:
+            smooth_edges = default.smooth_edges
+        if preserve_shadows is None:
+            preserve_shadows = default.preserve_shadows
+        return cls(_choose(Mode, default.mode if mode is None else mode, "mode"), fmt,
+                   bool(include_mask), bool(smooth_edges), bool(preserve_shadows), colour,
+                   max_size)
+
+    @classmethod
+    def of(cls, options: RemovalOptions | None = None, **overrides: Any) -> RemovalOptions:
+        """`options` (default: the API's defaults) with the keywords of `build` in `overrides`
+        changed; what `remove(image, options, **overrides)` processes with."""
+        if not overrides:
+            return options if options is not None else cls()
+        if options is None:
+            return cls.build(**overrides)
+        base = {f.name: getattr(options, f.name) for f in fields(cls)}
+        if "include_mask" not in overrides and overrides.keys() & {"background_color",
+                                                                   "output_format"}:
+            # The mask follows the new colour or format as `build` decides it (a colour fills
+            # the background), from the colour these options fill with, if they fill.
+            del base["include_mask"]
+            if options.include_mask:
+                del base["background_color"]
+        return cls.build(**(base | overrides))
 
     def form_fields(self) -> dict[str, str]:
         """The multipart fields that ask the API for these options."""
@@ -225,3 +255,6 @@ class RemovalOptions:
             smooth_edges=flag("smoothEdges", defaults.smooth_edges),
             preserve_shadows=flag("preserveShadows", defaults.preserve_shadows),
         )
+
+
+_DEFAULT = RemovalOptions()

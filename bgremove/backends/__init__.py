@@ -49,7 +49,8 @@ class Session(Protocol):
         StopBatch (nothing more can succeed: a bad key, no credits, the API unreachable)."""
         ...
 
-    def remove(self, image: ImageInput, **options: Any) -> bytes | Image.Image: ...
+    def remove(self, image: ImageInput, options: RemovalOptions | None = None,
+               **overrides: Any) -> bytes | Image.Image: ...
 
     def cancel(self) -> None:
         """Give up on work not yet started (Ctrl-C): requests waiting to be sent are not sent."""
@@ -61,10 +62,11 @@ class Session(Protocol):
 class SessionBase:
     """`remove()` for every session, in terms of `process()` and `remove_image()`."""
 
-    def remove(self, image: ImageInput, **options: Any) -> bytes | Image.Image:
+    def remove(self, image: ImageInput, options: RemovalOptions | None = None,
+               **overrides: Any) -> bytes | Image.Image:
         """Remove the background of one image, as `bgremove.remove()` does (the same options,
         the same rule for the return type), with this session."""
-        options = RemovalOptions.build(**options)
+        options = RemovalOptions.of(options, **overrides)
         if isinstance(image, (bytes, bytearray, memoryview)):
             return self.process(bytes(image), options).data
         if isinstance(image, (str, os.PathLike)):

@@ -45,7 +45,7 @@ from bgremove.backends import Session as Backend
 from bgremove.contract import MAX_FILE_BYTES, RATE_LIMIT, RATE_WINDOW, check_upload
 from bgremove.errors import ImageError
 from bgremove.options import RemovalOptions
-from bgremove.parallel import plan
+from bgremove.parallel import plan_local
 from bgremove.server import openapi
 from bgremove.server.memory import MemoryKeeper
 from bgremove.server.store import KeyInfo, KeyStore, StoreError, open_store
@@ -100,18 +100,17 @@ def _counting_receive(receive: Receive, limit: int) -> Receive:
 def default_workers() -> int:
     """Images processed at once by default: the CLI's choice for this machine (parallel.plan: the
     cores, as many as memory holds), sized for quality mode, the costliest a client may ask."""
-    return plan(None, None, mode="quality")[0]
+    return plan_local(None, None, mode="quality")[0]
 
 
 def local_backend(concurrency: int, model: str | None = None) -> Backend:
     """The engine, sized for a server processing `concurrency` images at once: the one place the
     server obtains it."""
-    import bgremove
+    from bgremove.api import open_local
 
     # The cores are split between the images in flight rather than each inference given all of
     # them: a busy server then does not oversubscribe the CPU.
-    _, threads = plan(concurrency, None)
-    return bgremove.new_session(model, threads=threads)
+    return open_local(model, workers=concurrency)[0]
 
 
 def warm_up(backend: Backend) -> None:
