@@ -52,6 +52,7 @@ from bgremove.engine import (
     write_output,
 )
 from bgremove.errors import BgRemoveError, SetupError, StopBatch, UsageError
+from bgremove.exits import outcome_error
 from bgremove.options import RemovalOptions
 from bgremove.stamps import UP_TO_DATE, Recipe, local_model_id, verdict
 
@@ -195,7 +196,9 @@ def run_chunk(job: ChunkJob, files: list[tuple[str, str, bool]]) -> list[Answer]
         except StopBatch as exc:
             answers.append(exc)
             break
-        answers.append((outcome.status.value, outcome.error, outcome.bytes, outcome.ms))
+        # The error as the command line says it: a cluster runs for the command line only.
+        error = outcome_error(outcome)
+        answers.append((outcome.status.value, error, outcome.bytes, outcome.ms))
     return answers + [None] * (len(files) - len(answers))
 
 

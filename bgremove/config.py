@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bgremove.contract import DEFAULT_API_URL, RATE_LIMIT, RATE_WINDOW
-from bgremove.errors import UsageError
+from bgremove.errors import OptionError, UsageError
 from bgremove.options import Mode, OutputFormat, RemovalOptions, parse_bool, parse_color
 
 if sys.version_info >= (3, 11):
@@ -192,6 +192,8 @@ class Settings:
         try:
             values = {f.name: getattr(self, f.name) for f in fields(RemovalOptions)}
             return RemovalOptions.build(**{**values, "include_mask": include_mask})
+        except OptionError:
+            raise
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 

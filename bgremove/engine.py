@@ -27,9 +27,11 @@ from bgremove import stamps
 from bgremove.atomic import create_part, write_atomic
 from bgremove.discover import Planner, Shard, WorkItem, output_is_file, output_suffix
 from bgremove.errors import (
+    BgRemoveError,
     CreditLimitReached,
     FileFailed,
     NotAnImage,
+    Option,
     SetupError,
     StopBatch,
     UsageError,
@@ -65,6 +67,8 @@ class Outcome:
     credits_remaining: int | None = None
     request_id: str | None = None
     credits_spent: int = 0
+    # The error behind `error`, with its parts: the command line says it with its flags.
+    failure: BgRemoveError | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict:
         return {
@@ -142,7 +146,9 @@ class Summary:
         if self.interrupted:
             return 130
         if self.stopped is not None:
-            return self.stopped.exit_code
+            from bgremove.exits import exit_code
+
+            return exit_code(self.stopped)
         stale = self.check and (self.counts[Status.would_process] or
                                 self.counts[Status.would_prune])
         return 1 if self.counts[Status.failed] or stale else 0
@@ -225,10 +231,10 @@ def process_item(session: Session, options: RemovalOptions, item: WorkItem,
     except NotAnImage as exc:
         if item.skip_if_not_image:  # a folder's other files are no concern of ours
             return Outcome(item, Status.not_image)
-        return Outcome(item, Status.failed, str(exc), ms=_ms_since(started))
+        return Outcome(item, Status.failed, str(exc), ms=_ms_since(started), failure=exc)
     except FileFailed as exc:
         return Outcome(item, Status.failed, str(exc), ms=_ms_since(started),
-                       request_id=exc.request_id)
+                       request_id=exc.request_id, failure=exc)
     return Outcome(item, Status.done, bytes=len(output), ms=_ms_since(started),
                    credits_remaining=result.credits_remaining, request_id=result.request_id,
                    credits_spent=result.credits_spent)
@@ -343,8 +349,9 @@ class Batch:
                                listed=listed, shard=shard)
         self.output_folder = None if self.planner.to_file else Path(output)
         if prune and (self.output_folder is None or listed is not None or shard is not None):
-            raise UsageError("--prune needs every input of the output folder: name its folders, "
-                             "not a list (--files-from), a part (--shard) or one output file")
+            raise UsageError(Option("prune"), " needs every input of the output folder: name its "
+                             "folders, not a list (", Option("files_from"), "), a part (",
+                             Option("shard"), ") or one output file")
         self.prune = prune
         self._ours: set[str] = set()  # with prune: this run's inputs and outputs, never pruned
         self.overwrite = overwrite

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
+from bgremove.errors import Option, OptionError
+
 
 class Mode(str, Enum):
     """Speed/quality trade-off: each mode is a longer pipeline over the same model."""
@@ -83,7 +85,7 @@ def _choose(kind: type[Enum], value: object, name: str):
         return kind(value)
     except ValueError:
         choices = ", ".join(member.value for member in kind)
-        raise ValueError(f"{name} {value!r}: choose {choices}") from None
+        raise OptionError(Option(name), f" {value!r}: choose {choices}") from None
 
 WHITE: RGB = (255, 255, 255)
 
@@ -110,8 +112,8 @@ def _rgb(value: object) -> RGB:
         channels = []
     if len(channels) in (3, 4) and all(0 <= c <= 255 for c in channels):
         return tuple(channels[:3])  # type: ignore[return-value]
-    raise ValueError(f"background_color {value!r}: give a colour name, #rrggbb, or (r, g, b) "
-                     "with whole numbers 0-255")
+    raise OptionError(Option("background_color"), f" {value!r}: give a colour name, #rrggbb, "
+                      "or (r, g, b) with whole numbers 0-255")
 
 
 def parse_bool(text: str) -> bool:
@@ -141,10 +143,12 @@ class RemovalOptions:
 
     def __post_init__(self) -> None:
         if self.include_mask and not self.output_format.has_alpha:
-            raise ValueError("JPEG has no transparency: use it with the mask off "
-                             "(--no-include-mask, or a --background-color), or write PNG or WebP")
+            raise OptionError("JPEG has no transparency: use it with the mask off (",
+                              Option("include_mask", "False"), ", or a ",
+                              Option("background_color"), "), or write PNG or WebP",
+                              option="output_format")
         if self.max_size is not None and self.max_size < 1:
-            raise ValueError("max_size must be at least 1 pixel")
+            raise OptionError(Option("max_size"), " must be at least 1 pixel")
 
     @classmethod
     def build(

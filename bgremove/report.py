@@ -15,6 +15,7 @@ from bgremove import __version__, stamps
 from bgremove.atomic import create_part
 from bgremove.engine import Outcome, Status, Summary
 from bgremove.errors import SetupError, UsageError
+from bgremove.exits import in_flags, outcome_error
 
 
 class Reporter(Protocol):
@@ -46,7 +47,7 @@ class JsonLinesReporter:
         self.stream = stream or sys.stdout
 
     def update(self, outcome: Outcome, summary: Summary) -> None:
-        self.stream.write(json.dumps(outcome.as_dict(), ensure_ascii=False) + "\n")
+        self.stream.write(json.dumps(outcome_dict(outcome), ensure_ascii=False) + "\n")
         self.stream.flush()
 
     def finish(self, summary: Summary) -> None:
@@ -110,6 +111,11 @@ def reasons(summary: Summary) -> dict[str, dict[str, int]]:
             if (why := summary.why(status))}
 
 
+def outcome_dict(outcome: Outcome) -> dict[str, Any]:
+    """An outcome as a JSON object, its error said as the command line says it."""
+    return {**outcome.as_dict(), "error": outcome_error(outcome)}
+
+
 def stop_reason(summary: Summary) -> str | None:
     if summary.interrupted:
         return "interrupted"
@@ -138,7 +144,7 @@ class ReportWriter:
                              f"({exc.strerror or exc})") from None
 
     def update(self, outcome: Outcome, summary: Summary) -> None:
-        self._spool.write(json.dumps(outcome.as_dict(), ensure_ascii=False) + "\n")
+        self._spool.write(json.dumps(outcome_dict(outcome), ensure_ascii=False) + "\n")
 
     def finish(self, summary: Summary) -> None:
         head = {
@@ -149,7 +155,8 @@ class ReportWriter:
             "reasons": reasons(summary),
             "credits": {"spent": summary.credits_spent, "remaining": summary.credits_remaining},
             "stopped": stop_reason(summary),
-            "stopped_message": str(summary.stopped) if summary.stopped is not None else None,
+            "stopped_message": (in_flags(summary.stopped) if summary.stopped is not None
+                                else None),
             "seconds": round(summary.seconds, 3),
             "options": self.options,
         }

@@ -78,3 +78,77 @@ def test_overrides_decide_the_mask_as_build_does():
     assert RemovalOptions.of(filled, output_format="png") == RemovalOptions.build(
         background_color="red", output_format="png")
     assert RemovalOptions.of(default, mode="quality").mode is Mode.quality
+
+
+# -- errors: a Python caller is told of keywords, the command line of flags ---------------------
+
+def test_a_python_caller_is_told_the_keyword_not_the_flag(samples):
+    from bgremove.exits import USAGE, exit_code, in_flags
+
+    photo = Image.fromarray(np.full((40, 60, 3), 120, np.uint8))
+    with pytest.raises(bgremove.UsageError) as caught:
+        bgremove.remove(photo, max_size=-1)
+    assert caught.value.option == "max_size" and isinstance(caught.value, ValueError)
+    assert "max_size" in str(caught.value) and "--" not in str(caught.value)
+    assert in_flags(caught.value).startswith("--max-size ")
+    assert exit_code(caught.value) == USAGE
+
+    with pytest.raises(bgremove.UsageError) as caught:
+        bgremove.remove(photo, output_format="jpeg", include_mask=True)
+    assert "(include_mask=False, or a background_color)" in str(caught.value)
+    assert "(--no-include-mask, or a --background-color)" in in_flags(caught.value)
+
+
+def test_an_image_over_the_limit_names_max_size(tmp_path):
+    from bgremove.backends.local import LocalSession
+    from bgremove.exits import in_flags
+
+    with LocalSession(threads=1, max_pixels=1000) as session:
+        with pytest.raises(bgremove.ImageError) as caught:
+            session.remove(_png(Image.new("RGB", (60, 40))))
+    assert "max_size=N shrinks bigger photos" in str(caught.value)
+    assert "--max-size N shrinks bigger photos" in in_flags(caught.value)
+
+
+def test_a_batch_s_output_mistake_names_output_and_the_command_line_says_o(tmp_path):
+    from bgremove.exits import in_flags
+
+    (tmp_path / "a.png").write_bytes(_png(Image.new("RGB", (8, 8))))
+    (tmp_path / "b.png").write_bytes(_png(Image.new("RGB", (8, 8))))
+    with pytest.raises(bgremove.UsageError) as caught:
+        bgremove.Batch([tmp_path / "a.png", tmp_path / "b.png"], tmp_path / "x.png")
+    assert str(caught.value).startswith(f"output={tmp_path / 'x.png'}: looks like an image")
+    assert in_flags(caught.value).startswith(f"-o {tmp_path / 'x.png'}: looks like an image")
+
+
+def test_errors_cross_processes_with_their_parts():
+    import pickle
+
+    from bgremove.errors import Option
+    from bgremove.exits import in_flags
+
+    error = bgremove.AuthenticationFailed("check ", Option("api_key"), " or BGREMOVE_API_KEY")
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is bgremove.AuthenticationFailed and str(again) == str(error)
+    assert in_flags(again) == "check --api-key or BGREMOVE_API_KEY"
+    failed = pickle.loads(pickle.dumps(bgremove.FileFailed("x", request_id="r1")))
+    assert failed.request_id == "r1" and str(failed) == "x"
+
+
+def test_import_and_decode_leave_pillows_limit_and_warnings_alone():
+    # numpy, imported first, adds filters of its own; bgremove adds none, nor changes the limit.
+    # The 99 MP photo is over Pillow's default limit: opened the usual way, it would warn.
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings, numpy, PIL.Image as I;"
+        "before = (I.MAX_IMAGE_PIXELS, list(warnings.filters));"
+        "import bgremove, bgremove.imaging.decode as d, io;"
+        "out = io.BytesIO(); I.new('RGB', (9000, 11000)).save(out, 'PNG');"
+        "d.decode(out.getvalue(), max_size=100);"
+        "assert (I.MAX_IMAGE_PIXELS, list(warnings.filters)) == before, I.MAX_IMAGE_PIXELS;"
+        "print('ok')")
+    proc = subprocess.run([sys.executable, "-W", "error::Warning", "-c", code],
+                          capture_output=True, text=True)
+    assert proc.stdout.strip() == "ok", proc.stderr

@@ -13,9 +13,10 @@ from typing import Annotated
 
 import typer
 
-from bgremove.commands import EXIT_FAILED, fail, reported_errors
+from bgremove.commands import fail, reported_errors
 from bgremove.contract import RATE_LIMIT
 from bgremove.errors import UsageError
+from bgremove.exits import FAILED
 from bgremove.server.store import KeyStore, StoreMissing, key_id_of, open_store, url_password
 
 SERVER_MODULES = {"fastapi", "starlette", "uvicorn", "multipart", "python_multipart"}
@@ -77,7 +78,7 @@ def serve(
         server.run(sockets=[sock])
     except SystemExit as exc:  # uvicorn's startup failed (its log says why)
         if exc.code:
-            fail("the server failed to start (see the messages above)", EXIT_FAILED)
+            fail("the server failed to start (see the messages above)", FAILED)
         raise
     finally:
         backend.close()
