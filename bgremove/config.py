@@ -30,6 +30,8 @@ else:  # pragma: no cover - Python 3.10 reads TOML with the tomli backport (a de
 
 ENV_PREFIX = "BGREMOVE_"
 CONFIG_ENV = "BGREMOVE_CONFIG"
+# The key store of `bgremove serve` and `bgremove keys` (their --db): a server's, not a run's.
+DB_ENV = "BGREMOVE_DB"
 
 Parser = Callable[[Any], Any]
 
@@ -184,8 +186,8 @@ class Settings:
             include_mask = self.include_mask
             # JPEG asked for where it outranks the mask (--format jpeg on the command line over
             # include_mask in the config file) turns the mask off, as it does by default.
-            if include_mask and not self.output_format.has_alpha and _rank(
-                    self.sources.get("output_format", "default")) > _rank(mask_source):
+            if include_mask and not self.output_format.has_alpha and rank(
+                    self.sources.get("output_format", "default")) > rank(mask_source):
                 include_mask = False
         else:
             include_mask = not colour_asked and self.output_format.has_alpha
@@ -211,7 +213,7 @@ class Settings:
                 for name, value, _ in self.items()}
 
 
-def _rank(source: str) -> int:
+def rank(source: str) -> int:
     """A setting's precedence by its source: command line > environment > config file >
     default."""
     if source == "command line":
@@ -249,6 +251,11 @@ def config_path(explicit: str | None = None, environ: Mapping[str, str] | None =
     # The XDG spec says a relative XDG_CONFIG_HOME is invalid and must be ignored.
     root = Path(base) if os.path.isabs(base) else Path.home() / ".config"
     return root / "bgremove" / "config.toml", False
+
+
+def db_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The key store `$BGREMOVE_DB` names, if any (an empty variable counts as unset)."""
+    return (os.environ if environ is None else environ).get(DB_ENV) or None
 
 
 # Earlier names of settings, still read from config files and the environment.

@@ -97,13 +97,10 @@ def check_cluster(job: Job, settings: Settings) -> None:
     if job.image_on_stdin or job.image_on_stdout:
         raise UsageError("--cluster sends files to Dask workers: name files or folders and "
                          "-o FOLDER, not stdin or stdout (-)")
-    try:
+    from bgremove.extras import needs_extra
+
+    with needs_extra("cluster", ("dask", "distributed"), "--cluster"):
         import_module("bgremove.cluster")
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in ("dask", "distributed"):
-            raise
-        raise UsageError("--cluster needs Dask, which is not installed: "
-                         "pip install 'bgremove[cluster]'") from None
 
 
 def open_cluster(settings: Settings, batch: bgremove.Batch, mode: str):

@@ -1,5 +1,9 @@
 """Sessions: a loaded model (local.py) or an API client (remote.py) behind one interface.
 
+One word for one thing: the `backend` setting (`--backend local|remote`) chooses where images are
+processed; what it opens, and what every caller holds, is a `Session` (rembg's word for a loaded
+model). The package keeps the setting's name.
+
 Each turns image bytes and `RemovalOptions` into the encoded cut-out (`process`, what the batch
 engine and the server call), and any image into a cut-out (`remove`, what Python users call).
 """

@@ -132,7 +132,9 @@ def default_db_path() -> Path:
 
 def default_location() -> str:
     """`$BGREMOVE_DB`, else the default SQLite file."""
-    return os.environ.get("BGREMOVE_DB") or str(default_db_path())
+    from bgremove.config import db_from_env
+
+    return db_from_env() or str(default_db_path())
 
 
 def scheme_of(location: str) -> str:
@@ -182,13 +184,10 @@ def open_store(location: str | os.PathLike[str] | None = None, *,
     text = os.fspath(location) if location is not None else default_location()
     scheme = scheme_of(text)
     if scheme in POSTGRES_SCHEMES:
-        try:
+        from bgremove.extras import needs_extra
+
+        with needs_extra("postgres", ("psycopg", "psycopg_pool"), "a postgresql:// database"):
             from bgremove.server.postgres_store import PostgresKeyStore
-        except ModuleNotFoundError as exc:
-            if (exc.name or "").split(".")[0] not in ("psycopg", "psycopg_pool"):
-                raise
-            raise UsageError(f"{exc.name} is not installed; a postgresql:// database needs the "
-                             "postgres extra: pip install 'bgremove[postgres]'") from None
         return PostgresKeyStore(text, pool_size=pool_size)
     if scheme == "sqlite":
         # SQLAlchemy's spelling: sqlite:///relative/path, sqlite:////absolute/path
