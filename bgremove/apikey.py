@@ -68,8 +68,8 @@ def api_key_from(settings: Settings) -> Secret | None:
     def strength(name: str) -> int:
         return rank(settings.sources.get(name, "default"))
 
-    use_file = settings.api_key_file is not None and (
-        settings.api_key is None or strength("api_key_file") > strength("api_key"))
-    if use_file:
-        return Secret(read_key_file(Path(settings.api_key_file)))
+    key_file = settings.api_key_file
+    if key_file is not None and (
+            settings.api_key is None or strength("api_key_file") > strength("api_key")):
+        return Secret(read_key_file(Path(key_file)))
     return Secret(settings.api_key) if settings.api_key else None

@@ -322,7 +322,7 @@ class Batch:
 
     def __init__(
         self,
-        inputs: Iterable[str] = (),
+        inputs: Iterable[str | os.PathLike[str]] = (),
         output: str | os.PathLike[str] | None = None,
         *,
         options: RemovalOptions | None = None,

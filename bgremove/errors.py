@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,13 @@ class BgRemoveError(Exception):
     def words(self, spell: Callable[[Option], str] = str) -> str:
         return "".join(part if isinstance(part, str) else spell(part) for part in self.parts)
 
-    def __reduce__(self):  # pickled (a Dask worker's error) with its parts and fields
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (a Dask worker's error) with its parts and fields, not only its message.
         return _rebuild, (type(self), self.parts, dict(self.__dict__))
 
 
-def _rebuild(kind: type[BgRemoveError], parts: tuple[Part, ...], fields: dict) -> BgRemoveError:
+def _rebuild(kind: type[BgRemoveError], parts: tuple[Part, ...],
+             fields: dict[str, Any]) -> BgRemoveError:
     error = kind.__new__(kind)
     BgRemoveError.__init__(error, *parts)
     error.__dict__.update(fields)

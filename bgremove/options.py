@@ -11,7 +11,7 @@ import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from bgremove.errors import Option, OptionError
 
@@ -80,7 +80,10 @@ API_OUTPUT_FORMATS = (OutputFormat.png, OutputFormat.webp)
 RGB = tuple[int, int, int]
 
 
-def _choose(kind: type[Enum], value: object, name: str):
+E = TypeVar("E", bound=Enum)
+
+
+def _choose(kind: type[E], value: object, name: str) -> E:
     try:
         return kind(value)
     except ValueError:
@@ -107,7 +110,7 @@ def parse_color(text: str) -> RGB:
 def _rgb(value: object) -> RGB:
     """An (r, g, b) tuple of whole numbers 0-255 (a fourth, alpha, value is ignored)."""
     try:
-        channels = [operator.index(c) for c in value]  # type: ignore[union-attr]
+        channels = [operator.index(c) for c in value]  # type: ignore[attr-defined]
     except TypeError:  # not a sequence, or not of whole numbers (0.5 is not 128)
         channels = []
     if len(channels) in (3, 4) and all(0 <= c <= 255 for c in channels):
@@ -232,7 +235,7 @@ class RemovalOptions:
                 raise ValueError(f"'{name}' must be a text field, not a file")
             return value.strip()
 
-        def choice(name: str, allowed: tuple[Enum, ...], default: Enum) -> Enum:
+        def choice(name: str, allowed: tuple[E, ...], default: E) -> E:
             value = text(name)
             if value is None:
                 return default

@@ -40,13 +40,24 @@ class Session(Protocol):
     """Everything the batch engine and the server need. Every method is safe to call from many
     threads at once."""
 
-    kind: str  # "local" or "remote"
-    # The onnxruntime providers the model runs on, best first (empty for a remote session), and
-    # what to tell the user when an accelerator was asked for but is not used (else None).
-    providers: list[str]
-    device_warning: str | None
-    # What made the outputs, as their stamps name it (stamps.local_model_id, remote_model_id).
-    model_id: str
+    # Read-only to callers (properties here), plain attributes in the sessions.
+    @property
+    def kind(self) -> str:
+        """"local" or "remote"."""
+
+    @property
+    def providers(self) -> list[str]:
+        """The onnxruntime providers the model runs on, best first (empty for a remote
+        session)."""
+
+    @property
+    def device_warning(self) -> str | None:
+        """What to tell the user when an accelerator was asked for but is not used."""
+
+    @property
+    def model_id(self) -> str:
+        """What made the outputs, as their stamps name it (stamps.local_model_id,
+        remote_model_id)."""
 
     def process(self, data: bytes, options: RemovalOptions) -> Result:
         """The encoded cut-out of encoded image bytes. Raises FileFailed (this image) or
@@ -80,6 +91,9 @@ class SessionBase:
                 raise FileFailed(f"{image}: cannot read: {exc.strerror or exc}") from None
             return self.process(data, options).data
         return self.remove_image(as_pil(image), options)
+
+    def process(self, data: bytes, options: RemovalOptions) -> Result:
+        raise NotImplementedError
 
     def remove_image(self, image: Image.Image, options: RemovalOptions) -> Image.Image:
         raise NotImplementedError
