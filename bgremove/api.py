@@ -53,8 +53,8 @@ def open_local(model: str | None = None, *, device: str = "auto", workers: int |
 def _default_session() -> LocalSession:
     global _default
     with _default_lock:
-        if _default is None:
-            _default = new_session()
+        if _default is None:  # sized for one image at a time
+            _default = open_local(workers=1)[0]
         return _default
 
 

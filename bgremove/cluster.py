@@ -129,7 +129,7 @@ class ModelPlugin(WorkerPlugin):
             await loop.run_in_executor(None, worker_session, self.model, self.device,
                                        self.threads)
         except BgRemoveError as exc:
-            raise SetupError(f"Dask worker {worker.address}: {exc}") from None
+            raise SetupError(f"Dask worker {worker.address}: ", *exc.parts) from None
 
 
 def _offers(worker: Any, resources: dict[str, float]) -> bool:
@@ -179,7 +179,7 @@ def run_chunk(job: ChunkJob, files: list[tuple[str, str, bool]]) -> list[Answer]
     try:
         session = worker_session(job.model, job.device, job.threads)
     except BgRemoveError as exc:
-        raise SetupError(f"Dask worker: {exc}") from None
+        raise SetupError("Dask worker: ", *exc.parts) from None
     remove_leftovers(Path(dest) for _, dest, _ in files)
     stopped = _StopFlag(job.stop_event)
     answers: list[Answer] = []
