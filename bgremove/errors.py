@@ -3,7 +3,8 @@
     BgRemoveError                 the base: a message for people, and the fields it is made of
     ├── UsageError                the call, the command line or the settings are wrong
     │   ├── OptionError           one option's value is wrong (also a ValueError)
-    │   └── ModelUnavailable      the model asked for is unknown here or not downloaded
+    │   ├── ModelUnavailable      the model asked for is unknown here or not downloaded
+    │   └── UnknownKeyId          (the key store) no key has this id
     ├── FileFailed                this one input could not be processed; a batch goes on
     │   └── ImageError            not an image we read, or over a limit (also a ValueError)
     │       └── NotAnImage        no image at all (a folder's other files are skipped)
@@ -12,6 +13,10 @@
         ├── OutOfCredits          the API's credits are spent
         ├── CreditLimitReached    this run spent the credits it was allowed
         └── SetupError            the setup is wrong, not the file
+            └── StoreUnavailable  the key database cannot be opened (also a StoreError)
+                └── StoreMissing  no key database where one was expected
+    DownloadFailed (a BgRemoveError)  a model could not be fetched or did not verify
+    StoreError (a BgRemoveError)      the key database failed a statement
 
 Messages are in the library's words: an option is named by its keyword (`max_size`), as a Python
 caller passes it. A message is kept as its parts, the options among them as `Option`s, so the
@@ -131,3 +136,23 @@ class CreditLimitReached(StopBatch):
     """This run spent the credits it was allowed (`max_credits`); the rest is left for later."""
 
     reason = "credit limit reached"
+
+
+class DownloadFailed(BgRemoveError):
+    """The model could not be fetched or did not verify; nothing was saved."""
+
+
+class UnknownKeyId(UsageError):
+    """No key has this id."""
+
+
+class StoreError(BgRemoveError):
+    """The key database failed a statement."""
+
+
+class StoreUnavailable(SetupError, StoreError):
+    """The key database cannot be opened or reached: the setup's fault, not a request's."""
+
+
+class StoreMissing(StoreUnavailable):
+    """No key database where one was expected (and none is made: only creating a key makes one)."""

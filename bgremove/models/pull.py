@@ -14,13 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bgremove.atomic import create_part
-from bgremove.errors import BgRemoveError
+from bgremove.errors import DownloadFailed
 
 CHUNK = 1 << 20
-
-
-class DownloadFailed(BgRemoveError):
-    """The model could not be fetched or did not verify; nothing was saved."""
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgremove.errors import BgRemoveError, SetupError, UsageError
+from bgremove.errors import StoreError as StoreError  # the store's errors, by their old address
+from bgremove.errors import StoreMissing as StoreMissing
+from bgremove.errors import StoreUnavailable as StoreUnavailable
+from bgremove.errors import UnknownKeyId as UnknownKeyId
+from bgremove.errors import UsageError
 
 KEY_PREFIX = "bgr_"
 _ID_HEX = 12  # 48 bits: collisions are re-drawn, and ids are not secret anyway
@@ -44,20 +48,7 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 MAX_CREDITS = 10**12
 
 
-class UnknownKeyId(UsageError):
-    """No key has this id."""
-
-
-class StoreError(BgRemoveError):
-    """The key database failed a statement."""
-
-
-class StoreUnavailable(SetupError, StoreError):
-    """The key database cannot be opened or reached: the setup's fault, not a request's."""
-
-
-class StoreMissing(StoreUnavailable):
-    """No key database where one was expected (and none is made: only creating a key makes one)."""
+# The store's errors are part of the one tree in errors.py (imported above).
 
 
 @dataclass(frozen=True)
