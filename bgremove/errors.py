@@ -48,6 +48,24 @@ class Option:
 Part = str | Option
 
 
+class Words(str):
+    """A message that is not an error (a warning), in the library's words, keeping its parts as
+    a BgRemoveError does: `words(spell)` says it with the command line's flags."""
+
+    parts: tuple[Part, ...]
+
+    def __new__(cls, *parts: Part) -> Words:
+        text = super().__new__(cls, "".join(map(str, parts)))
+        text.parts = parts
+        return text
+
+    def words(self, spell: Callable[[Option], str] = str) -> str:
+        return "".join(part if isinstance(part, str) else spell(part) for part in self.parts)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Words, self.parts
+
+
 class BgRemoveError(Exception):
     """The base class. `str()` is the message for a Python caller; `words(spell)` the same
     message with every option spelled by `spell` (the command line's flags). `option`: the

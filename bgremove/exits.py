@@ -18,6 +18,7 @@ from bgremove.errors import (
     OutOfCredits,
     SetupError,
     UsageError,
+    Words,
 )
 
 if TYPE_CHECKING:
@@ -51,9 +52,11 @@ def flag(option: Option) -> str:
     return name if option.value is None else f"{name} {option.value}"
 
 
-def in_flags(error: BaseException) -> str:
-    """The message of `error` with its options spelled as flags."""
-    return error.words(flag) if isinstance(error, BgRemoveError) else str(error)
+def in_flags(error: BaseException | str) -> str:
+    """The message of `error` (or a warning) with its options spelled as flags."""
+    if isinstance(error, (BgRemoveError, Words)):
+        return error.words(flag)
+    return str(error)
 
 
 def outcome_error(outcome: Outcome) -> str | None:

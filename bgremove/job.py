@@ -14,6 +14,7 @@ import bgremove
 from bgremove.config import Settings
 from bgremove.discover import STDIO, Shard
 from bgremove.errors import UsageError
+from bgremove.exits import in_flags
 
 
 @dataclass
@@ -194,7 +195,7 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
             if executor is not None:
                 ran.update(workers=executor.workers, threads=executor.job.threads)
                 for warning in executor.warnings:
-                    console.say(f"bgremove: warning: on the Dask workers: {warning}")
+                    console.say(f"bgremove: warning: on the Dask workers: {in_flags(warning)}")
                 if job.verbose:
                     console.say(f"cluster {settings.cluster}: {executor.workers} worker "
                                 f"threads, {executor.chunk_size} files per task")

@@ -98,7 +98,7 @@ class ConsoleReporter:
         from bgremove.devices import short
 
         if session.device_warning:
-            self.say(f"bgremove: warning: {session.device_warning}")
+            self.say(f"bgremove: warning: {in_flags(session.device_warning)}")
         if session.kind != "local":
             return
         if self.verbose:

@@ -152,3 +152,16 @@ def test_import_and_decode_leave_pillows_limit_and_warnings_alone():
     proc = subprocess.run([sys.executable, "-W", "error::Warning", "-c", code],
                           capture_output=True, text=True)
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_a_device_warning_names_the_keyword_and_the_command_line_the_flag():
+    import pickle
+
+    from bgremove.devices import Placement, warning
+    from bgremove.exits import in_flags
+
+    said = warning(Placement("cuda", ["CPUExecutionProvider"], "CUDAExecutionProvider"),
+                   ["CPUExecutionProvider"])
+    assert said is not None and said.startswith("device=cuda: CUDA is installed but")
+    assert in_flags(said).startswith("--device cuda: CUDA is installed but")
+    assert in_flags(pickle.loads(pickle.dumps(said))) == in_flags(said)  # from a Dask worker
