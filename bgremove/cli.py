@@ -17,10 +17,11 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from bgremove import __version__
-from bgremove.commands import EXIT_USAGE, fail, reported_errors
+from bgremove.commands import fail, reported_errors
 from bgremove.config import DEFAULTS, SETTING_NAMES, config_path
 from bgremove.config import describe as describe_settings
 from bgremove.config import load as load_settings
+from bgremove.exits import USAGE
 from bgremove.options import Mode, OutputFormat
 from bgremove.redirect import stdout_file_name
 
@@ -119,7 +120,7 @@ def _refuse_a_mistyped_command(args: list[str], commands: list[str]) -> None:
     if match:
         meant = " ".join([match[0], *args[1:3]])
         fail(f"no such command or file: {word!r}. Did you mean `bgremove {meant}`? "
-              "(see bgremove --help)", EXIT_USAGE)
+              "(see bgremove --help)", USAGE)
 
 
 app = typer.Typer(

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgremove.errors import UsageError
+from bgremove.errors import Option, OptionError, UsageError
 from bgremove.options import OutputFormat
 
 STDIO = "-"
@@ -88,7 +88,8 @@ class Shard:
     def parse(cls, text: str) -> Shard:
         match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
         if match is None or not 1 <= int(match[1]) <= int(match[2]):
-            raise UsageError(f"--shard {text!r}: expected K/N with 1 <= K <= N, such as 2/4")
+            raise OptionError(Option("shard"),
+                              f" {text!r}: expected K/N with 1 <= K <= N, such as 2/4")
         return cls(int(match[1]), int(match[2]))
 
     def holds(self, key: str) -> bool:
@@ -124,7 +125,8 @@ def read_file_list(name: str) -> Iterator[str]:
     try:
         stream = sys.stdin.buffer if name == STDIO else open(name, "rb")  # noqa: SIM115
     except OSError as exc:
-        raise UsageError(f"--files-from {name}: {exc.strerror or exc}") from None
+        raise OptionError(Option("files_from"), f" {name}: {exc.strerror or exc}",
+                          path=name) from None
     return _entries(stream, close=name != STDIO)
 
 
@@ -186,10 +188,10 @@ def placed(listed: Iterable[str]) -> Iterator[tuple[str, Path]]:
         for other in rest:
             shared = _shared_folder(shared, os.path.abspath(other))
         for each in (raw, *rest):
-            absolute = Path(os.path.abspath(each))
-            base = next((b for b in (cwd, shared) if b and _is_under(str(absolute), b)),
-                        absolute.anchor)  # paths on two drives share no folder
-            yield each, absolute.relative_to(base)
+            path = Path(os.path.abspath(each))
+            base = next((b for b in (cwd, shared) if b and _is_under(str(path), b)),
+                        path.anchor)  # paths on two drives share no folder
+            yield each, path.relative_to(base)
         return
 
 
@@ -280,24 +282,28 @@ class Planner:
             if self.inputs == [STDIO] and listed is None:
                 self.to_file = True
                 return
-            raise UsageError("say where the cut-outs go: -o FOLDER (or -o FILE for one input)")
+            raise OptionError("say where the cut-outs go: ", Option("output", "FOLDER"), " (or ",
+                              Option("output", "FILE"), " for one input)")
         if output == STDIO:
             what = "an input list" if listed is not None else "more than one input"
-            raise UsageError(f"-o - (stdout) takes exactly one input image, not {what}")
+            raise OptionError(Option("output", STDIO),
+                              f" (stdout) takes exactly one input image, not {what}")
         suffix = output_suffix(output)
         if suffix in IMAGE_SUFFIXES and not Path(output).is_dir():
             if len(self.inputs) == 1 and listed is None and suffix not in OutputFormat.suffixes():
-                raise UsageError(f"-o {output}: bgremove writes {OutputFormat.names()}, not "
-                                 f"{suffix[1:].upper()}; name the file .png, .webp or .jpg")
+                raise OptionError(Option("output", output),
+                                  f": bgremove writes {OutputFormat.names()}, not "
+                                  f"{suffix[1:].upper()}; name the file .png, .webp or .jpg")
             several = ("the inputs come from a list" if listed is not None else
                        "the input is a folder" if len(self.inputs) == 1 else
                        "there is more than one input")
-            raise UsageError(f"-o {output}: looks like an image file, but {several}; -o takes a "
-                             "folder for several images")
+            raise OptionError(Option("output", output), f": looks like an image file, but "
+                              f"{several}; ", Option("output"), " takes a folder for several "
+                              "images")
         self.out_dir = Path(output)
         if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise UsageError(f"-o {output}: exists and is not a folder "
-                             "(a single output file needs one input)")
+            raise OptionError(Option("output", output), ": exists and is not a folder "
+                              "(a single output file needs one input)", path=output)
 
     def _check_single_output(self) -> None:
         single = self.inputs[0]
@@ -305,8 +311,8 @@ class Planner:
             return
         source, dest = Path(single), Path(self.output)
         if source.exists() and dest.exists() and os.path.samefile(source, dest):
-            raise UsageError(f"-o {self.output} is the input itself: bgremove never writes over "
-                             "an input; name another file")
+            raise OptionError(Option("output", self.output), " is the input itself: bgremove "
+                              "never writes over an input; name another file", path=self.output)
 
     @property
     def known_count(self) -> int | None:

@@ -22,6 +22,7 @@ from rich.text import Text
 
 from bgremove import stamps
 from bgremove.engine import Outcome, Status, Summary
+from bgremove.exits import in_flags, outcome_error
 
 if TYPE_CHECKING:
     from bgremove.backends import Session
@@ -148,7 +149,7 @@ class ConsoleReporter:
         from bgremove.devices import short
 
         if session.device_warning:
-            self.say(f"bgremove: warning: {session.device_warning}")
+            self.say(f"bgremove: warning: {in_flags(session.device_warning)}")
         if session.kind != "local":
             return
         if self.verbose:
@@ -205,7 +206,7 @@ class ConsoleReporter:
             rid = f" (request id {outcome.request_id})" if outcome.request_id else ""
             said = f" ({outcome.detail})" if outcome.detail and self.verbose else ""
             self.console.print(f"[red]failed[/] {escape(item.name)}: "
-                               f"{escape(f'{outcome.error}{rid}{said}')}",
+                               f"{escape(f'{outcome_error(outcome)}{rid}{said}')}",
                                markup=True, soft_wrap=True, highlight=False)
         elif outcome.status is Status.pruned and not self.quiet:  # files removed: always said
             self.say(f"pruned {item.output_name} ({item.reason})")
@@ -289,7 +290,7 @@ class ConsoleReporter:
             if with_ids:
                 failures.add_column("request id", overflow="fold")
             for o in summary.failures:
-                row = [o.item.name, o.error or ""]
+                row = [o.item.name, outcome_error(o) or ""]
                 if with_ids:
                     row.append(o.request_id or "")
                 failures.add_row(*row)
@@ -298,7 +299,7 @@ class ConsoleReporter:
                 self.say(f"... and {failed - len(summary.failures)} more failures "
                          "(--report lists them all)")
         if summary.stopped is not None:
-            self.console.print(f"[red]stopped: {summary.stopped}[/]", soft_wrap=True)
+            self.console.print(f"[red]stopped: {in_flags(summary.stopped)}[/]", soft_wrap=True)
             left = count(Status.not_processed)
             if left:
                 self.say(f"not processed ({left}): " + names(

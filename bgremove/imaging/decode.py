@@ -7,17 +7,15 @@ formats with no signature to recognise them by (TGA), which would take stray fil
 
 from __future__ import annotations
 
-import os
-import warnings
+import struct
 from dataclasses import dataclass
 from io import BytesIO
-from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from bgremove.errors import ImageError, NotAnImage
+from bgremove.errors import ImageError, NotAnImage, Option
 
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "AVIF", "HEIF",
            "JPEG2000", "PPM", "QOI")
@@ -30,10 +28,9 @@ MAX_PIXELS = 50_000_000
 # What may be decoded at all, to be shrunk: beyond this a header is taken for a decompression bomb.
 # JPEGs are shrunk while decoding (DCT scaling), so they cost far less than their size says.
 MAX_DECODE_PIXELS = 500_000_000
-# Sizes are checked here, from the header: Pillow's own bomb check is set to the hard limit, and
-# its warning (a raw message with a site-packages path) is not for our users.
-Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# Sizes are checked here, from the header, per image (check_size): images are opened without
+# Pillow's own bomb check, whose limit and warning are process-wide (the host application's too)
+# and whose warning (a raw message with a site-packages path) is not for our users.
 
 # Common formats by their magic numbers, to name them cheaply (the API takes the first three).
 _SIGNATURES: tuple[tuple[str, bytes], ...] = (
@@ -88,26 +85,34 @@ def open_image(data: bytes) -> Image.Image:
     return _open(BytesIO(data))
 
 
-def _is_empty(source) -> bool:
-    if isinstance(source, BytesIO):
-        return not source.getbuffer().nbytes
-    if hasattr(source, "fileno"):
-        return os.fstat(source.fileno()).st_size == 0
-    return Path(source).stat().st_size == 0
-
-
-def _open(source) -> Image.Image:
+def _open(fp: IO[bytes]) -> Image.Image:
+    """`Image.open(fp, formats=...)` less its bomb check, which reads Pillow's process-wide
+    MAX_IMAGE_PIXELS: headers past twice MAX_DECODE_PIXELS are refused here, and check_size
+    holds the rest to MAX_DECODE_PIXELS or MAX_PIXELS."""
     try:
-        return Image.open(source, formats=_readable_formats())
-    except Image.UnidentifiedImageError:
-        if _is_empty(source):
-            raise NotAnImage("empty file (0 bytes)") from None
-        raise NotAnImage(f"not an image (bgremove reads {READS})") from None
-    except Image.DecompressionBombError:
-        raise ImageError(f"image too large to decode safely (over {MAX_DECODE_PIXELS:,} "
-                         "pixels)") from None
+        prefix = fp.read(16)
+        for name in _readable_formats():
+            factory, accept = Image.OPEN[name]
+            try:
+                known = accept is None or accept(prefix)
+                if not known or isinstance(known, str):  # a str: the format's plugin is missing
+                    continue
+                fp.seek(0)
+                image = factory(fp, None)
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue  # not this format after all, as Image.open tries the next
+            width, height = image.size
+            if width * height > 2 * MAX_DECODE_PIXELS:  # where Pillow's check would refuse it
+                raise ImageError(f"image too large to decode safely (over "
+                                 f"{MAX_DECODE_PIXELS:,} pixels)")
+            return image
+    except ImageError:
+        raise
     except Exception as exc:
         raise broken(exc, "its header cannot be read") from None
+    if not prefix:
+        raise NotAnImage("empty file (0 bytes)")
+    raise NotAnImage(f"not an image (bgremove reads {READS})")
 
 
 TRUNCATED = "truncated image: the file ends before the image data does"
@@ -124,7 +129,7 @@ def broken(exc: Exception, what: str) -> ImageError:
     return ImageError(f"broken image: {what}", detail=f"Pillow: {text}")
 
 
-def check_header(file: BinaryIO, *, max_pixels: int = MAX_PIXELS,
+def check_header(file: IO[bytes], *, max_pixels: int = MAX_PIXELS,
                  max_size: int | None = None) -> None:
     """Refuse, with the error `decode` would raise, what the header alone shows: no image, an
     empty file, an image over the size limit. Nothing is decoded (for --dry-run)."""
@@ -150,8 +155,8 @@ def check_size(width: int, height: int, max_pixels: int, max_size: int | None) -
         return
     if pixels > max_pixels:
         raise ImageError(f"image is {width}x{height} ({pixels / 1e6:.0f} MP); the local engine "
-                         f"takes up to {max_pixels / 1e6:.0f} MP: --max-size N shrinks bigger "
-                         "photos to N pixels on their longer side")
+                         f"takes up to {max_pixels / 1e6:.0f} MP: ", Option("max_size", "N"),
+                         " shrinks bigger photos to N pixels on their longer side")
 
 
 def decode(data: bytes, *, max_pixels: int = MAX_PIXELS, max_size: int | None = None) -> Decoded:
