@@ -31,10 +31,10 @@ _PUBLIC = {
     "Result": "bgremove.backends",
     "LocalSession": "bgremove.backends.local",
     "RemoteSession": "bgremove.backends.remote",
-    "Batch": "bgremove.engine",
-    "Summary": "bgremove.engine",
-    "Outcome": "bgremove.engine",
-    "Status": "bgremove.engine",
+    "Batch": "bgremove.batch",
+    "Summary": "bgremove.outcomes",
+    "Outcome": "bgremove.outcomes",
+    "Status": "bgremove.outcomes",
     "Shard": "bgremove.discover",
     "RemovalOptions": "bgremove.options",
     "Mode": "bgremove.options",
@@ -89,8 +89,8 @@ if TYPE_CHECKING:
     from bgremove.backends import Result, Session
     from bgremove.backends.local import LocalSession
     from bgremove.backends.remote import RemoteSession
+    from bgremove.batch import Batch
     from bgremove.discover import Shard
-    from bgremove.engine import Batch, Outcome, Status, Summary
     from bgremove.errors import (
         AuthenticationFailed,
         BgRemoveError,
@@ -106,6 +106,7 @@ if TYPE_CHECKING:
         UsageError,
     )
     from bgremove.options import Mode, OutputFormat, RemovalOptions
+    from bgremove.outcomes import Outcome, Status, Summary
 
 
 def __getattr__(name: str) -> Any:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from bgremove.backends.local import LocalSession
     from bgremove.discover import Shard
-    from bgremove.engine import Progress, Summary
+    from bgremove.outcomes import Progress, Summary
 
 _default: LocalSession | None = None
 _default_lock = threading.Lock()
@@ -117,7 +117,7 @@ def remove_batch(
     `session`: default, the bundled model sized for this machine. See `Batch` for stopping a
     batch from outside.
     """
-    from bgremove.engine import Batch
+    from bgremove.batch import Batch
 
     batch = Batch(inputs, output, options=options, listed=listed, shard=shard,
                   overwrite=overwrite, keep_unstamped=keep_unstamped, dry_run=dry_run,

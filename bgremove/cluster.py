@@ -44,21 +44,17 @@ from distributed.scheduler import KilledWorker
 
 from bgremove.atomic import create_part, is_part_of
 from bgremove.discover import WorkItem
-from bgremove.engine import (
-    ABANDONED,
-    Outcome,
-    Status,
-    process_item,
-    write_output,
-)
 from bgremove.errors import BgRemoveError, SetupError, StopBatch, UsageError
+from bgremove.executors import ABANDONED, process_item
 from bgremove.exits import outcome_error
+from bgremove.files import write_output
 from bgremove.options import RemovalOptions
+from bgremove.outcomes import Outcome, Status
 from bgremove.stamps import UP_TO_DATE, Recipe, local_model_id, verdict
 
 if TYPE_CHECKING:
     from bgremove.backends.local import LocalSession
-    from bgremove.engine import Batch
+    from bgremove.batch import Batch
 
 # Files per Dask task. A task costs scheduler time and state, little against an image but not
 # nothing at millions of them; dozens per task make that negligible while a dead worker still
@@ -487,7 +483,7 @@ class DaskExecutor:
             return
         for (item, future), answer in zip(chunk, answers, strict=True):
             if answer is None:
-                future.set_result(self.batch._not_processed(item))
+                future.set_result(self.batch.not_processed(item))
             elif isinstance(answer, StopBatch):
                 future.set_exception(answer)
             else:

@@ -22,7 +22,7 @@ from bgremove.errors import (
 )
 
 if TYPE_CHECKING:
-    from bgremove.engine import Outcome
+    from bgremove.outcomes import Outcome
 
 OK, FAILED, USAGE, AUTHENTICATION, CREDITS, SETUP, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 

@@ -21,8 +21,8 @@ from rich.table import Table
 from rich.text import Text
 
 from bgremove import stamps
-from bgremove.engine import Outcome, Status, Summary
 from bgremove.exits import in_flags, outcome_error
+from bgremove.outcomes import Outcome, Status, Summary
 
 if TYPE_CHECKING:
     from bgremove.backends import Session

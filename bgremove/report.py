@@ -13,9 +13,10 @@ from typing import IO, Any, Protocol
 
 from bgremove import __version__, stamps
 from bgremove.atomic import create_part
-from bgremove.engine import Outcome, Status, Summary, probe_folder
 from bgremove.errors import SetupError, UsageError
 from bgremove.exits import in_flags, outcome_error
+from bgremove.files import probe_folder
+from bgremove.outcomes import Outcome, Status, Summary
 
 
 class Reporter(Protocol):

@@ -16,11 +16,11 @@ from PIL import Image
 from rich.console import Console
 
 import bgremove
-from bgremove.discover import Planner
-from bgremove.engine import Outcome, Status, Summary
+from bgremove.discover import Planner, WorkItem
 from bgremove.errors import ImageError
 from bgremove.imaging.decode import decode
 from bgremove.options import Mode, OutputFormat, RemovalOptions
+from bgremove.outcomes import Outcome, Status, Summary
 from bgremove.progress import ConsoleReporter
 from tests.conftest import cli_env
 from tests.test_truncated_jpeg import with_jpeg_size
@@ -85,7 +85,7 @@ def test_the_name_of_stdout_is_read_only_for_a_regular_file(tmp_path):
 
 def test_a_single_image_to_stdout_reports_only_with_verbose():
     summary = Summary()
-    summary.add(Outcome(bgremove.engine.WorkItem(None, None), Status.done, bytes=10))
+    summary.add(Outcome(WorkItem(None, None), Status.done, bytes=10))
     summary.seconds = 1.0
     for verbose, printed in ((False, False), (True, True)):
         stream = io.StringIO()
@@ -94,7 +94,7 @@ def test_a_single_image_to_stdout_reports_only_with_verbose():
         console.finish(summary)
         assert bool(stream.getvalue()) is printed
     failed = Summary()
-    failed.add(Outcome(bgremove.engine.WorkItem(None, None), Status.failed, "not an image"))
+    failed.add(Outcome(WorkItem(None, None), Status.failed, "not an image"))
     stream = io.StringIO()
     ConsoleReporter(Console(file=stream, width=80), silent_on_success=True).finish(failed)
     assert "failed" in stream.getvalue()

@@ -10,7 +10,7 @@ from PIL import Image
 
 import bgremove
 from bgremove import devices, parallel
-from bgremove.engine import Batch
+from bgremove.batch import Batch
 
 
 @pytest.fixture

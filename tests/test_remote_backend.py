@@ -20,7 +20,7 @@ from PIL import Image
 from rich.console import Console
 
 from bgremove.backends.remote import RemoteSession
-from bgremove.engine import Batch, Status
+from bgremove.batch import Batch
 from bgremove.errors import (
     AuthenticationFailed,
     FileFailed,
@@ -32,6 +32,7 @@ from bgremove.errors import (
 )
 from bgremove.exits import exit_code
 from bgremove.options import OutputFormat, RemovalOptions
+from bgremove.outcomes import Status
 from bgremove.progress import ConsoleReporter
 
 KEY = "sk-test-7c1d9e0b4a5f42d1"

@@ -17,9 +17,9 @@ from PIL import Image
 
 import bgremove
 from bgremove import stamps
-from bgremove.engine import Status
 from bgremove.imaging.png import encode_png
 from bgremove.models import BUNDLED_PATH
+from bgremove.outcomes import Status
 from tests.conftest import run_cli
 from tests.test_pipes import small_copy
 

@@ -1,7 +1,5 @@
-"""The batch engine: stream work items through a session on a pool of threads, write atomically.
+"""The batch: stream work items through a session on an executor, write atomically.
 
-Threads, not processes: onnxruntime, Pillow's codecs and numpy release the GIL in their heavy loops,
-so one process with one loaded model overlaps decoding, inference and encoding of different images.
 The planner is pulled as work is taken, a bounded number of items is in flight, and the summary
 keeps counters and a bounded list of failures: memory does not grow with the batch, and the first
 image starts before the walk is over.
@@ -9,325 +7,33 @@ image starts before the walk is over.
 
 from __future__ import annotations
 
-import errno
 import math
 import os
-import sys
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
-from enum import Enum
+from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from bgremove import stamps
-from bgremove.atomic import create_part, write_atomic
 from bgremove.discover import Planner, Shard, WorkItem, output_is_file, output_suffix
 from bgremove.errors import (
-    BgRemoveError,
     CreditLimitReached,
     FileFailed,
     NotAnImage,
     Option,
-    SetupError,
     StopBatch,
     UsageError,
 )
+from bgremove.executors import Executor, Threads, process_item
+from bgremove.files import check_header, check_writable, write_output
 from bgremove.options import OutputFormat, RemovalOptions
+from bgremove.outcomes import Outcome, Progress, Status, Summary
 
 if TYPE_CHECKING:
     from bgremove.backends import Session
-
-
-class Status(str, Enum):
-    """What happened to one input."""
-
-    done = "done"
-    skipped = "skipped"  # its output is up to date (or kept: see the item's reason)
-    failed = "failed"
-    not_processed = "not processed"  # the batch stopped first
-    not_image = "not an image"  # found in a folder, and not an image: skipped
-    would_process = "would process"  # --dry-run
-    pruned = "pruned"  # a stamped output whose input is gone, removed (prune)
-    would_prune = "would prune"
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What happened to one work item."""
-
-    item: WorkItem
-    status: Status
-    error: str | None = None
-    bytes: int = 0
-    ms: float = 0.0
-    credits_remaining: int | None = None
-    request_id: str | None = None
-    credits_spent: int = 0
-    detail: str | None = None  # what the library underneath said (FileFailed.detail)
-    # The error behind `error`, with its parts: the command line says it with its flags.
-    failure: BgRemoveError | None = field(default=None, repr=False, compare=False)
-
-    def as_dict(self) -> dict:
-        return {
-            "input": None if self.status in (Status.pruned, Status.would_prune)
-            else self.item.name,
-            "output": self.item.output_name if self.status is not Status.not_image else None,
-            "status": self.status.value,
-            "reason": self.item.reason,
-            "error": self.error,
-            "detail": self.detail,
-            "bytes": self.bytes,
-            "ms": round(self.ms, 1),
-            "credits_remaining": self.credits_remaining,
-            "request_id": self.request_id,
-        }
-
-
-# The summary lists at most this many failures (and files not processed, and non-images) by
-# name; the counts are always whole, and `--report` and `--json` list every file.
-LISTED = 1000
-
-
-@dataclass
-class Summary:
-    """The run so far: counters, and the first LISTED failures and other notable files."""
-
-    counts: dict[Status, int] = field(default_factory=lambda: dict.fromkeys(Status, 0))
-    failures: list[Outcome] = field(default_factory=list)
-    not_processed: list[Outcome] = field(default_factory=list)
-    not_images: list[Path] = field(default_factory=list)
-    # Why outputs were made, kept or would be made: (status, reason) -> count (stamps.py).
-    reasons: Counter[tuple[Status, str]] = field(default_factory=Counter)
-    # Inputs found by the walk so far, and whether it is over (a progress bar's total); the count
-    # of a walk run ahead only to count them, once it is over (Batch.run's count_ahead).
-    found: int = 0
-    walk_done: bool = False
-    counted: int | None = None
-    credits_spent: int = 0
-    credits_remaining: int | None = None
-    stopped: StopBatch | None = None
-    interrupted: bool = False
-    # Interrupted twice: work in flight was dropped unwritten and may still be running.
-    abandoned: bool = False
-    dry_run: bool = False
-    prune_skipped: str | None = None  # why pruning was asked for and not done
-    # --check: a dry run that fails (exit 1) when any output is missing or stale.
-    check: bool = False
-    seconds: float = 0.0
-
-    def count(self, status: Status) -> int:
-        return self.counts[status]
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def add(self, outcome: Outcome) -> None:
-        self.counts[outcome.status] += 1
-        if outcome.item.reason is not None and outcome.status is not Status.failed:
-            self.reasons[outcome.status, outcome.item.reason] += 1
-        self.credits_spent += outcome.credits_spent
-        if outcome.credits_remaining is not None:
-            # Answers arrive out of order; the balance only falls during a run.
-            previous = self.credits_remaining
-            self.credits_remaining = (outcome.credits_remaining if previous is None
-                                      else min(previous, outcome.credits_remaining))
-        listed = {Status.failed: self.failures,
-                  Status.not_processed: self.not_processed}.get(outcome.status)
-        if listed is not None and len(listed) < LISTED:
-            listed.append(outcome)
-        elif outcome.status is Status.not_image and len(self.not_images) < LISTED:
-            self.not_images.append(outcome.item.source)
-
-    @property
-    def exit_code(self) -> int:
-        if self.interrupted:
-            return 130
-        if self.stopped is not None:
-            from bgremove.exits import exit_code
-
-            return exit_code(self.stopped)
-        stale = self.check and (self.counts[Status.would_process] or
-                                self.counts[Status.would_prune])
-        return 1 if self.counts[Status.failed] or stale else 0
-
-    def why(self, status: Status) -> dict[str, int]:
-        """How many outcomes of `status` there were for each reason, most first."""
-        counts = Counter({reason: n for (s, reason), n in self.reasons.items() if s is status})
-        return dict(counts.most_common())
-
-
-Progress = Callable[[Outcome, Summary], None]
-
-
-def check_writable(folder: Path) -> None:
-    """Prove a file can be written in the output folder before any work is done: an output that
-    cannot be written fails every file, so it stops the batch at once."""
-    try:
-        probe_folder(folder)
-    except OSError as exc:
-        raise SetupError(f"cannot write to the output folder {folder}: "
-                         f"{exc.strerror or exc}") from None
-
-
-def probe_folder(folder: Path) -> None:
-    """Write and remove a file in `folder` (OSError if that cannot be done). The folders made to
-    prove it are removed again: outputs make them when the first is written (write_atomically),
-    so a run that writes nothing leaves nothing."""
-    missing = [f for f in (folder, *folder.parents) if not f.exists()]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = create_part(folder / "bgremove-probe", mode=0o600)
-        os.close(fd)
-        probe.unlink()
-    finally:
-        for made in missing:  # deepest first
-            try:
-                made.rmdir()
-            except OSError:
-                break  # not empty: something else writes there now
-
-
-# Write errors that every other file would meet too: the batch stops instead of failing them all.
-_FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
-
-
-def read_input(item: WorkItem) -> tuple[bytes, os.stat_result | None]:
-    """The input's bytes, and its `stat` as it was opened (None for stdin), for its stamp."""
-    if item.source is None:
-        return sys.stdin.buffer.read(), None
-    try:
-        with open(item.source, "rb") as f:
-            stat = os.fstat(f.fileno())
-            return f.read(), stat
-    except IsADirectoryError:
-        raise FileFailed("is a folder") from None
-    except OSError as exc:
-        raise FileFailed(f"cannot read: {exc.strerror or exc}") from None
-
-
-def check_header(item: WorkItem, max_size: int | None) -> None:
-    """Raise what processing the input would raise from its header alone (nothing is decoded):
-    the input cannot be read, is no image, is empty or too large. Stdin is not read."""
-    if item.source is None:
-        return
-    from bgremove.imaging.decode import check_header as check_image_header
-
-    try:
-        file = open(item.source, "rb")  # noqa: SIM115
-    except IsADirectoryError:
-        raise FileFailed("is a folder") from None
-    except OSError as exc:
-        raise FileFailed(f"cannot read: {exc.strerror or exc}") from None
-    with file:
-        check_image_header(file, max_size=max_size)
-
-
-def write_output(item: WorkItem, data: bytes) -> None:
-    if item.dest is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    try:
-        write_atomic(item.dest, data)
-    except OSError as exc:
-        where = f"cannot write {item.dest}: {exc.strerror or exc}"
-        if exc.errno in _FATAL_WRITE_ERRORS:
-            raise SetupError(where) from None
-        raise FileFailed(where) from None
-
-
-ABANDONED = "abandoned (interrupted twice)"
-
-
-def process_item(session: Session, options: RemovalOptions, item: WorkItem,
-                 write: Callable[[WorkItem, bytes], bool],
-                 recipe: stamps.Recipe | None = None) -> Outcome:
-    """Read, process and write one item: its outcome. `write(item, data)` says whether it wrote
-    (False: writing has been stopped). An output written to a file carries the stamp of
-    `recipe` and the input. StopBatch passes through; a file's own errors do not."""
-    started = time.perf_counter()
-    try:
-        data, stat = read_input(item)
-        result = session.process(data, options)
-        output = result.data
-        if recipe is not None and item.dest is not None:
-            try:
-                output = stamps.embed(output, recipe.stamp(data, stat))
-            except ValueError as exc:
-                raise FileFailed(str(exc)) from None
-        if not write(item, output):
-            return Outcome(item, Status.not_processed, ABANDONED)
-    except NotAnImage as exc:
-        if item.skip_if_not_image:  # a folder's other files are no concern of ours
-            return Outcome(item, Status.not_image)
-        return Outcome(item, Status.failed, str(exc), ms=_ms_since(started), detail=exc.detail,
-                       failure=exc)
-    except FileFailed as exc:
-        return Outcome(item, Status.failed, str(exc), ms=_ms_since(started),
-                       request_id=exc.request_id, detail=exc.detail, failure=exc)
-    return Outcome(item, Status.done, bytes=len(output), ms=_ms_since(started),
-                   credits_remaining=result.credits_remaining, request_id=result.request_id,
-                   credits_spent=result.credits_spent)
-
-
-class Executor(Protocol):
-    """Where a batch's images are processed: this process's threads (`Threads`), or a Dask
-    cluster (`bgremove.cluster`). `Batch.run` feeds it items and records the outcomes of the
-    futures it returns, on the calling thread, the same way for both."""
-
-    workers: int  # images processed at once
-    capacity: int  # items in flight at most: the batch takes no more from the plan
-
-    def submit(self, item: WorkItem) -> Future[Outcome]: ...
-
-    def flush(self) -> None:
-        """Start what `submit` has held back (an executor may gather items into chunks)."""
-
-    def stop(self) -> None:
-        """The batch is stopping: work not started is not wanted. Called again and again."""
-
-    def shutdown(self, abandon: bool) -> None: ...
-
-    def abandon(self, pending: dict[Future[Outcome], WorkItem]) -> Iterator[Outcome]:
-        """After a second stop: the outcomes of the work in flight, once nothing more is
-        written."""
-
-
-class Threads:
-    """The local executor: `batch.process_one` on a pool of threads, twice as many items queued
-    as there are threads."""
-
-    def __init__(self, batch: Batch, workers: int):
-        self.batch = batch
-        self.workers = workers
-        self.capacity = workers * 2
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="bgremove")
-
-    def submit(self, item: WorkItem) -> Future[Outcome]:
-        return self.pool.submit(self.batch.process_one, item)
-
-    def flush(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def shutdown(self, abandon: bool) -> None:
-        self.pool.shutdown(wait=not abandon, cancel_futures=True)
-
-    def abandon(self, pending: dict[Future[Outcome], WorkItem]) -> Iterator[Outcome]:
-        batch = self.batch
-        batch._stop_writing()
-        for future, item in pending.items():
-            if item in batch._written:  # finished writing just now: only returning is left
-                yield future.result()
-            else:
-                yield Outcome(item, Status.not_processed, ABANDONED)
 
 
 class Batch:
@@ -405,7 +111,7 @@ class Batch:
         self._writes = threading.Condition()
         self._writing = 0
         self._no_more_writes = False
-        self._written: set[WorkItem] = set()
+        self.written: set[WorkItem] = set()
 
     @property
     def known_count(self) -> int | None:
@@ -436,14 +142,14 @@ class Batch:
             write_output(item, data)
             written = True
         finally:
-            with self._writes:  # one step with the count, so _stop_writing sees both at once
+            with self._writes:  # one step with the count, so stop_writing sees both at once
                 self._writing -= 1
                 if written:
-                    self._written.add(item)
+                    self.written.add(item)
                 self._writes.notify_all()
         return True
 
-    def _stop_writing(self) -> None:
+    def stop_writing(self) -> None:
         """Refuse new writes and wait for those under way: after this, no file changes."""
         with self._writes:
             self._no_more_writes = True
@@ -531,7 +237,7 @@ class Batch:
                         executor.stop()
                         # Queued work that has not started yet is dropped now, not waited for.
                         for future in [f for f in pending if f.cancel()]:
-                            self._record(self._not_processed(pending.pop(future)))
+                            self._record(self.not_processed(pending.pop(future)))
                     exhausted = self._feed(items, pending, executor) or exhausted
                     executor.flush()
                     if not pending:
@@ -548,7 +254,7 @@ class Batch:
                             self.stopping.set()
                             outcome = Outcome(item, Status.not_processed, str(exc))
                         with self._writes:
-                            self._written.discard(item)
+                            self.written.discard(item)
                         self._record(outcome)
                 except KeyboardInterrupt:
                     # Without a signal handler (see interrupts.py) Ctrl-C arrives as an exception.
@@ -569,7 +275,7 @@ class Batch:
             for item in items:
                 left += 1
                 summary.found += 1
-                self._record(self._not_processed(item))
+                self._record(self.not_processed(item))
                 if time.monotonic() > deadline:
                     break
             else:
@@ -665,10 +371,6 @@ class Batch:
         summary.abandoned = self._stops > 1
         return summary.abandoned
 
-    def _not_processed(self, item: WorkItem) -> Outcome:
+    def not_processed(self, item: WorkItem) -> Outcome:
         return Outcome(item, Status.not_processed,
                        "interrupted" if self.summary.interrupted else "batch stopped")
-
-
-def _ms_since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
