@@ -35,7 +35,7 @@ _PUBLIC = {
     "Summary": "bgremove.outcomes",
     "Outcome": "bgremove.outcomes",
     "Status": "bgremove.outcomes",
-    "Shard": "bgremove.discover",
+    "Shard": "bgremove.plan",
     "RemovalOptions": "bgremove.options",
     "Mode": "bgremove.options",
     "OutputFormat": "bgremove.options",
@@ -90,7 +90,6 @@ if TYPE_CHECKING:
     from bgremove.backends.local import LocalSession
     from bgremove.backends.remote import RemoteSession
     from bgremove.batch import Batch
-    from bgremove.discover import Shard
     from bgremove.errors import (
         AuthenticationFailed,
         BgRemoveError,
@@ -107,6 +106,7 @@ if TYPE_CHECKING:
     )
     from bgremove.options import Mode, OutputFormat, RemovalOptions
     from bgremove.outcomes import Outcome, Status, Summary
+    from bgremove.plan import Shard
 
 
 def __getattr__(name: str) -> Any:

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from bgremove.backends.local import LocalSession
-    from bgremove.discover import Shard
     from bgremove.outcomes import Progress, Summary
+    from bgremove.plan import Shard
 
 _default: LocalSession | None = None
 _default_lock = threading.Lock()

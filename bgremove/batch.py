@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bgremove import stamps
-from bgremove.discover import Planner, Shard, WorkItem, output_is_file, output_suffix
 from bgremove.errors import (
     CreditLimitReached,
     FileFailed,
@@ -29,8 +28,10 @@ from bgremove.errors import (
 )
 from bgremove.executors import Executor, Threads, process_item
 from bgremove.files import check_header, check_writable, write_output
+from bgremove.naming import output_is_file, output_suffix
 from bgremove.options import OutputFormat, RemovalOptions
 from bgremove.outcomes import Outcome, Progress, Status, Summary
+from bgremove.plan import Planner, Shard, WorkItem
 
 if TYPE_CHECKING:
     from bgremove.backends import Session

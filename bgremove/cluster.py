@@ -43,13 +43,13 @@ from distributed import Client, Event, LocalCluster, WorkerPlugin
 from distributed.scheduler import KilledWorker
 
 from bgremove.atomic import create_part, is_part_of
-from bgremove.discover import WorkItem
 from bgremove.errors import BgRemoveError, SetupError, StopBatch, UsageError
 from bgremove.executors import ABANDONED, process_item
 from bgremove.exits import outcome_error
 from bgremove.files import write_output
 from bgremove.options import RemovalOptions
 from bgremove.outcomes import Outcome, Status
+from bgremove.plan import WorkItem
 from bgremove.stamps import UP_TO_DATE, Recipe, local_model_id, verdict
 
 if TYPE_CHECKING:

@@ -13,11 +13,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
 from bgremove import stamps
-from bgremove.discover import WorkItem
 from bgremove.errors import FileFailed, NotAnImage
 from bgremove.files import read_input
 from bgremove.options import RemovalOptions
 from bgremove.outcomes import Outcome, Status
+from bgremove.plan import WorkItem
 
 if TYPE_CHECKING:
     from bgremove.backends import Session

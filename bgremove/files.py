@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from bgremove.atomic import create_part, write_atomic
-from bgremove.discover import WorkItem
 from bgremove.errors import FileFailed, SetupError
+from bgremove.plan import WorkItem
 
 
 def check_writable(folder: Path) -> None:

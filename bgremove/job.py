@@ -12,9 +12,10 @@ from typing import Any
 
 import bgremove
 from bgremove.config import Settings
-from bgremove.discover import STDIO, Shard
 from bgremove.errors import UsageError
 from bgremove.exits import in_flags
+from bgremove.naming import STDIO
+from bgremove.plan import Shard
 
 
 @dataclass
@@ -135,7 +136,7 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
     `summary.abandoned` set while worker threads may still be busy: exit with
     `interrupts.exit_now` then, not a normal exit that would wait for them."""
     from bgremove import interrupts
-    from bgremove.discover import read_file_list
+    from bgremove.inputs import read_file_list
     from bgremove.parallel import plan
     from bgremove.progress import ConsoleReporter
     from bgremove.report import JsonLinesReporter, PlanListing, Reporters, ReportWriter

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from bgremove.discover import WorkItem
 from bgremove.errors import BgRemoveError, StopBatch
+from bgremove.plan import WorkItem
 
 
 class Status(str, Enum):

@@ -239,7 +239,7 @@ def test_a_chunk_that_kills_its_workers_is_tried_file_by_file():
     from distributed.scheduler import KilledWorker
 
     from bgremove.cluster import DaskExecutor
-    from bgremove.discover import WorkItem
+    from bgremove.plan import WorkItem
 
     class Task:
         def result(self):

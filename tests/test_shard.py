@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bgremove.discover import Planner, Shard
 from bgremove.errors import UsageError
 from bgremove.options import OutputFormat
+from bgremove.plan import Planner, Shard
 from tests.conftest import run_cli
 
 

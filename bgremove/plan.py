@@ -3,8 +3,7 @@ output path, streamed as the walk goes; and pick this runner's share of them (`-
 
 Nothing here opens a file: whether a file is an image is for the worker that reads it to find out
 (it reads the file anyway), so the first image starts at once however big the tree is, and the
-planner's memory does not grow with it. Output names are settled folder by folder: two files can
-only want the same output name (`a.jpg`, `a.png`) when they share a folder.
+planner's memory does not grow with it.
 """
 
 from __future__ import annotations
@@ -12,26 +11,15 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import sys
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgremove.errors import Option, OptionError, UsageError
+from bgremove.errors import Option, OptionError
+from bgremove.inputs import settle_output
+from bgremove.naming import IMAGE_SUFFIXES, STDIO, FolderNames, is_cutout_name, placed
 from bgremove.options import OutputFormat
-
-STDIO = "-"
-# In-place outputs (`-o` is the input folder) are named `photo.cutout.webp`, and a walk never takes
-# a file named so for an input: one run's outputs are not the next run's inputs.
-CUTOUT = ".cutout"
-# Names that say "image". Two files of one folder whose names differ only in one of these
-# extensions would want one output name, so both are named after their whole name instead.
-IMAGE_SUFFIXES = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
-    ".avif", ".heic", ".heif", ".jp2", ".j2k", ".jpf", ".jpx", ".ppm", ".pgm", ".pbm", ".pnm",
-    ".qoi", ".mpo",
-})
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,161 +88,6 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
-def output_suffix(output: str | None) -> str:
-    return Path(output).suffix.lower() if output and output != STDIO else ""
-
-
-def output_is_file(output: str | None, inputs: Sequence[str]) -> bool:
-    """`-o x.png` (or `-o -`) with one input file names the output itself, not a folder."""
-    if output is None or len(inputs) != 1:
-        return False
-    if output == STDIO:
-        return True
-    single = inputs[0]
-    return (single == STDIO or not Path(single).is_dir()) and (
-        output_suffix(output) in OutputFormat.suffixes() and not Path(output).is_dir()
-    )
-
-
-def read_file_list(name: str) -> Iterator[str]:
-    """The paths listed in a file (`-`: stdin), one per line, read as they are used. Blank lines
-    and lines starting with `#` are ignored, and spaces around a path are trimmed. A list whose
-    first entry ends with a NUL byte (`find -print0`) is split on NUL instead, taken exactly as
-    it is.
-    """
-    try:
-        stream = sys.stdin.buffer if name == STDIO else open(name, "rb")  # noqa: SIM115
-    except OSError as exc:
-        raise OptionError(Option("files_from"), f" {name}: {exc.strerror or exc}",
-                          path=name) from None
-    return _entries(stream, close=name != STDIO)
-
-
-def _entries(stream, close: bool) -> Iterator[str]:
-    try:
-        separator: bytes | None = None
-        rest = b""
-        while True:
-            # read1: what has arrived, so a slow producer's paths start work as they come.
-            block = stream.read1(1 << 16)
-            data = rest + block
-            if separator is None:  # settled by the first entry's end
-                if b"\0" in data:
-                    separator = b"\0"
-                elif b"\n" in data or not block:
-                    separator = b"\n"
-                else:
-                    rest = data
-                    continue
-            if not block:
-                entries, rest = [data], b""
-            else:
-                *entries, rest = data.split(separator)
-            for entry in entries:
-                if separator == b"\n":
-                    entry = entry.strip()
-                    if entry.startswith(b"#"):
-                        continue
-                if entry:
-                    # Paths are bytes to the OS: undecodable names survive (surrogateescape).
-                    yield os.fsdecode(entry)
-            if not block:
-                return
-    finally:
-        if close:
-            stream.close()
-
-
-def placed(listed: Iterable[str]) -> Iterator[tuple[str, Path]]:
-    """Each listed path, with where it lands under the output folder. A path under the current
-    folder lands at its path from there (`assets/a/x.jpg` or `$PWD/assets/a/x.jpg` ->
-    `OUT/assets/a/x.webp`), as `rsync --files-from` and `tar -T` keep it, whatever else is
-    listed. Any other lands at its path from the deepest folder that all listed paths share, as a
-    folder named on the command line is mirrored from inside (`find /data/photos` ->
-    `OUT/sub/x.webp`). `..` never climbs out of the output folder.
-
-    Paths are placed as they are read until the first one outside the current folder: that one
-    waits for the end of the list (kept in memory), as the folder they share depends on all."""
-    cwd = os.getcwd()
-    shared: str | None = None
-    entries = iter(listed)
-    for raw in entries:
-        absolute = os.path.abspath(raw)
-        shared = _shared_folder(shared, absolute)
-        if _is_under(absolute, cwd):
-            yield raw, Path(absolute).relative_to(cwd)
-            continue
-        rest = list(entries)
-        for other in rest:
-            shared = _shared_folder(shared, os.path.abspath(other))
-        for each in (raw, *rest):
-            path = Path(os.path.abspath(each))
-            base = next((b for b in (cwd, shared) if b and _is_under(str(path), b)),
-                        path.anchor)  # paths on two drives share no folder
-            yield each, path.relative_to(base)
-        return
-
-
-def _shared_folder(shared: str | None, absolute: str) -> str:
-    """The deepest folder holding `shared` and the listed path `absolute` (a folder holds itself;
-    "" when there is none, as for two drives)."""
-    folder = absolute if os.path.isdir(absolute) else os.path.dirname(absolute)
-    if shared is None:
-        return folder
-    try:
-        return os.path.commonpath([shared, folder]) if shared else ""
-    except ValueError:
-        return ""
-
-
-def _is_under(absolute: str, folder: str) -> bool:
-    return absolute == folder or absolute.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def is_cutout_name(name: str) -> bool:
-    """Whether a file name is one bgremove gives its in-place outputs (`x.cutout.webp`)."""
-    stem, suffix = os.path.splitext(name)
-    return suffix.lower() in OutputFormat.suffixes() and stem.lower().endswith(CUTOUT)
-
-
-class FolderNames:
-    """The output names of one folder's files: `photo.webp` for `photo.jpg`, or, when another
-    image of the folder has the same stem (`photo.png`), `photo.jpg.webp` and `photo.png.webp`;
-    with `.cutout` before the suffix when the outputs go into the folder itself."""
-
-    def __init__(self, names: Iterable[str], suffix: str, in_place: bool):
-        self.suffix = (CUTOUT if in_place else "") + suffix
-        stems: dict[str, int] = {}
-        for name in names:
-            stem, ext = os.path.splitext(name)
-            if ext.lower() in IMAGE_SUFFIXES:
-                key = stem.casefold()
-                stems[key] = stems.get(key, 0) + 1
-        self._shared = {stem for stem, n in stems.items() if n > 1}
-        self._taken: dict[str, str] = {}  # output name (casefolded) -> the file that has it
-        self._named: set[str] = set()  # the files given an output so far
-
-    def named_before(self, name: str) -> bool:
-        return name in self._named
-
-    def output(self, name: str) -> tuple[str | None, str]:
-        """(the output's file name, or None when another file of the folder has it; the name
-        without suffix, for --shard)."""
-        stem, ext = os.path.splitext(name)
-        image_named = ext.lower() in IMAGE_SUFFIXES
-        base = stem if image_named and stem.casefold() not in self._shared else name
-        for candidate in (base, name):
-            key = (candidate + self.suffix).casefold()
-            if key not in self._taken:
-                self._taken[key] = name
-                self._named.add(name)
-                return candidate + self.suffix, candidate
-        return None, name
-
-    def owner(self, name: str) -> str:
-        return self._taken.get((name + self.suffix).casefold(), "?")
-
-
 class Planner:
     """The work items of one run, in order: named inputs first, then listed ones (`listed`: the
     paths of `--files-from`, consumed as they are needed). Bad requests are refused here, when the
@@ -270,49 +103,9 @@ class Planner:
         self.suffix = output_format.suffix
         self.listed = listed
         self.shard = shard
-        if not self.inputs and listed is None:
-            raise UsageError("no input given: name files, folders, or - for stdin")
-        if self.inputs.count(STDIO) > 1:
-            raise UsageError("stdin (-) can be read only once")
-        self.to_file = listed is None and output_is_file(output, self.inputs)
-        if self.to_file:
-            self._check_single_output()
-            return
-        if output is None:
-            if self.inputs == [STDIO] and listed is None:
-                self.to_file = True
-                return
-            raise OptionError("say where the cut-outs go: ", Option("output", "FOLDER"), " (or ",
-                              Option("output", "FILE"), " for one input)")
-        if output == STDIO:
-            what = "an input list" if listed is not None else "more than one input"
-            raise OptionError(Option("output", STDIO),
-                              f" (stdout) takes exactly one input image, not {what}")
-        suffix = output_suffix(output)
-        if suffix in IMAGE_SUFFIXES and not Path(output).is_dir():
-            if len(self.inputs) == 1 and listed is None and suffix not in OutputFormat.suffixes():
-                raise OptionError(Option("output", output),
-                                  f": bgremove writes {OutputFormat.names()}, not "
-                                  f"{suffix[1:].upper()}; name the file .png, .webp or .jpg")
-            several = ("the inputs come from a list" if listed is not None else
-                       "the input is a folder" if len(self.inputs) == 1 else
-                       "there is more than one input")
-            raise OptionError(Option("output", output), f": looks like an image file, but "
-                              f"{several}; ", Option("output"), " takes a folder for several "
-                              "images")
-        self.out_dir = Path(output)
-        if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise OptionError(Option("output", output), ": exists and is not a folder "
-                              "(a single output file needs one input)", path=output)
-
-    def _check_single_output(self) -> None:
-        single = self.inputs[0]
-        if self.output in (None, STDIO) or single == STDIO:
-            return
-        source, dest = Path(single), Path(self.output)
-        if source.exists() and dest.exists() and os.path.samefile(source, dest):
-            raise OptionError(Option("output", self.output), " is the input itself: bgremove "
-                              "never writes over an input; name another file", path=self.output)
+        out_dir = settle_output(self.inputs, output, listed)
+        self.to_file = out_dir is None  # one output file, or stdout: no folder is walked into
+        self.out_dir = out_dir if out_dir is not None else Path()
 
     @property
     def known_count(self) -> int | None:
