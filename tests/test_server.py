@@ -531,7 +531,7 @@ class Recording:
 
 def test_warm_up_runs_every_mode_codec_and_path(backend):
     from bgremove.options import API_OUTPUT_FORMATS, Mode
-    from bgremove.server.app import warm_up
+    from bgremove.server.sizing import warm_up
 
     recording = Recording(backend)
     warm_up(recording)

@@ -55,14 +55,15 @@ def serve(
 ) -> None:
     with reported_errors():
         uvicorn, app_module = _load_server()
+        from bgremove.server import sizing
         from bgremove.server.http import bind, uvicorn_config
 
         sock = bind(host, port)  # a taken port fails now, not after loading the model
         store = _open_store(db)
-        concurrency = workers or app_module.default_workers()
+        concurrency = workers or sizing.default_workers()
         # The model is loaded and has run every mode once before the server listens.
-        session = app_module.local_session(concurrency, model)
-        app_module.warm_up(session)
+        session = sizing.local_session(concurrency, model)
+        sizing.warm_up(session)
         app = app_module.create_app(store, rate_limit=rate_limit, max_concurrency=concurrency,
                                     cors_origins=cors_origin or (), session=session,
                                     replica_timeout=replica_timeout)
