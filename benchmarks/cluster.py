@@ -67,6 +67,8 @@ def start_up_and_chunk_cost(folder: Path, workers: int, chunks: int) -> tuple[fl
     import bgremove
     from bgremove import cluster as dc
     from bgremove.atomic import write_atomic
+    from bgremove.cluster.client import filesystem_now
+    from bgremove.cluster.worker import run_chunk
 
     src, out = folder / "one", folder / "one-out"
     make_photos(src, 1, 64)
@@ -76,7 +78,7 @@ def start_up_and_chunk_cost(folder: Path, workers: int, chunks: int) -> tuple[fl
     with dc.connect(f"local:{workers}") as cluster:
         executor = dc.DaskExecutor(batch, cluster)
         up = time.perf_counter() - started
-        job = replace(executor.job, started_ns=dc.filesystem_now(out))
+        job = replace(executor.job, started_ns=filesystem_now(out))
         source = next(src.iterdir())
         files = []
         for i in range(chunks):
@@ -84,9 +86,9 @@ def start_up_and_chunk_cost(folder: Path, workers: int, chunks: int) -> tuple[fl
             write_atomic(dest, b"done")  # after the job's start: counted done, not redone
             files.append([(str(source), str(dest), False)])
         client = cluster.client
-        client.gather(client.map(dc.run_chunk, [job] * 8, files[:8], pure=False))
+        client.gather(client.map(run_chunk, [job] * 8, files[:8], pure=False))
         started = time.perf_counter()
-        answers = client.gather(client.map(dc.run_chunk, [job] * chunks, files, pure=False))
+        answers = client.gather(client.map(run_chunk, [job] * chunks, files, pure=False))
         # the time of one worker thread per chunk: the wall time of all, shared by the threads
         per_chunk = (time.perf_counter() - started) * workers / chunks * 1000
         assert all(a[0][0] == "done" for a in answers)
@@ -124,7 +126,7 @@ def main() -> None:
 
     cores = len(os.sched_getaffinity(0))
     median_local, median_cluster = statistics.median(local), statistics.median(cluster)
-    from bgremove.cluster import CHUNK
+    from bgremove.cluster.client import CHUNK
 
     per_image = median_local / args.photos * args.workers * 1000
     body = f"""\

@@ -194,7 +194,7 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
                 if not batch.stops:
                     raise
             if executor is not None:
-                ran.update(workers=executor.workers, threads=executor.job.threads)
+                ran.update(workers=executor.workers, threads=executor.threads)
                 for warning in executor.warnings:
                     console.say(f"bgremove: warning: on the Dask workers: {in_flags(warning)}")
                 if job.verbose:

@@ -1,35 +1,12 @@
-"""Batches on a Dask cluster (`--cluster`, the `bgremove[cluster]` extra).
-
-The command runs as it does without a cluster: the planner walks the inputs, skips outputs that
-exist, and records every outcome into the same `Summary`, so the console, `--json` and `--report`
-see no difference. Only the images go elsewhere: `DaskExecutor` gathers the items that need work
-into chunks (dozens of files per Dask task: per-task overhead and scheduler memory stay small at
-millions of files), keeps a bounded window of chunks in flight, and `run_chunk` processes a chunk
-on a worker with the model that `ModelPlugin` loaded there once per worker process.
-
-Outputs are written on the workers, atomically (`atomic.write_atomic`: a temporary file in
-the output's folder, renamed into place), so the cluster must share the filesystem, at the same
-paths. When a worker dies, Dask runs its chunks again elsewhere; a chunk run again removes the
-temporary files its items left behind and does not redo an output written since the job began
-(its modification time is at least the job's start, read from the output folder's filesystem),
-so every output is written once, whole.
-
-Stopping (Ctrl-C): the job's Dask `Event` is set; a chunk checks it between images and returns
-what it has done, the rest "not processed". The first stop waits for those answers (about one
-image per worker thread); a second one cancels the job's futures and leaves.
-
-This module imports Dask: it is loaded only when a cluster is asked for, and on the workers.
-`dask worker ... --preload bgremove.cluster` imports it (and the local engine) when a worker
-starts, so the first job does not wait for the imports.
-"""
+"""The client side of `--cluster`: connecting to (or starting) a Dask cluster, and
+`DaskExecutor`, which sends a batch's items to its workers in chunks and settles their outcomes
+from the answers."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -39,21 +16,24 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distributed import Client, Event, LocalCluster, WorkerPlugin
+from distributed import Client, Event, LocalCluster
 from distributed.scheduler import KilledWorker
 
-from bgremove.atomic import create_part, is_part_of
-from bgremove.errors import BgRemoveError, SetupError, StopBatch, UsageError
-from bgremove.executors import ABANDONED, process_item
-from bgremove.exits import outcome_error
-from bgremove.files import write_output
-from bgremove.options import RemovalOptions
+from bgremove.atomic import create_part
+from bgremove.cluster.worker import (
+    ChunkJob,
+    ModelPlugin,
+    device_warning,
+    run_chunk,
+    written_earlier,
+)
+from bgremove.errors import SetupError, StopBatch, UsageError
+from bgremove.executors import ABANDONED
 from bgremove.outcomes import Outcome, Status
 from bgremove.plan import WorkItem
-from bgremove.stamps import UP_TO_DATE, Recipe, local_model_id, verdict
+from bgremove.stamps import UP_TO_DATE, local_model_id
 
 if TYPE_CHECKING:
-    from bgremove.backends.local import LocalSession
     from bgremove.batch import Batch
 
 # Files per Dask task. A task costs scheduler time and state, little against an image but not
@@ -64,195 +44,10 @@ CHUNK = 32
 MIN_SPLIT = 4
 # Chunks in flight per worker thread: one running, one queued, so no thread waits for the next.
 WINDOW = 2
-# How often a running chunk asks the scheduler whether the job was stopped.
-STOP_POLL = 0.5
 # How long to wait for a first worker when the scheduler has none.
 WAIT_FOR_WORKERS = 30.0
 # Devices that are a GPU: their tasks ask the workers for the Dask resource `GPU`.
 GPU_DEVICES = {"cuda", "tensorrt", "rocm", "migraphx", "directml"}
-
-
-# -- on the workers -------------------------------------------------------------------------------
-
-_sessions: dict[tuple[str | None, str, int], LocalSession] = {}
-_sessions_lock = threading.Lock()
-
-
-def worker_session(model: str | None, device: str, threads: int) -> LocalSession:
-    """The model of this worker process, loaded once, shared by its threads and kept for the next
-    job with the same settings (a job with other settings replaces it: one model per worker)."""
-    key = (model, device, threads)
-    with _sessions_lock:
-        session = _sessions.get(key)
-        if session is None:
-            from bgremove.api import open_local
-
-            for old in _sessions.values():
-                old.close()
-            _sessions.clear()
-            # One image at a time per worker thread (the cluster's own sizing), `threads` each.
-            session = _sessions[key] = open_local(model, device=device, workers=1,
-                                                  threads=threads)[0]
-        return session
-
-
-class ModelPlugin(WorkerPlugin):
-    """Loads the job's model on every worker, those that join later and those Dask restarts
-    included, before they take a task. Registered under one name, so a later job's settings
-    replace an earlier job's."""
-
-    name = "bgremove-model"
-
-    def __init__(self, model: str | None, device: str, threads: int, local: bool = False,
-                 resources: dict[str, float] | None = None):
-        self.model, self.device, self.threads = model, device, threads
-        # Workers of a `local` cluster share the command's terminal: Ctrl-C there is meant for
-        # the command (which stops the job cleanly), not for them.
-        self.local = local
-        self.resources = resources  # what the job's tasks ask for: other workers get none
-
-    async def setup(self, worker: Any) -> None:
-        if self.local and threading.current_thread() is threading.main_thread():
-            # SIGTERM too, sent to the whole group (`kill -- -PGID`, a service manager): the
-            # command stops the job and lets the chunks in flight finish and report. The
-            # cluster still stops its workers (the nanny asks, then SIGKILLs).
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if self.resources and not _offers(worker, self.resources):
-            return
-        loop = asyncio.get_running_loop()
-        try:  # off the worker's event loop, which must keep answering the scheduler
-            await loop.run_in_executor(None, worker_session, self.model, self.device,
-                                       self.threads)
-        except BgRemoveError as exc:
-            raise SetupError(f"Dask worker {worker.address}: ", *exc.parts) from None
-
-
-def _offers(worker: Any, resources: dict[str, float]) -> bool:
-    state = getattr(worker, "state", worker)  # where distributed keeps them has moved
-    total = getattr(state, "total_resources", None) or {}
-    return all(total.get(name, 0) >= amount for name, amount in resources.items())
-
-
-def device_warning(model: str | None, device: str, threads: int) -> str | None:
-    """What this worker's model says about its device (an accelerator asked for, the CPU used)."""
-    session = _sessions.get((model, device, threads))
-    return session.device_warning if session is not None else None
-
-
-def dask_setup(worker: Any) -> None:
-    """`dask worker ... --preload bgremove.cluster`: import the local engine as the worker
-    starts. The model itself is loaded by the command that runs a job (ModelPlugin), with that
-    job's --model, --device and --threads."""
-    import bgremove.backends.local  # noqa: F401
-
-
-@dataclass(frozen=True)
-class ChunkJob:
-    """What every chunk of one job needs besides its files."""
-
-    token: str
-    options: RemovalOptions
-    model: str | None
-    device: str
-    threads: int
-    overwrite: bool
-    started_ns: int  # the job's start, as the output folder's filesystem tells time (ns)
-    recipe: Recipe | None = None  # what the outputs' stamps say they are made from
-
-    @property
-    def stop_event(self) -> str:
-        return f"bgremove-stop-{self.token}"
-
-
-# One file's result, light to send back: (status, error, bytes, ms, detail); None: not processed
-# (the job was stopped); a StopBatch: nothing more can succeed (a full disk).
-Answer = tuple[str, str | None, int, float, str | None] | StopBatch | None
-
-
-def run_chunk(job: ChunkJob, files: list[tuple[str, str, bool]]) -> list[Answer]:
-    """Process one chunk, `(source, output, walked)` each, on a worker: an answer per file."""
-    try:
-        session = worker_session(job.model, job.device, job.threads)
-    except BgRemoveError as exc:
-        raise SetupError("Dask worker: ", *exc.parts) from None
-    remove_leftovers(Path(dest) for _, dest, _ in files)
-    stopped = _StopFlag(job.stop_event)
-    answers: list[Answer] = []
-    for source, dest, walked in files:
-        if stopped():
-            break
-        item = WorkItem(Path(source), Path(dest), walked=walked)
-        earlier = _written_earlier(item.source, item.dest, job)
-        if earlier is not None:
-            answers.append(earlier)
-            continue
-        try:
-            outcome = process_item(session, job.options, item, _write, job.recipe)
-        except StopBatch as exc:
-            answers.append(exc)
-            break
-        # The error as the command line says it: a cluster runs for the command line only.
-        answers.append((outcome.status.value, outcome_error(outcome), outcome.bytes, outcome.ms,
-                        outcome.detail))
-    return answers + [None] * (len(files) - len(answers))
-
-
-def _write(item: WorkItem, data: bytes) -> bool:
-    write_output(item, data)
-    return True
-
-
-def _written_earlier(source: Path, dest: Path, job: ChunkJob) -> Answer:
-    """The answer for an output that exists already, or None to make it. One written since the
-    job began was written by this job, on a worker that died before answering: done, once."""
-    try:
-        st = os.stat(dest)
-    except OSError:
-        return None
-    if st.st_mtime_ns >= job.started_ns:
-        return (Status.done.value, None, st.st_size, 0.0, None)
-    if not job.overwrite and job.recipe is not None and verdict(source, dest, job.recipe).fresh:
-        return (Status.skipped.value, None, 0, 0.0, None)  # made since the plan saw it stale
-    return None
-
-
-def remove_leftovers(outputs: Iterator[Path]) -> None:
-    """Remove the temporary files (`.NAME.XXXXXXXX.part`) that a killed run or worker left for
-    these outputs: one listing of each folder per chunk, not one per file."""
-    by_folder: dict[Path, set[str]] = {}
-    for dest in outputs:
-        by_folder.setdefault(dest.parent, set()).add(dest.name)
-    for folder, names in by_folder.items():
-        try:
-            with os.scandir(folder) as scan:
-                leftovers = [e.name for e in scan if is_part_of(e.name, names)]
-        except OSError:
-            continue
-        for leftover in leftovers:
-            try:
-                os.unlink(folder / leftover)
-            except OSError:
-                pass
-
-
-class _StopFlag:
-    """Whether the job was stopped, asked of the scheduler at most every STOP_POLL seconds."""
-
-    def __init__(self, name: str):
-        self.event = Event(name)
-        self.next_check = 0.0
-        self.stopped = False
-
-    def __call__(self) -> bool:
-        now = time.monotonic()
-        if not self.stopped and now >= self.next_check:
-            self.stopped = self.event.is_set()
-            self.next_check = now + STOP_POLL
-        return self.stopped
-
-
-# -- on the machine that runs the command ---------------------------------------------------------
 
 
 @dataclass
@@ -341,7 +136,8 @@ class DaskExecutor:
         if model is not None and (model.endswith(".onnx") or "/" in model or os.sep in model):
             model = os.path.abspath(os.path.expanduser(model))  # the workers' folder is not ours
         self.token = secrets.token_hex(6)
-        self.job = ChunkJob(self.token, batch.options, model, device, threads or 1,
+        self.threads = threads or 1  # each worker thread's inference threads
+        self.job = ChunkJob(self.token, batch.options, model, device, self.threads,
                             batch.overwrite, started_ns=0)
         self.model_id = local_model_id(model)
         self._refresh(force=True)
@@ -425,7 +221,7 @@ class DaskExecutor:
             if future.done() and not future.cancelled() and future.exception() is None:
                 yield future.result()
                 continue
-            written = self.job.started_ns and _written_earlier(item.source, item.dest, self.job)
+            written = self.job.started_ns and written_earlier(item.source, item.dest, self.job)
             if written and written[0] == Status.done.value:
                 yield Outcome(item, Status.done, bytes=written[2])
             else:

@@ -1,0 +1,210 @@
+"""The worker side of `--cluster`: the model loaded once per worker process (`ModelPlugin`,
+`worker_session`), and `run_chunk`, which processes one chunk of files there and answers for each.
+`dask worker ... --preload bgremove.cluster` calls `dask_setup` as a worker starts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from distributed import Event, WorkerPlugin
+
+from bgremove.atomic import is_part_of
+from bgremove.errors import BgRemoveError, SetupError, StopBatch
+from bgremove.executors import process_item
+from bgremove.exits import outcome_error
+from bgremove.files import write_output
+from bgremove.options import RemovalOptions
+from bgremove.outcomes import Status
+from bgremove.plan import WorkItem
+from bgremove.stamps import Recipe, verdict
+
+if TYPE_CHECKING:
+    from bgremove.backends.local import LocalSession
+
+# How often a running chunk asks the scheduler whether the job was stopped.
+STOP_POLL = 0.5
+
+_sessions: dict[tuple[str | None, str, int], LocalSession] = {}
+_sessions_lock = threading.Lock()
+
+
+def worker_session(model: str | None, device: str, threads: int) -> LocalSession:
+    """The model of this worker process, loaded once, shared by its threads and kept for the next
+    job with the same settings (a job with other settings replaces it: one model per worker)."""
+    key = (model, device, threads)
+    with _sessions_lock:
+        session = _sessions.get(key)
+        if session is None:
+            from bgremove.api import open_local
+
+            for old in _sessions.values():
+                old.close()
+            _sessions.clear()
+            # One image at a time per worker thread (the cluster's own sizing), `threads` each.
+            session = _sessions[key] = open_local(model, device=device, workers=1,
+                                                  threads=threads)[0]
+        return session
+
+
+class ModelPlugin(WorkerPlugin):
+    """Loads the job's model on every worker, those that join later and those Dask restarts
+    included, before they take a task. Registered under one name, so a later job's settings
+    replace an earlier job's."""
+
+    name = "bgremove-model"
+
+    def __init__(self, model: str | None, device: str, threads: int, local: bool = False,
+                 resources: dict[str, float] | None = None):
+        self.model, self.device, self.threads = model, device, threads
+        # Workers of a `local` cluster share the command's terminal: Ctrl-C there is meant for
+        # the command (which stops the job cleanly), not for them.
+        self.local = local
+        self.resources = resources  # what the job's tasks ask for: other workers get none
+
+    async def setup(self, worker: Any) -> None:
+        if self.local and threading.current_thread() is threading.main_thread():
+            # SIGTERM too, sent to the whole group (`kill -- -PGID`, a service manager): the
+            # command stops the job and lets the chunks in flight finish and report. The
+            # cluster still stops its workers (the nanny asks, then SIGKILLs).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if self.resources and not _offers(worker, self.resources):
+            return
+        loop = asyncio.get_running_loop()
+        try:  # off the worker's event loop, which must keep answering the scheduler
+            await loop.run_in_executor(None, worker_session, self.model, self.device,
+                                       self.threads)
+        except BgRemoveError as exc:
+            raise SetupError(f"Dask worker {worker.address}: ", *exc.parts) from None
+
+
+def _offers(worker: Any, resources: dict[str, float]) -> bool:
+    state = getattr(worker, "state", worker)  # where distributed keeps them has moved
+    total = getattr(state, "total_resources", None) or {}
+    return all(total.get(name, 0) >= amount for name, amount in resources.items())
+
+
+def device_warning(model: str | None, device: str, threads: int) -> str | None:
+    """What this worker's model says about its device (an accelerator asked for, the CPU used)."""
+    session = _sessions.get((model, device, threads))
+    return session.device_warning if session is not None else None
+
+
+def dask_setup(worker: Any) -> None:
+    """`dask worker ... --preload bgremove.cluster`: import the local engine as the worker
+    starts. The model itself is loaded by the command that runs a job (ModelPlugin), with that
+    job's --model, --device and --threads."""
+    import bgremove.backends.local  # noqa: F401
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """What every chunk of one job needs besides its files."""
+
+    token: str
+    options: RemovalOptions
+    model: str | None
+    device: str
+    threads: int
+    overwrite: bool
+    started_ns: int  # the job's start, as the output folder's filesystem tells time (ns)
+    recipe: Recipe | None = None  # what the outputs' stamps say they are made from
+
+    @property
+    def stop_event(self) -> str:
+        return f"bgremove-stop-{self.token}"
+
+
+# One file's result, light to send back: (status, error, bytes, ms, detail); None: not processed
+# (the job was stopped); a StopBatch: nothing more can succeed (a full disk).
+Answer = tuple[str, str | None, int, float, str | None] | StopBatch | None
+
+
+def run_chunk(job: ChunkJob, files: list[tuple[str, str, bool]]) -> list[Answer]:
+    """Process one chunk, `(source, output, walked)` each, on a worker: an answer per file."""
+    try:
+        session = worker_session(job.model, job.device, job.threads)
+    except BgRemoveError as exc:
+        raise SetupError("Dask worker: ", *exc.parts) from None
+    remove_leftovers(Path(dest) for _, dest, _ in files)
+    stopped = _StopFlag(job.stop_event)
+    answers: list[Answer] = []
+    for source, dest, walked in files:
+        if stopped():
+            break
+        item = WorkItem(Path(source), Path(dest), walked=walked)
+        earlier = written_earlier(item.source, item.dest, job)
+        if earlier is not None:
+            answers.append(earlier)
+            continue
+        try:
+            outcome = process_item(session, job.options, item, _write, job.recipe)
+        except StopBatch as exc:
+            answers.append(exc)
+            break
+        # The error as the command line says it: a cluster runs for the command line only.
+        answers.append((outcome.status.value, outcome_error(outcome), outcome.bytes, outcome.ms,
+                        outcome.detail))
+    return answers + [None] * (len(files) - len(answers))
+
+
+def _write(item: WorkItem, data: bytes) -> bool:
+    write_output(item, data)
+    return True
+
+
+def written_earlier(source: Path, dest: Path, job: ChunkJob) -> Answer:
+    """The answer for an output that exists already, or None to make it. One written since the
+    job began was written by this job, on a worker that died before answering: done, once."""
+    try:
+        st = os.stat(dest)
+    except OSError:
+        return None
+    if st.st_mtime_ns >= job.started_ns:
+        return (Status.done.value, None, st.st_size, 0.0, None)
+    if not job.overwrite and job.recipe is not None and verdict(source, dest, job.recipe).fresh:
+        return (Status.skipped.value, None, 0, 0.0, None)  # made since the plan saw it stale
+    return None
+
+
+def remove_leftovers(outputs: Iterator[Path]) -> None:
+    """Remove the temporary files (`.NAME.XXXXXXXX.part`) that a killed run or worker left for
+    these outputs: one listing of each folder per chunk, not one per file."""
+    by_folder: dict[Path, set[str]] = {}
+    for dest in outputs:
+        by_folder.setdefault(dest.parent, set()).add(dest.name)
+    for folder, names in by_folder.items():
+        try:
+            with os.scandir(folder) as scan:
+                leftovers = [e.name for e in scan if is_part_of(e.name, names)]
+        except OSError:
+            continue
+        for leftover in leftovers:
+            try:
+                os.unlink(folder / leftover)
+            except OSError:
+                pass
+
+
+class _StopFlag:
+    """Whether the job was stopped, asked of the scheduler at most every STOP_POLL seconds."""
+
+    def __init__(self, name: str):
+        self.event = Event(name)
+        self.next_check = 0.0
+        self.stopped = False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self.stopped and now >= self.next_check:
+            self.stopped = self.event.is_set()
+            self.next_check = now + STOP_POLL
+        return self.stopped
