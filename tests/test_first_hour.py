@@ -204,7 +204,7 @@ def test_no_output_folder_when_nothing_is_written(tmp_path, session):
 
 
 def test_a_run_that_stops_before_the_report_leaves_no_report_folder(samples, tmp_path):
-    from bgremove import job as jobs
+    from bgremove.commands import remove as jobs
     from bgremove.config import load as load_settings
     from bgremove.errors import UsageError
 

@@ -1,4 +1,4 @@
-"""Command groups beyond the default `remove`: one module each, registered at the end of cli.py.
+"""The commands, one module each (remove, config, serve, keys, models), registered by cli.py.
 
 Here too the one place where errors become messages and exit codes, for every command: the
 message with flags for the library's keywords, the code from bgremove/exits.py (a UsageError
@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
 from bgremove.errors import BgRemoveError
 from bgremove.exits import exit_code, in_flags
+
+ConfigOption = Annotated[str | None, typer.Option(
+    "--config", metavar="FILE", show_default=False,
+    help="Settings file to read [default: $BGREMOVE_CONFIG, else "
+    "$XDG_CONFIG_HOME/bgremove/config.toml, else ~/.config/bgremove/config.toml]")]
 
 
 def fail(message: str, code: int) -> NoReturn:

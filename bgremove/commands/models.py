@@ -231,3 +231,7 @@ class DownloadBar:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")

@@ -1,21 +1,32 @@
-"""One run of the remove command, on the library's public API: settings to a `Batch` and a
-session, the reporters, Ctrl-C and SIGTERM, the report. The CLI only parses arguments into a `Job`
-and `Settings` and maps the result to an exit code."""
+"""`bgremove remove`, the default command (`bgremove photos/ -o cutouts/`), and one run of it on
+the library's public API: settings to a `Batch` and a session, the reporters, Ctrl-C and SIGTERM,
+the report. The command parses arguments into a `Job` and `Settings`, `run` runs it, and the
+command maps the result to an exit code. Heavy modules are imported inside `run`: `bgremove
+--help` stays fast."""
 
 from __future__ import annotations
 
+import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from enum import Enum
 from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperArgument, TyperCommand
 
 import bgremove
-from bgremove.config import Settings
+from bgremove.commands import ConfigOption, reported_errors
+from bgremove.config import DEFAULTS, SETTING_NAMES, Settings
+from bgremove.config import load as load_settings
 from bgremove.errors import UsageError
 from bgremove.exits import in_flags
 from bgremove.naming import STDIO
+from bgremove.options import Mode, OutputFormat
 from bgremove.plan import Shard
+from bgremove.redirect import stdout_file_name
 
 
 @dataclass
@@ -228,3 +239,180 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
                 cluster.close()
     reporter.finish(summary)
     return summary
+
+
+class Backend(str, Enum):
+    local = "local"
+    remote = "remote"
+
+
+class InputsCommand(TyperCommand):
+    """Shows `INPUT...` in the usage and help without typer's `<list[str]>` type label."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument):
+                param.display_type_rich = lambda ctx: None
+                param._usage_display_name = lambda shown=f"[{param.metavar}]": shown
+
+
+def remove(
+    ctx: typer.Context,
+    inputs: Annotated[list[str] | None, typer.Argument(
+        help="Image files, folders, or - for stdin.", metavar="INPUT...",
+        show_default=False)] = None,
+    output: Annotated[str | None, typer.Option(
+        "-o", "--output", metavar="PATH", help="Output folder (mirrors input sub-folders), "
+        "or a file for one input (.png, .webp or .jpg), or - for stdout.")] = None,
+    mode: Annotated[Mode, typer.Option(help="fast | balanced | quality.",
+                                       case_sensitive=False)] = DEFAULTS.mode,
+    output_format: Annotated[str | None, typer.Option(
+        "--output-format", "--format", "-f", metavar="png|webp|jpeg",
+        help="Output format [default: webp, or the -o file's extension]. JPEG has no "
+        "transparency: the background is filled.", show_default=False)] = None,
+    include_mask: Annotated[bool, typer.Option(
+        help="Transparent background (RGBA); off: background filled with --background-color."
+    )] = DEFAULTS.include_mask,
+    smooth_edges: Annotated[bool, typer.Option(
+        help="Anti-aliased soft edges; off: hard edges, each pixel fully in or out.",
+    )] = DEFAULTS.smooth_edges,
+    preserve_shadows: Annotated[bool, typer.Option(
+        help="Keep the subject's cast shadow as a soft semi-transparent layer.",
+    )] = DEFAULTS.preserve_shadows,
+    background_color: Annotated[str, typer.Option(
+        metavar="COLOUR", help="Fill the background with this colour (#rrggbb or a name); "
+        "implies --no-include-mask.")] = DEFAULTS.background_color,
+    max_size: Annotated[int | None, typer.Option(
+        metavar="PIXELS", help="Shrink photos whose longer side is bigger to this size first "
+        "(instead of refusing those over the size limit).", show_default=False, min=1)] = None,
+    model: Annotated[str | None, typer.Option(
+        metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
+        show_default="u2netp, bundled")] = None,
+    device: Annotated[str | None, typer.Option(
+        metavar="DEVICE", help="Where the model runs: auto | cpu | cuda | rocm | directml | "
+        "coreml | openvino | tensorrt (onnxruntime execution providers; auto: the best "
+        "installed accelerator, else cpu).", show_default="auto")] = None,
+    workers: Annotated[int | None, typer.Option(
+        metavar="N", help="Images processed at once.",
+        show_default="one per core, by memory; GPU: half the cores; remote: 8", min=1)] = None,
+    threads: Annotated[int | None, typer.Option(
+        metavar="N", help="onnxruntime threads per image.", show_default="cores / workers",
+        min=1)] = None,
+    backend: Annotated[Backend, typer.Option(
+        help="local: the model on this machine; remote: the Background Removal API.",
+    )] = Backend.local,
+    api_url: Annotated[str | None, typer.Option(
+        metavar="URL", help="API endpoint (remote backend), e.g. a `bgremove serve`.",
+        show_default=DEFAULTS.api_url)] = None,
+    api_key: Annotated[str | None, typer.Option(
+        metavar="KEY", help="API key (remote backend). Prefer --api-key-file or BGREMOVE_API_KEY: "
+        "a command line is visible to other users of the machine.", show_default=False)] = None,
+    api_key_file: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="File holding the API key.", show_default=False)] = None,
+    rate_limit: Annotated[int | None, typer.Option(
+        metavar="N", help="Requests started per --rate-window at most (remote backend).",
+        show_default=str(DEFAULTS.rate_limit), min=1)] = None,
+    rate_window: Annotated[float | None, typer.Option(
+        metavar="SECONDS", help="The window --rate-limit counts in.",
+        show_default=f"{DEFAULTS.rate_window:g}", min=0.001)] = None,
+    max_credits: Annotated[int | None, typer.Option(
+        metavar="N", help="Stop once this many credits are spent (remote backend).",
+        show_default=False, min=1)] = None,
+    cluster: Annotated[str | None, typer.Option(
+        metavar="local[:N]|ADDRESS|FILE", help="Process the images on Dask workers: local:N "
+        "starts N worker processes here; tcp://HOST:8786 or a scheduler .json file joins a "
+        "running cluster that shares the filesystem. Needs bgremove[cluster].",
+        show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="Redo every output, even those that are up to date.")] = False,
+    keep_unstamped: Annotated[bool, typer.Option(
+        "--keep-unstamped", help="Keep outputs that carry no bgremove stamp (made by hand, or "
+        "by a bgremove before 0.3) instead of making them again.")] = False,
+    prune: Annotated[bool, typer.Option(
+        "--prune", help="After a run without failures, remove the outputs under -o whose input "
+        "is gone (only files bgremove stamped).")] = False,
+    files_from: Annotated[str | None, typer.Option(
+        metavar="FILE", help="Also process the paths listed in FILE (- for stdin), one per line; "
+        "blank lines and # comments are ignored.")] = None,
+    json_lines: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object per file on stdout as each finishes.")] = False,
+    report: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="Write the whole run's summary to FILE as one JSON document.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List what would be processed and skipped (and the credits it "
+        "would cost); write nothing.")] = False,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Write nothing; list every output that is missing or stale and exit 1 "
+        "if there is one, 0 when all are up to date (for CI).")] = False,
+    shard: Annotated[str | None, typer.Option(
+        metavar="K/N", help="Process only part K of N of the inputs, for a CI matrix of N jobs.",
+    )] = None,
+    config: ConfigOption = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only report failures.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="List every file.")] = False,
+) -> None:
+    # The parameters are named after the Job's fields and the settings, and flow to them by
+    # name: the settings typed on the command line win over the environment and config file.
+    params = ctx.params
+    with reported_errors():
+        given = _given_on_command_line(ctx)
+        job = Job(**{f.name: params[f.name] for f in fields(Job)})
+        job.inputs = list(job.inputs or [])
+        # `> y.png` names the output as `-o y.png` does, where the redirect's file can be named.
+        redirect = stdout_file_name() if job.image_on_stdout else None
+        if "output_format" not in given:
+            implied = _format_from_output(params["output"] if redirect is None else redirect)
+            if implied is not None:
+                given["output_format"] = implied
+        elif redirect is not None:
+            _warn_if_the_name_disagrees(redirect, given["output_format"])
+        settings = load_settings(given, config=params["config"])
+        summary = run(job, settings)
+    if summary.abandoned:
+        from bgremove.interrupts import exit_now
+
+        exit_now(summary.exit_code)
+    raise typer.Exit(summary.exit_code)
+
+
+def _given_on_command_line(ctx: typer.Context) -> dict[str, object]:
+    """The settings the user typed: they win over the environment and the config file."""
+    given = {}
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        name = param.name
+        if name in SETTING_NAMES and source is not None and source.name == "COMMANDLINE":
+            value = ctx.params[name]
+            given[name] = str(value) if isinstance(value, Path) else value
+    return given
+
+
+def _format_from_output(output: str | None) -> OutputFormat | None:
+    """`-o cut.png` asks for PNG (a folder named `x.png` is still a folder)."""
+    if not output or output == "-" or os.path.isdir(output):
+        return None
+    return OutputFormat.from_suffix(Path(output).suffix)
+
+
+def _warn_if_the_name_disagrees(name: str, asked: object) -> None:
+    try:
+        chosen = OutputFormat(asked)
+    except ValueError:
+        return  # the settings refuse it, with the choices
+    named = OutputFormat.from_suffix(Path(name).suffix)
+    if named is not None and named is not chosen:
+        typer.echo(f"bgremove: warning: stdout is {name}, whose name says {named.label}, but "
+                   f"--output-format {chosen.value} writes {chosen.label} into it", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "remove",
+        cls=InputsCommand,
+        help="Remove the background of images: files, folders, or - for stdin.\n\n"
+        "Folders are walked recursively and mirrored under -o. Outputs that are up to date (made "
+        "from the same input, options and model, as the stamp inside each output says) are kept; "
+        "the rest are made.\n\n"
+        "Example: bgremove photos/ -o cutouts/ --output-format png",
+    )(remove)
