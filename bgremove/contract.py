@@ -1,5 +1,5 @@
 """The Background Removal API's contract (background-removal-api.txt), in one place: the client
-(backends/remote.py) refuses what the server (server/app.py) would refuse, by the same numbers.
+(backends/remote.py) refuses what the server (server/credits.py) would refuse, by the same numbers.
 
 Imported by `bgremove --help` (through the settings): it must stay free of heavy imports.
 """
