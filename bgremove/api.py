@@ -23,17 +23,19 @@ _default_lock = threading.Lock()
 
 
 def new_session(model: str | None = None, *, device: str = "auto",
-                threads: int | None = None) -> LocalSession:
+                threads: int | None = None, precision: str = "auto") -> LocalSession:
     """Load a model to remove backgrounds with, on this machine; reuse it for every image.
 
     `model`: a name from `bgremove models list` or a path to an .onnx file (default: the bundled
     u2netp, which works offline). `device`: `auto` (a GPU when one is usable, else the CPU),
     `cpu`, `cuda`, `cuda:1`, ... `threads`: onnxruntime threads per image (default: all cores).
-    The session is safe to share between threads; `close()` it, or use it in a `with` block.
+    `precision`: `fp32`, `int8` (the bundled model quantised) or `auto` (int8 only where this CPU
+    makes it faster; bgremove/precision.py). The session is safe to share between threads;
+    `close()` it, or use it in a `with` block.
     """
     from bgremove.backends.local import LocalSession
 
-    return LocalSession(model, device=device, threads=threads)
+    return LocalSession(model, device=device, threads=threads, precision=precision)
 
 
 def _default_session() -> LocalSession:

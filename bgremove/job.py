@@ -78,7 +78,8 @@ class Job:
 def open_session(settings: Settings, threads: int) -> bgremove.Session:
     """The session the settings ask for: the model here, or the API."""
     if settings.backend == "local":
-        return bgremove.new_session(settings.model, device=settings.device, threads=threads)
+        return bgremove.new_session(settings.model, device=settings.device, threads=threads,
+                                    precision=settings.precision)
     from bgremove.apikey import api_key_from
 
     key = api_key_from(settings)
@@ -140,6 +141,7 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
     from bgremove import interrupts
     from bgremove.discover import read_file_list
     from bgremove.parallel import plan
+    from bgremove.precision import model_file
     from bgremove.progress import ConsoleReporter
     from bgremove.report import JsonLinesReporter, PlanListing, Reporters, ReportWriter
     from bgremove.stamps import local_model_id, remote_model_id
@@ -157,7 +159,8 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
         overwrite=job.overwrite, keep_unstamped=job.keep_unstamped, dry_run=job.dry_run,
         check=job.check, prune=job.prune, max_credits=settings.max_credits,
         model_id=(remote_model_id(settings.api_url) if settings.backend == "remote"
-                  else local_model_id(settings.model)))
+                  else local_model_id(model_file(settings.model, settings.precision,
+                                                 settings.device))))
     dry_run = batch.dry_run  # --check is a dry run too
 
     remote = settings.backend == "remote"

@@ -46,6 +46,9 @@ def serve(
     model: Annotated[str | None, typer.Option(
         metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
         show_default="u2netp, bundled")] = None,
+    precision: Annotated[str, typer.Option(
+        metavar="fp32|int8|auto", help="The bundled model's arithmetic: int8 is its quantised "
+        "build; auto picks it where the CPU has int8 dot-product instructions.")] = "auto",
     replica_timeout: Annotated[float, typer.Option(
         metavar="SECONDS", min=1.0,
         help="A server sharing the database that is silent this long is presumed dead, and the "
@@ -59,7 +62,7 @@ def serve(
         store = _open_store(db)
         concurrency = workers or app_module.default_workers()
         # The model is loaded and has run every mode once before the server listens.
-        backend = app_module.local_backend(concurrency, model)
+        backend = app_module.local_backend(concurrency, model, precision)
         app_module.warm_up(backend)
         app = app_module.create_app(store, rate_limit=rate_limit, max_concurrency=concurrency,
                                     cors_origins=cors_origin or (), backend=backend,

@@ -103,7 +103,8 @@ def default_workers() -> int:
     return plan(None, None, mode="quality")[0]
 
 
-def local_backend(concurrency: int, model: str | None = None) -> Backend:
+def local_backend(concurrency: int, model: str | None = None,
+                  precision: str = "auto") -> Backend:
     """The engine, sized for a server processing `concurrency` images at once: the one place the
     server obtains it."""
     import bgremove
@@ -111,7 +112,7 @@ def local_backend(concurrency: int, model: str | None = None) -> Backend:
     # The cores are split between the images in flight rather than each inference given all of
     # them: a busy server then does not oversubscribe the CPU.
     _, threads = plan(concurrency, None)
-    return bgremove.new_session(model, threads=threads)
+    return bgremove.new_session(model, threads=threads, precision=precision)
 
 
 def warm_up(backend: Backend) -> None:
