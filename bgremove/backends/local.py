@@ -159,6 +159,8 @@ class LocalSession(SessionBase):
         # the int8 build is a U^2-Net file like any custom one; stamps hash its bytes
         self.precision, model = for_placement(model, precision, placement)
         self.model_name, self.model_path = resolve(model)
+        if self.precision is Precision.int8:
+            self.model_name = f"{BUNDLED}-int8"
         self.threads = threads or usable_cores()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
