@@ -127,7 +127,8 @@ def open_cluster(settings: Settings, batch: bgremove.Batch, mode: str):
     cluster = dask_cluster.connect(settings.cluster, local_workers=workers)
     try:
         executor = dask_cluster.DaskExecutor(batch, cluster, model=settings.model,
-                                     device=settings.device, threads=settings.threads)
+                                     device=settings.device, threads=settings.threads,
+                                     precision=settings.precision)
     except BaseException:
         cluster.close()
         raise
