@@ -85,3 +85,15 @@ def test_cli_rejects_an_unknown_precision(tmp_path, samples):
                      "--precision", "int4")
     assert result.returncode == 2
     assert b"fp32, int8, auto" in result.stderr and not (tmp_path / "x.png").exists()
+
+
+def test_library_and_server_take_the_precision():
+    import bgremove
+    from bgremove.server.app import local_backend
+
+    with bgremove.new_session(precision="fp32") as session:
+        assert session.precision is Precision.fp32 and session.model_name == "u2netp"
+    with local_backend(1, None, "int8") as backend:
+        assert backend.precision is Precision.int8 and backend.model_name == "u2netp-int8"
+    with pytest.raises(ValueError, match="precision 'half'"):
+        bgremove.new_session(precision="half")

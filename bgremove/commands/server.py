@@ -16,6 +16,7 @@ import typer
 from bgremove.commands import EXIT_FAILED, fail, reported_errors
 from bgremove.contract import RATE_LIMIT
 from bgremove.errors import UsageError
+from bgremove.precision import Precision
 from bgremove.server.store import KeyStore, StoreMissing, key_id_of, open_store, url_password
 
 SERVER_MODULES = {"fastapi", "starlette", "uvicorn", "multipart", "python_multipart"}
@@ -46,9 +47,9 @@ def serve(
     model: Annotated[str | None, typer.Option(
         metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
         show_default="u2netp, bundled")] = None,
-    precision: Annotated[str, typer.Option(
-        metavar="fp32|int8|auto", help="The bundled model's arithmetic: int8 is its quantised "
-        "build; auto picks it where the CPU has int8 dot-product instructions.")] = "auto",
+    precision: Annotated[Precision, typer.Option(
+        help="The bundled model's arithmetic: int8 is its quantised build; auto picks it where "
+        "the CPU has int8 dot-product instructions.", case_sensitive=False)] = Precision.auto,
     replica_timeout: Annotated[float, typer.Option(
         metavar="SECONDS", min=1.0,
         help="A server sharing the database that is silent this long is presumed dead, and the "
