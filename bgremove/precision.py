@@ -1,10 +1,11 @@
 """Which numeric precision the bundled model runs in: fp32, or int8 where this CPU makes it pay.
 
 The int8 model is a build artefact of the bundled fp32 file (scripts/quantize_model.py): the
-same network with its convolutions quantised, shipped next to u2netp.onnx. `auto` picks it only
-for the bundled model and only on a CPU with 8-bit dot-product instructions (VNNI or AMX), where
-it was measured faster (BENCHMARKS.md "precision"); elsewhere int8 still runs, just slower, so
-`auto` keeps fp32. Nothing here imports onnxruntime: the CLI resolves a precision before loading.
+same network with nearly all of it quantised, shipped next to u2netp.onnx. `auto` picks it only
+for the bundled model, on the CPU, and only where the CPU has 8-bit dot-product instructions (VNNI
+or AMX): there it was measured twice as fast (BENCHMARKS.md "precision"). Elsewhere int8 still
+runs on onnxruntime's generic kernels, but nobody measured it faster, so `auto` keeps fp32.
+Nothing here imports onnxruntime: the CLI resolves a precision before loading.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 INT8_PATH = BUNDLED_PATH.with_name("u2netp-int8.onnx")
 # 8-bit dot products in one instruction (Cascade Lake's AVX-512 VNNI, Alder Lake's AVX-VNNI,
-# Sapphire Rapids' AMX): onnxruntime's int8 convolutions are fast only with one of them.
+# Sapphire Rapids' AMX): what onnxruntime's fast int8 kernels use.
 INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
@@ -66,9 +67,8 @@ def choose(precision: Precision | str, model: str | None = None, *, on_cpu: bool
         return wanted
     if not bundled or not on_cpu or not INT8_PATH.is_file():
         return Precision.fp32
-    return Precision.int8 if (cpu_flags() if flags is None else flags) & INT8_FLAGS \
-        else Precision.fp32
-
+    found = cpu_flags() if flags is None else flags
+    return Precision.int8 if found & INT8_FLAGS else Precision.fp32
 
 
 def for_placement(model: str | None, precision: Precision | str,
@@ -83,6 +83,8 @@ def for_placement(model: str | None, precision: Precision | str,
 def model_file(model: str | None, precision: Precision | str, device: str = "auto") -> str | None:
     """What a local session on `device` loads for `model` at `precision`. Stamps name the model
     by it, so an int8 output is never taken for an fp32 one."""
+    if choose(precision, model) is Precision.fp32:
+        return model  # fp32 even on the CPU: no need to ask onnxruntime where `device` is
     from bgremove.devices import place
 
     return for_placement(model, precision, place(device))[1]
