@@ -14,8 +14,8 @@ here is held out) and GT01's soft matte (SAD/1000 over the image and in the trim
 region), scored on the PNG the product writes.
 
 Bars (issue 22): fast mode with int8 at least 1.3x the fp32 floor's images/s; int8's maxF within
-0.003 and MAE within 0.002 of fp32's in every mode; GT01's SAD within 2%. `auto` picks int8
-only on a CPU with the instructions named in bgremove/precision.py.
+0.003 and MAE within 0.002 of fp32's in every mode; GT01's SAD within 2%. `auto` could pick
+int8 only on a CPU with the instructions named in bgremove/precision.py (AUTO_PICKS_INT8).
 
     python benchmarks/precision.py --limit 10 --no-write   # a quick look
     python benchmarks/precision.py                          # rewrites BENCHMARKS.md "precision"

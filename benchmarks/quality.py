@@ -413,8 +413,8 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
     args = parser.parse_args()
 
-    # fp32 whatever the CPU: the model's own quality (benchmarks/precision.py scores the int8
-    # build that --precision auto picks on CPUs with int8 dot products, against this).
+    # fp32 whatever `auto` means: the model's own quality (benchmarks/precision.py scores the
+    # int8 build against it).
     backend = LocalSession(precision="fp32")
     with tempfile.TemporaryDirectory() as home:
         rows = [Row(mode.value, bgremove_pipeline(backend, mode)) for mode in Mode]

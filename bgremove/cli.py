@@ -198,7 +198,7 @@ def remove(
         "installed accelerator, else cpu).", show_default="auto")] = None,
     precision: Annotated[str | None, typer.Option(
         metavar="fp32|int8|auto", help="The bundled model's arithmetic: int8 is its quantised "
-        "build; auto picks it where the CPU has int8 dot-product instructions (VNNI, AMX).",
+        "build, about twice as fast on CPUs with VNNI or AMX; auto is fp32 for now.",
         show_default="auto")] = None,
     workers: Annotated[int | None, typer.Option(
         metavar="N", help="Images processed at once.",

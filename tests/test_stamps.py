@@ -183,7 +183,7 @@ def test_each_reason(session, samples, tmp_path, monkeypatch):
         "skipped": {"up to date": 2}}
     assert run() == {"done": {"options changed": 2}}
     # A model is its content: a copy of the file the session runs (the bundled one, or its int8
-    # build where --precision auto picks it) is that model, one byte more is another model.
+    # build if --precision auto picks it) is that model, one byte more is another model.
     custom = tmp_path / "mine.onnx"
     shutil.copy(session.model_path, custom)
     assert check(src, out, fast, model_id=stamps.local_model_id(str(custom))) == {
