@@ -54,6 +54,7 @@ from bgremove.engine import (
 from bgremove.errors import BgRemoveError, SetupError, StopBatch, UsageError
 from bgremove.exits import outcome_error
 from bgremove.options import RemovalOptions
+from bgremove.precision import choose, model_file
 from bgremove.stamps import UP_TO_DATE, Recipe, local_model_id, verdict
 
 if TYPE_CHECKING:
@@ -82,10 +83,11 @@ _sessions: dict[tuple[str | None, str, int], LocalSession] = {}
 _sessions_lock = threading.Lock()
 
 
-def worker_session(model: str | None, device: str, threads: int) -> LocalSession:
+def worker_session(model: str | None, device: str, threads: int,
+                   precision: str = "auto") -> LocalSession:
     """The model of this worker process, loaded once, shared by its threads and kept for the next
     job with the same settings (a job with other settings replaces it: one model per worker)."""
-    key = (model, device, threads)
+    key = (model, device, threads, precision)
     with _sessions_lock:
         session = _sessions.get(key)
         if session is None:
@@ -96,7 +98,7 @@ def worker_session(model: str | None, device: str, threads: int) -> LocalSession
             _sessions.clear()
             # One image at a time per worker thread (the cluster's own sizing), `threads` each.
             session = _sessions[key] = open_local(model, device=device, workers=1,
-                                                  threads=threads)[0]
+                                                  threads=threads, precision=precision)[0]
         return session
 
 
@@ -108,8 +110,9 @@ class ModelPlugin(WorkerPlugin):
     name = "bgremove-model"
 
     def __init__(self, model: str | None, device: str, threads: int, local: bool = False,
-                 resources: dict[str, float] | None = None):
+                 resources: dict[str, float] | None = None, precision: str = "auto"):
         self.model, self.device, self.threads = model, device, threads
+        self.precision = precision
         # Workers of a `local` cluster share the command's terminal: Ctrl-C there is meant for
         # the command (which stops the job cleanly), not for them.
         self.local = local
@@ -127,7 +130,7 @@ class ModelPlugin(WorkerPlugin):
         loop = asyncio.get_running_loop()
         try:  # off the worker's event loop, which must keep answering the scheduler
             await loop.run_in_executor(None, worker_session, self.model, self.device,
-                                       self.threads)
+                                       self.threads, self.precision)
         except BgRemoveError as exc:
             raise SetupError(f"Dask worker {worker.address}: ", *exc.parts) from None
 
@@ -138,9 +141,10 @@ def _offers(worker: Any, resources: dict[str, float]) -> bool:
     return all(total.get(name, 0) >= amount for name, amount in resources.items())
 
 
-def device_warning(model: str | None, device: str, threads: int) -> str | None:
+def device_warning(model: str | None, device: str, threads: int,
+                   precision: str = "auto") -> str | None:
     """What this worker's model says about its device (an accelerator asked for, the CPU used)."""
-    session = _sessions.get((model, device, threads))
+    session = _sessions.get((model, device, threads, precision))
     return session.device_warning if session is not None else None
 
 
@@ -163,6 +167,7 @@ class ChunkJob:
     overwrite: bool
     started_ns: int  # the job's start, as the output folder's filesystem tells time (ns)
     recipe: Recipe | None = None  # what the outputs' stamps say they are made from
+    precision: str = "auto"  # fp32 or int8, as the command chose it (bgremove/precision.py)
 
     @property
     def stop_event(self) -> str:
@@ -177,7 +182,7 @@ Answer = tuple[str, str | None, int, float, str | None] | StopBatch | None
 def run_chunk(job: ChunkJob, files: list[tuple[str, str, bool]]) -> list[Answer]:
     """Process one chunk, `(source, output, walked)` each, on a worker: an answer per file."""
     try:
-        session = worker_session(job.model, job.device, job.threads)
+        session = worker_session(job.model, job.device, job.threads, job.precision)
     except BgRemoveError as exc:
         raise SetupError("Dask worker: ", *exc.parts) from None
     remove_leftovers(Path(dest) for _, dest, _ in files)
@@ -334,7 +339,8 @@ class DaskExecutor:
     """
 
     def __init__(self, batch: Batch, cluster: Cluster, *, model: str | None = None,
-                 device: str = "auto", threads: int | None = None, chunk_size: int = CHUNK):
+                 device: str = "auto", threads: int | None = None, chunk_size: int = CHUNK,
+                 precision: str = "auto"):
         if batch.output_folder is None:
             raise UsageError("--cluster writes into an output folder (-o FOLDER), not one file")
         self.batch = batch
@@ -345,9 +351,11 @@ class DaskExecutor:
         if model is not None and (model.endswith(".onnx") or "/" in model or os.sep in model):
             model = os.path.abspath(os.path.expanduser(model))  # the workers' folder is not ours
         self.token = secrets.token_hex(6)
+        # Chosen here, once: every worker then runs (and every stamp names) the same model file.
+        precision = choose(precision, model, on_cpu=not wants_gpu(device)).value
         self.job = ChunkJob(self.token, batch.options, model, device, threads or 1,
-                            batch.overwrite, started_ns=0)
-        self.model_id = local_model_id(model)
+                            batch.overwrite, started_ns=0, precision=precision)
+        self.model_id = local_model_id(model_file(model, precision, device))
         self._refresh(force=True)
         if self.workers == 0:
             raise SetupError("no worker of the Dask cluster advertises the resource GPU: start "
@@ -356,8 +364,8 @@ class DaskExecutor:
         # Returns once every worker has loaded the model (or raises the first one's error).
         self.client.register_plugin(ModelPlugin(model, device, threads or 1,
                                                 local=cluster.local is not None,
-                                                resources=self.resources))
-        said = self.client.run(device_warning, model, device, threads or 1)
+                                                resources=self.resources, precision=precision))
+        said = self.client.run(device_warning, model, device, threads or 1, precision)
         self.warnings = sorted({warning for warning in said.values() if warning})
         self.stop_event = Event(self.job.stop_event, client=self.client)
         self._held: list[tuple[WorkItem, Future[Outcome]]] = []

@@ -17,6 +17,7 @@ from bgremove.commands import fail, reported_errors
 from bgremove.config import DB_ENV
 from bgremove.contract import RATE_LIMIT
 from bgremove.exits import FAILED
+from bgremove.precision import Precision
 from bgremove.server.store import KeyStore, StoreMissing, key_id_of, open_store, url_password
 
 SERVER_MODULES = {"fastapi", "starlette", "uvicorn", "multipart", "python_multipart",
@@ -48,6 +49,9 @@ def serve(
     model: Annotated[str | None, typer.Option(
         metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
         show_default="u2netp, bundled")] = None,
+    precision: Annotated[Precision, typer.Option(
+        help="The bundled model's arithmetic: int8 is its quantised build, about twice as fast "
+        "on CPUs with VNNI or AMX; auto is fp32 for now.", case_sensitive=False)] = Precision.auto,
     replica_timeout: Annotated[float, typer.Option(
         metavar="SECONDS", min=1.0,
         help="A server sharing the database that is silent this long is presumed dead, and the "
@@ -61,7 +65,7 @@ def serve(
         store = _open_store(db)
         concurrency = workers or app_module.default_workers()
         # The model is loaded and has run every mode once before the server listens.
-        session = app_module.local_session(concurrency, model)
+        session = app_module.local_session(concurrency, model, precision)
         app_module.warm_up(session)
         app = app_module.create_app(store, rate_limit=rate_limit, max_concurrency=concurrency,
                                     cors_origins=cors_origin or (), session=session,
