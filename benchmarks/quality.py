@@ -223,7 +223,7 @@ def peak_memory(mode: Mode, photo: Path) -> float:
 
     code = ("import sys; from bgremove.backends.local import LocalSession; "
             "from bgremove.options import Mode, RemovalOptions; "
-            "LocalSession().process(open(sys.argv[1], 'rb').read(), "
+            "LocalSession(precision='fp32').process(open(sys.argv[1], 'rb').read(), "
             f"RemovalOptions(mode=Mode.{mode.value})); "
             "print(next(line.split()[1] for line in open('/proc/self/status') "
             "if line.startswith('VmHWM')))")
@@ -413,7 +413,9 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
     args = parser.parse_args()
 
-    backend = LocalSession()
+    # fp32 whatever `auto` means: the model's own quality (benchmarks/precision.py scores the
+    # int8 build against it).
+    backend = LocalSession(precision="fp32")
     with tempfile.TemporaryDirectory() as home:
         rows = [Row(mode.value, bgremove_pipeline(backend, mode)) for mode in Mode]
         if rembg_installed():

@@ -319,7 +319,9 @@ class Batch:
         for runner in (session, executor):
             if getattr(runner, "model_id", None):
                 return runner.model_id
-        return stamps.local_model_id(None)
+        from bgremove.precision import model_file  # the model a default session would load
+
+        return stamps.local_model_id(model_file(None, "auto"))
 
     def _count(self) -> None:
         """Count the inputs on a second walk (for the progress bar's total)."""

@@ -153,6 +153,8 @@ class Settings:
                                     "shrink photos to this many pixels on the longer side")
     model: str | None = _setting(None, _text, "model name or .onnx path (local backend)")
     device: str = _setting("auto", _text, "where the model runs: auto | cpu | cuda | ...")
+    precision: str = _setting("auto", _choice("fp32", "int8", "auto"),
+                              "the bundled model's arithmetic: fp32 | int8 | auto")
     workers: int | None = _setting(None, _integer(1),
                                    "images in flight at once (default: by cores)")
     threads: int | None = _setting(None, _integer(1),

@@ -11,6 +11,7 @@ from PIL import Image
 
 from bgremove.backends.local import OnnxSaliency
 from bgremove.models import BUNDLED, BUNDLED_PATH, KNOWN
+from bgremove.precision import INT8_PATH
 from tests.conftest import ROOT
 
 # rembg's original file, kept outside the repository (../shared/models next to it, in CI too).
@@ -80,5 +81,7 @@ def test_checksum_documented_everywhere():
     readme = (ROOT / "README.md").read_text()
     for text in (licence, readme):
         assert digest in text and ORIGINAL_MD5 in text
-    # every sha256 the licence note gives is either the original's or this file's
-    assert len(set(re.findall(r"\b[0-9a-f]{64}\b", licence))) == 2
+    # every sha256 the licence note gives is the original's, this file's or its int8 build's
+    int8 = hashlib.sha256(INT8_PATH.read_bytes()).hexdigest()
+    assert int8 in licence and int8 in readme
+    assert len(set(re.findall(r"\b[0-9a-f]{64}\b", licence))) == 3

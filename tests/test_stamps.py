@@ -18,7 +18,6 @@ from PIL import Image
 import bgremove
 from bgremove import stamps
 from bgremove.imaging.png import encode_png
-from bgremove.models import BUNDLED_PATH
 from bgremove.outcomes import Status
 from tests.conftest import run_cli
 from tests.test_pipes import small_copy
@@ -183,10 +182,10 @@ def test_each_reason(session, samples, tmp_path, monkeypatch):
     assert run(options=bgremove.RemovalOptions.build(mode="fast", smooth_edges=False)) == {
         "skipped": {"up to date": 2}}
     assert run() == {"done": {"options changed": 2}}
-    # A model is its content: a copy of the bundled file is the bundled model, one byte more
-    # is another model.
+    # A model is its content: a copy of the file the session runs (the bundled one, or its int8
+    # build if --precision auto picks it) is that model, one byte more is another model.
     custom = tmp_path / "mine.onnx"
-    shutil.copy(BUNDLED_PATH, custom)
+    shutil.copy(session.model_path, custom)
     assert check(src, out, fast, model_id=stamps.local_model_id(str(custom))) == {
         "skipped": {"up to date": 2}}
     with open(custom, "ab") as f:

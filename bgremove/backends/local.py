@@ -20,6 +20,7 @@ from bgremove.imaging.matte import compute_alpha
 from bgremove.models import BUNDLED, KNOWN, resolve
 from bgremove.options import RemovalOptions
 from bgremove.parallel import usable_cores
+from bgremove.precision import Precision, for_placement
 
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -136,15 +137,21 @@ class LocalSession(SessionBase):
     flight wants cores / N). `max_pixels`: larger images are refused from their header, unless
     `max_size` in the options shrinks them. `batch`: run the images in flight through the model
     together (backends/batching.py; default: on an accelerator, with a model that takes batches).
+    `precision`: `fp32`, `int8` (the bundled model's quantised build) or `auto` (int8 where this
+    CPU has the instructions that make it faster: bgremove/precision.py).
     """
 
     kind = "local"
 
     def __init__(self, model: str | None = None, *, device: str = "auto",
                  threads: int | None = None, max_pixels: int = MAX_PIXELS,
-                 batch: bool | None = None):
-        self.model_name, self.model_path = resolve(model)
+                 batch: bool | None = None, precision: Precision | str = Precision.auto):
         placement = place(device)
+        # the int8 build is a U^2-Net file like any custom one; stamps hash its bytes
+        self.precision, model = for_placement(model, precision, placement)
+        self.model_name, self.model_path = resolve(model)
+        if self.precision is Precision.int8:
+            self.model_name = f"{BUNDLED}-int8"
         self.threads = threads or usable_cores()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -172,7 +179,8 @@ class LocalSession(SessionBase):
             self.batcher.close()
 
     def __repr__(self) -> str:
-        return f"LocalSession({self.model_name!r}, providers={self.providers!r})"
+        return (f"LocalSession({self.model_name!r}, providers={self.providers!r}, "
+                f"precision={self.precision.value!r})")
 
     def process(self, data: bytes, options: RemovalOptions) -> Result:
         image = decode(data, max_pixels=self.max_pixels, max_size=options.max_size)

@@ -31,6 +31,7 @@ from bgremove.errors import SetupError, StopBatch, UsageError
 from bgremove.executors import ABANDONED
 from bgremove.outcomes import Outcome, Status
 from bgremove.plan import WorkItem
+from bgremove.precision import choose, model_file
 from bgremove.stamps import UP_TO_DATE, local_model_id
 
 if TYPE_CHECKING:
@@ -125,7 +126,8 @@ class DaskExecutor:
     """
 
     def __init__(self, batch: Batch, cluster: Cluster, *, model: str | None = None,
-                 device: str = "auto", threads: int | None = None, chunk_size: int = CHUNK):
+                 device: str = "auto", threads: int | None = None, chunk_size: int = CHUNK,
+                 precision: str = "auto"):
         if batch.output_folder is None:
             raise UsageError("--cluster writes into an output folder (-o FOLDER), not one file")
         self.batch = batch
@@ -137,9 +139,11 @@ class DaskExecutor:
             model = os.path.abspath(os.path.expanduser(model))  # the workers' folder is not ours
         self.token = secrets.token_hex(6)
         self.threads = threads or 1  # each worker thread's inference threads
+        # Chosen here, once: every worker then runs (and every stamp names) the same model file.
+        precision = choose(precision, model, on_cpu=not wants_gpu(device)).value
         self.job = ChunkJob(self.token, batch.options, model, device, self.threads,
-                            batch.overwrite, started_ns=0)
-        self.model_id = local_model_id(model)
+                            batch.overwrite, started_ns=0, precision=precision)
+        self.model_id = local_model_id(model_file(model, precision, device))
         self._refresh(force=True)
         if self.workers == 0:
             raise SetupError("no worker of the Dask cluster advertises the resource GPU: start "
@@ -148,8 +152,8 @@ class DaskExecutor:
         # Returns once every worker has loaded the model (or raises the first one's error).
         self.client.register_plugin(ModelPlugin(model, device, threads or 1,
                                                 local=cluster.local is not None,
-                                                resources=self.resources))
-        said = self.client.run(device_warning, model, device, threads or 1)
+                                                resources=self.resources, precision=precision))
+        said = self.client.run(device_warning, model, device, threads or 1, precision)
         self.warnings = sorted({warning for warning in said.values() if warning})
         self.stop_event = Event(self.job.stop_event, client=self.client)
         self._held: list[tuple[WorkItem, Future[Outcome]]] = []

@@ -36,10 +36,11 @@ _sessions: dict[tuple[str | None, str, int], LocalSession] = {}
 _sessions_lock = threading.Lock()
 
 
-def worker_session(model: str | None, device: str, threads: int) -> LocalSession:
+def worker_session(model: str | None, device: str, threads: int,
+                   precision: str = "auto") -> LocalSession:
     """The model of this worker process, loaded once, shared by its threads and kept for the next
     job with the same settings (a job with other settings replaces it: one model per worker)."""
-    key = (model, device, threads)
+    key = (model, device, threads, precision)
     with _sessions_lock:
         session = _sessions.get(key)
         if session is None:
@@ -50,7 +51,7 @@ def worker_session(model: str | None, device: str, threads: int) -> LocalSession
             _sessions.clear()
             # One image at a time per worker thread (the cluster's own sizing), `threads` each.
             session = _sessions[key] = open_local(model, device=device, workers=1,
-                                                  threads=threads)[0]
+                                                  threads=threads, precision=precision)[0]
         return session
 
 
@@ -62,8 +63,9 @@ class ModelPlugin(WorkerPlugin):
     name = "bgremove-model"
 
     def __init__(self, model: str | None, device: str, threads: int, local: bool = False,
-                 resources: dict[str, float] | None = None):
+                 resources: dict[str, float] | None = None, precision: str = "auto"):
         self.model, self.device, self.threads = model, device, threads
+        self.precision = precision
         # Workers of a `local` cluster share the command's terminal: Ctrl-C there is meant for
         # the command (which stops the job cleanly), not for them.
         self.local = local
@@ -81,7 +83,7 @@ class ModelPlugin(WorkerPlugin):
         loop = asyncio.get_running_loop()
         try:  # off the worker's event loop, which must keep answering the scheduler
             await loop.run_in_executor(None, worker_session, self.model, self.device,
-                                       self.threads)
+                                       self.threads, self.precision)
         except BgRemoveError as exc:
             raise SetupError(f"Dask worker {worker.address}: ", *exc.parts) from None
 
@@ -92,9 +94,10 @@ def _offers(worker: Any, resources: dict[str, float]) -> bool:
     return all(total.get(name, 0) >= amount for name, amount in resources.items())
 
 
-def device_warning(model: str | None, device: str, threads: int) -> str | None:
+def device_warning(model: str | None, device: str, threads: int,
+                   precision: str = "auto") -> str | None:
     """What this worker's model says about its device (an accelerator asked for, the CPU used)."""
-    session = _sessions.get((model, device, threads))
+    session = _sessions.get((model, device, threads, precision))
     return session.device_warning if session is not None else None
 
 
@@ -117,6 +120,7 @@ class ChunkJob:
     overwrite: bool
     started_ns: int  # the job's start, as the output folder's filesystem tells time (ns)
     recipe: Recipe | None = None  # what the outputs' stamps say they are made from
+    precision: str = "auto"  # fp32 or int8, as the command chose it (bgremove/precision.py)
 
     @property
     def stop_event(self) -> str:
@@ -131,7 +135,7 @@ Answer = tuple[str, str | None, int, float, str | None] | StopBatch | None
 def run_chunk(job: ChunkJob, files: list[tuple[str, str, bool]]) -> list[Answer]:
     """Process one chunk, `(source, output, walked)` each, on a worker: an answer per file."""
     try:
-        session = worker_session(job.model, job.device, job.threads)
+        session = worker_session(job.model, job.device, job.threads, job.precision)
     except BgRemoveError as exc:
         raise SetupError("Dask worker: ", *exc.parts) from None
     remove_leftovers(Path(dest) for _, dest, _ in files)

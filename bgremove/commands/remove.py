@@ -135,7 +135,8 @@ def open_cluster(settings: Settings, batch: bgremove.Batch, mode: str):
     cluster = dask_cluster.connect(settings.cluster, local_workers=workers)
     try:
         executor = dask_cluster.DaskExecutor(batch, cluster, model=settings.model,
-                                     device=settings.device, threads=settings.threads)
+                                             device=settings.device, threads=settings.threads,
+                                             precision=settings.precision)
     except BaseException:
         cluster.close()
         raise
@@ -149,6 +150,7 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
     from bgremove import interrupts
     from bgremove.inputs import read_file_list
     from bgremove.parallel import plan
+    from bgremove.precision import model_file
     from bgremove.progress import ConsoleReporter
     from bgremove.report import JsonLinesReporter, PlanListing, Reporters, ReportWriter
     from bgremove.stamps import local_model_id, remote_model_id
@@ -166,7 +168,8 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
         overwrite=job.overwrite, keep_unstamped=job.keep_unstamped, dry_run=job.dry_run,
         check=job.check, prune=job.prune, max_credits=settings.max_credits,
         model_id=(remote_model_id(settings.api_url) if settings.backend == "remote"
-                  else local_model_id(settings.model)))
+                  else local_model_id(model_file(settings.model, settings.precision,
+                                                 settings.device))))
     dry_run = batch.dry_run  # --check is a dry run too
 
     remote = settings.backend == "remote"
@@ -221,7 +224,8 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
 
             local, workers = open_local(settings.model, device=settings.device,
                                         workers=settings.workers, threads=settings.threads,
-                                        mode=options.mode.value, images=batch.known_count)
+                                        mode=options.mode.value, images=batch.known_count,
+                                        precision=settings.precision)
             session = local
             ran.update(workers=workers, threads=local.threads)
             console.announce(session, settings.model, options.mode.value)
@@ -293,6 +297,10 @@ def remove(
         metavar="DEVICE", help="Where the model runs: auto | cpu | cuda | rocm | directml | "
         "coreml | openvino | tensorrt (onnxruntime execution providers; auto: the best "
         "installed accelerator, else cpu).", show_default="auto")] = None,
+    precision: Annotated[str | None, typer.Option(
+        metavar="fp32|int8|auto", help="The bundled model's arithmetic: int8 is its quantised "
+        "build, about twice as fast on CPUs with VNNI or AMX; auto is fp32 for now.",
+        show_default="auto")] = None,
     workers: Annotated[int | None, typer.Option(
         metavar="N", help="Images processed at once.",
         show_default="one per core, by memory; GPU: half the cores; remote: 8", min=1)] = None,

@@ -16,6 +16,7 @@ from bgremove.commands import fail, reported_errors
 from bgremove.commands.keys import DbOption, open_key_store
 from bgremove.contract import RATE_LIMIT
 from bgremove.exits import FAILED
+from bgremove.precision import Precision
 
 SERVER_MODULES = {"fastapi", "starlette", "uvicorn", "multipart", "python_multipart",
                   "python-multipart"}  # the last: its pip name, said when starlette lacks it
@@ -40,6 +41,9 @@ def serve(
     model: Annotated[str | None, typer.Option(
         metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
         show_default="u2netp, bundled")] = None,
+    precision: Annotated[Precision, typer.Option(
+        help="The bundled model's arithmetic: int8 is its quantised build, about twice as fast "
+        "on CPUs with VNNI or AMX; auto is fp32 for now.", case_sensitive=False)] = Precision.auto,
     replica_timeout: Annotated[float, typer.Option(
         metavar="SECONDS", min=1.0,
         help="A server sharing the database that is silent this long is presumed dead, and the "
@@ -54,7 +58,7 @@ def serve(
         store = open_key_store(db)
         concurrency = workers or sizing.default_workers()
         # The model is loaded and has run every mode once before the server listens.
-        session = sizing.local_session(concurrency, model)
+        session = sizing.local_session(concurrency, model, precision)
         sizing.warm_up(session)
         app = app_module.create_app(store, rate_limit=rate_limit, max_concurrency=concurrency,
                                     cors_origins=cors_origin or (), session=session,

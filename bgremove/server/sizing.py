@@ -14,14 +14,15 @@ def default_workers() -> int:
     return plan_local(None, None, mode="quality")[0]
 
 
-def local_session(concurrency: int, model: str | None = None) -> Session:
+def local_session(concurrency: int, model: str | None = None,
+                  precision: str = "auto") -> Session:
     """The engine, sized for a server processing `concurrency` images at once: the one place the
     server obtains it."""
     from bgremove.api import open_local
 
     # The cores are split between the images in flight rather than each inference given all of
     # them: a busy server then does not oversubscribe the CPU.
-    return open_local(model, workers=concurrency)[0]
+    return open_local(model, workers=concurrency, precision=precision)[0]
 
 
 def warm_up(session: Session) -> None:
