@@ -1,9 +1,9 @@
-"""The modes' mattes against human-made ground truth (../shared/eval) and the filters they use."""
+"""The modes' mattes against human-made ground truth (kept outside the repository: tests/outside.py)
+and the filters they use."""
 
 from __future__ import annotations
 
 from io import BytesIO
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,16 +14,7 @@ from bgremove.backends.local import LocalSession
 from bgremove.imaging.filters import box
 from bgremove.imaging.matte import compute_alpha
 from bgremove.options import Mode, OutputFormat, RemovalOptions
-from tests.conftest import ROOT
-
-EVAL = ROOT.parent / "shared" / "eval"
-ORIGINAL_MODEL = ROOT.parent / "shared" / "models" / "u2netp.onnx"
-
-
-def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"evaluation data not found at {path}")
-    return path
+from tests.outside import ground_truth, original_model
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +45,7 @@ def test_box_matches_a_direct_window_mean():
 def test_fast_mode_is_rembgs_model_map_unchanged(backend, samples):
     # Fast mode is what users compare with rembg: the bundled (relabelled) file must give the
     # very bytes that rembg's own file gives.
-    original = LocalSession(str(need(ORIGINAL_MODEL)))
+    original = LocalSession(str(original_model()))
     options = RemovalOptions(mode=Mode.fast, output_format=OutputFormat.png)
     for name in ("coffee.png", "astronaut.jpg"):
         data = (samples / name).read_bytes()
@@ -62,7 +53,7 @@ def test_fast_mode_is_rembgs_model_map_unchanged(backend, samples):
 
 
 def test_on_a_soft_matte_quality_beats_fast_and_balanced_is_no_worse(backend):
-    gt01 = need(EVAL / "alphamatting-gt01")
+    gt01 = ground_truth("alphamatting-gt01", "a photo with a soft, human-made alpha matte")
     data = (gt01 / "image.png").read_bytes()
     truth = np.asarray(Image.open(gt01 / "alpha.png").convert("L")) / 255.0
     soft = (truth > 0.02) & (truth < 0.98)
@@ -77,7 +68,7 @@ def test_on_a_soft_matte_quality_beats_fast_and_balanced_is_no_worse(backend):
 def test_quality_finds_more_of_the_subject_than_fast_on_held_out_photos(backend):
     # One of sod-dev's five folds, scored as benchmarks/quality.py does: quality's gain over
     # fast in maxF and MAE, and balanced no worse than fast.
-    sod = need(EVAL / "sod-dev")
+    sod = ground_truth("sod-dev", "110 photos with human-drawn subject masks")
     images = sorted((sod / "images").iterdir())
     scores = {mode: SodScore() for mode in Mode}
     for i in folds(len(images))[0]:
