@@ -11,7 +11,8 @@ from PIL import Image
 from bgremove import config
 from bgremove.errors import UsageError
 from bgremove.options import Mode, OutputFormat
-from tests.conftest import cli_env, run_cli
+from tests.conftest import cli_env
+from tests.inprocess import invoke as run_cli
 
 KEY = "sk_live_0123456789abcdef7c3e"
 
