@@ -3,6 +3,9 @@ and the filters they use."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from io import BytesIO
 
 import numpy as np
@@ -20,6 +23,30 @@ from tests.outside import ground_truth, original_model
 @pytest.fixture(scope="module")
 def backend() -> LocalSession:
     return LocalSession()
+
+
+@contextmanager
+def each_model_input_run_once(backend: LocalSession) -> Iterator[None]:
+    """Fast, balanced and quality all start from the model's run on the photo's 320-px square
+    (quality adds two more views): scoring the three modes then costs three runs per photo, not
+    five. The same input gives the same output, so what the modes write is unchanged."""
+    segmenter = backend.segmenter
+    run = segmenter.run
+    answers: dict[bytes, np.ndarray] = {}
+
+    def once(batch: np.ndarray) -> np.ndarray:
+        key = hashlib.sha256(batch.tobytes()).digest() + str(batch.shape).encode()
+        if key not in answers:
+            if len(answers) >= 8:  # the photo before's runs are not asked for again
+                answers.clear()
+            answers[key] = run(batch)
+        return answers[key]
+
+    segmenter.run = once
+    try:
+        yield
+    finally:
+        segmenter.run = run
 
 
 def written_alpha(backend: LocalSession, data: bytes, mode: Mode) -> np.ndarray:
@@ -57,7 +84,8 @@ def test_on_a_soft_matte_quality_beats_fast_and_balanced_is_no_worse(backend):
     data = (gt01 / "image.png").read_bytes()
     truth = np.asarray(Image.open(gt01 / "alpha.png").convert("L")) / 255.0
     soft = (truth > 0.02) & (truth < 0.98)
-    error = {mode: np.abs(written_alpha(backend, data, mode) - truth) for mode in Mode}
+    with each_model_input_run_once(backend):
+        error = {mode: np.abs(written_alpha(backend, data, mode) - truth) for mode in Mode}
     sad = {mode: e.sum() for mode, e in error.items()}
     assert sad[Mode.balanced] < sad[Mode.fast]
     # The matting stage: measured 0.50x fast's error over the image, 0.52x on the soft pixels.
@@ -71,11 +99,12 @@ def test_quality_finds_more_of_the_subject_than_fast_on_held_out_photos(backend)
     sod = ground_truth("sod-dev", "110 photos with human-drawn subject masks")
     images = sorted((sod / "images").iterdir())
     scores = {mode: SodScore() for mode in Mode}
-    for i in folds(len(images))[0]:
-        data = images[i].read_bytes()
-        truth = np.asarray(Image.open(sod / "gt" / f"{images[i].stem}.png").convert("L")) > 127
-        for mode in Mode:
-            scores[mode].add(written_alpha(backend, data, mode), truth)
+    with each_model_input_run_once(backend):
+        for i in folds(len(images))[0]:
+            data = images[i].read_bytes()
+            truth = np.asarray(Image.open(sod / "gt" / f"{images[i].stem}.png").convert("L")) > 127
+            for mode in Mode:
+                scores[mode].add(written_alpha(backend, data, mode), truth)
     fast, balanced, quality = (scores[m] for m in (Mode.fast, Mode.balanced, Mode.quality))
     assert quality.max_f() >= fast.max_f() + 0.005
     assert quality.mean_abs_error() <= fast.mean_abs_error()
