@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from tests.conftest import cli_env, run_cli
+from tests.inprocess import invoke
 from tests.test_new_user import GUARD, declared_distributions
 from tests.test_pipes import json_lines
 from tests.test_resume import assert_only_whole_files, make_batch
@@ -45,9 +46,9 @@ def photos(samples, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def plain(photos, tmp_path_factory) -> Path:
-    """The outputs of the local engine, to compare with."""
+    """The outputs of the local engine, to compare with (made in this process)."""
     out = tmp_path_factory.mktemp("plain") / "out"
-    proc = run_cli(str(photos), "-o", str(out), "--mode", "fast")
+    proc = invoke(str(photos), "-o", str(out), "--mode", "fast")
     assert proc.returncode == 0, proc.stderr.decode()
     return out
 
