@@ -54,6 +54,7 @@ def remove(
     preserve_shadows: bool = False,
     background_color: str | RGB | None = None,
     max_size: int | None = None,
+    only_mask: bool = False,
     session: Session | None = None,
 ) -> bytes | Image.Image:
     """Remove the background of one image.
@@ -67,14 +68,15 @@ def remove(
     quality, `include_mask` (transparent background; None: transparent unless a
     `background_color` is given or the format is JPEG), `smooth_edges`, `preserve_shadows`,
     `background_color` ("#rrggbb", a name, or an RGB tuple). `max_size` shrinks larger photos to
-    that many pixels on their longer side first. `session`: a `new_session()` or a
-    `RemoteSession` (default: the bundled model, loaded on first use and kept).
+    that many pixels on their longer side first. `only_mask`: the matte alone (the alpha the
+    cut-out would carry), as a greyscale image (L), in any format, JPEG too. `session`: a
+    `new_session()` or a `RemoteSession` (default: the bundled model, loaded on first use and kept).
     """
     session = session or _default_session()
     return session.remove(image, mode=mode, output_format=output_format,
                           include_mask=include_mask, smooth_edges=smooth_edges,
                           preserve_shadows=preserve_shadows, background_color=background_color,
-                          max_size=max_size)
+                          max_size=max_size, only_mask=only_mask)
 
 
 def remove_batch(

@@ -189,6 +189,9 @@ def remove(
     max_size: Annotated[int | None, typer.Option(
         metavar="PIXELS", help="Shrink photos whose longer side is bigger to this size first "
         "(instead of refusing those over the size limit).", show_default=False, min=1)] = None,
+    only_mask: Annotated[bool, typer.Option(
+        "--only-mask", "-om", help="Write the matte (8-bit greyscale: the alpha of the "
+        "cut-out), not the cut-out. JPEG works too.")] = DEFAULTS.only_mask,
     model: Annotated[str | None, typer.Option(
         metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
         show_default="u2netp, bundled")] = None,

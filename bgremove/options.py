@@ -137,9 +137,16 @@ class RemovalOptions:
     # Photos whose longer side is over this many pixels are shrunk to it first (None: never).
     # Not an API field: the remote backend shrinks before uploading.
     max_size: int | None = None
+    # Write the matte (8-bit greyscale: the alpha the cut-out would carry) instead of the cut-out.
+    # Not an API field: the remote backend takes the alpha of the API's cut-out.
+    only_mask: bool = False
 
     def __post_init__(self) -> None:
-        if self.include_mask and not self.output_format.has_alpha:
+        if self.only_mask and not self.include_mask:
+            raise ValueError("only_mask writes the matte of the transparent cut-out: it cannot "
+                             "be combined with a filled background (--no-include-mask, "
+                             "--background-color)")
+        if self.include_mask and not self.output_format.has_alpha and not self.only_mask:
             raise ValueError("JPEG has no transparency: use it with the mask off "
                              "(--no-include-mask, or a --background-color), or write PNG or WebP")
         if self.max_size is not None and self.max_size < 1:
@@ -156,11 +163,14 @@ class RemovalOptions:
         preserve_shadows: bool = False,
         background_color: str | RGB | None = None,
         max_size: int | None = None,
+        only_mask: bool = False,
     ) -> RemovalOptions:
         """Options from plain values, as `bgremove.remove()` takes them (names or enums; a colour
         as text or an RGB tuple). `include_mask=None` keeps the background transparent unless a
         `background_color` is given (as rembg's `bgcolor` does) or the format is JPEG, which has
-        no transparency. Raises ValueError naming the option that is wrong."""
+        no transparency. `only_mask`: the matte, as a greyscale image (JPEG too); it keeps the
+        mask, so a `background_color` or `include_mask=False` with it is an error. Raises
+        ValueError naming the option that is wrong."""
         fmt = _choose(OutputFormat, output_format, "output_format")
         if isinstance(background_color, str):
             colour = parse_color(background_color)
@@ -168,10 +178,13 @@ class RemovalOptions:
             colour = _rgb(background_color)
         else:
             colour = WHITE
+        if only_mask and background_color is not None:
+            raise ValueError("only_mask writes the matte, which has no background to fill: "
+                             "drop background_color")
         if include_mask is None:
-            include_mask = background_color is None and fmt.has_alpha
+            include_mask = only_mask or (background_color is None and fmt.has_alpha)
         return cls(_choose(Mode, mode, "mode"), fmt, bool(include_mask), bool(smooth_edges),
-                   bool(preserve_shadows), colour, max_size)
+                   bool(preserve_shadows), colour, max_size, bool(only_mask))
 
     def form_fields(self) -> dict[str, str]:
         """The multipart fields that ask the API for these options."""
