@@ -358,3 +358,6 @@ _server_commands.register(app)
 from bgremove.commands.models import models_app  # noqa: E402
 
 app.add_typer(models_app, name="models")
+from bgremove.commands import frames as _frames_command  # noqa: E402
+
+_frames_command.register(app)
