@@ -241,6 +241,9 @@ def remove(
     files_from: Annotated[str | None, typer.Option(
         metavar="FILE", help="Also process the paths listed in FILE (- for stdin), one per line; "
         "blank lines and # comments are ignored.")] = None,
+    watch: Annotated[bool, typer.Option(
+        "--watch", "-w", help="After the run, keep running: process every image that appears "
+        "or changes in the input folders, until Ctrl-C.")] = False,
     json_lines: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object per file on stdout as each finishes.")] = False,
     report: Annotated[Path | None, typer.Option(
