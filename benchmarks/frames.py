@@ -143,6 +143,13 @@ def watch_latency(drops: int) -> dict:
     return {"latency": latencies, "processing": processing, "exit": proc.returncode}
 
 
+def dropped(made: int, frames: int) -> str:
+    if made == frames:
+        return ""
+    return (f"`rembg b` wrote {made} PNGs for {frames} frames (its asyncio reader can lose the "
+            "last frame at the end of the input); frames/s counts what came out. ")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2)
@@ -205,9 +212,8 @@ def main() -> None:
         "|---|---:|---:|---:|",
         *rows,
         "",
-        f"`rembg b` wrote {made['rembg b -m u2netp']} PNGs for {args.frames} frames in (its "
-        "asyncio reader drops the last frame at the end of the input); frames/s counts what came "
-        "out. rembg runs one frame at a time on all cores; bgremove has one frame per core in "
+        dropped(made["rembg b -m u2netp"], args.frames)
+        + "rembg runs one frame at a time on all cores; bgremove has one frame per core in "
         "flight (one onnxruntime thread each), fetches only the model's fused output, and writes "
         "PNGs with its own encoder.",
         "",
