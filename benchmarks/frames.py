@@ -1,10 +1,10 @@
 """Video frames and the hot folder: `bgremove frames` against `rembg b`, and `--watch` latency.
 
-    python benchmarks/frames.py [--rounds 2] [--frames 48] [--no-write]
+    python benchmarks/frames.py [--rounds 2] [--frames 24] [--no-write]
 
-Frames: a clip of raw rgb24 frames at 640x360 (the samples panned across, under .bench/frames/)
-piped into `rembg b 640 360 -m u2netp` and into `bgremove frames 640 360` (fast and balanced),
-each writing its PNG stream into a pipe, in rounds that alternate the contenders. Both run the
+Frames: a clip of raw rgb24 frames at 1280x720 (the samples panned across, under .bench/frames/)
+piped into `rembg b 1280 720 -m u2netp` and into `bgremove frames 1280 720` (fast and
+balanced), each writing its PNG stream into a pipe, in rounds that alternate the contenders. Both run the
 same bundled u2netp.onnx: rembg finds a copy in U2NET_HOME (MODEL_CHECKSUM_DISABLED set), so it
 never downloads. rembg's command is its own `b` (rembg/commands/b_command.py, rembg 2.0.86 from
 the `models` extra), loaded from its file: its CLI package also imports the other commands'
@@ -39,7 +39,7 @@ BENCH = ROOT / ".bench"
 WORK = BENCH / "frames"
 U2NET_HOME = BENCH / "u2net"
 MODEL = ROOT / "bgremove" / "models" / "u2netp.onnx"
-WIDTH, HEIGHT = 640, 360
+WIDTH, HEIGHT = 1280, 720  # 720p, the README's example
 REMBG_B = """
 import importlib.util, sys
 import rembg
@@ -57,7 +57,7 @@ def clip(frames: int) -> Path:
     import numpy as np
     from PIL import Image
 
-    path = WORK / f"clip-{frames}.rgb24"
+    path = WORK / f"clip-{frames}-{WIDTH}x{HEIGHT}.rgb24"
     if path.exists():
         return path
     WORK.mkdir(parents=True, exist_ok=True)
@@ -66,9 +66,10 @@ def clip(frames: int) -> Path:
     with path.open("wb") as out:
         for i in range(frames):
             photo = photos[(i * len(photos)) // frames]
-            wide = photo.resize((WIDTH + 160, HEIGHT + 90))
-            shift = (i * 7) % 160
-            out.write(np.asarray(wide.crop((shift, 45, shift + WIDTH, 45 + HEIGHT))).tobytes())
+            wide = photo.resize((WIDTH * 5 // 4, HEIGHT * 5 // 4))
+            shift = (i * 7) % (WIDTH // 4)
+            top = HEIGHT // 8
+            out.write(np.asarray(wide.crop((shift, top, shift + WIDTH, top + HEIGHT))).tobytes())
     return path
 
 
@@ -153,7 +154,7 @@ def dropped(made: int, frames: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--drops", type=int, default=8)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
