@@ -4,11 +4,12 @@
 
 Frames: a clip of raw rgb24 frames at 1280x720 (the samples panned across, under .bench/frames/)
 piped into `rembg b 1280 720 -m u2netp` and into `bgremove frames 1280 720` (fast and
-balanced), each writing its PNG stream into a pipe, in rounds that alternate the contenders. Both run the
-same bundled u2netp.onnx: rembg finds a copy in U2NET_HOME (MODEL_CHECKSUM_DISABLED set), so it
-never downloads. rembg's command is its own `b` (rembg/commands/b_command.py, rembg 2.0.86 from
-the `models` extra), loaded from its file: its CLI package also imports the other commands'
-dependencies (filetype, watchdog, aiohttp), which bgremove's environment does not install. Each
+balanced), each writing its PNG stream into a pipe, in rounds that alternate the contenders.
+Both run the same bundled u2netp.onnx: rembg finds a copy in U2NET_HOME
+(MODEL_CHECKSUM_DISABLED set), so it never downloads. rembg's command is its own `b`
+(rembg/commands/b_command.py, rembg 2.0.86 from the `models` extra), loaded from its file: its
+CLI package also imports the other commands' dependencies (filetype, watchdog, aiohttp), which
+bgremove's environment does not install. Each
 run is a fresh process timed from start to exit (model load included); frames/s counts the PNGs
 that came out.
 
