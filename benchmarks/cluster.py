@@ -66,7 +66,7 @@ def start_up_and_chunk_cost(folder: Path, workers: int, chunks: int) -> tuple[fl
 
     import bgremove
     from bgremove import cluster as dc
-    from bgremove.engine import write_atomically
+    from bgremove.atomic import write_atomic
 
     src, out = folder / "one", folder / "one-out"
     make_photos(src, 1, 64)
@@ -81,7 +81,7 @@ def start_up_and_chunk_cost(folder: Path, workers: int, chunks: int) -> tuple[fl
         files = []
         for i in range(chunks):
             dest = out / f"{i}.webp"
-            write_atomically(dest, b"done")  # after the job's start: counted done, not redone
+            write_atomic(dest, b"done")  # after the job's start: counted done, not redone
             files.append([(str(source), str(dest), False)])
         client = cluster.client
         client.gather(client.map(dc.run_chunk, [job] * 8, files[:8], pure=False))

@@ -34,7 +34,7 @@ from bgremove.backends.local import LocalSession  # noqa: E402
 from bgremove.options import Mode, RemovalOptions  # noqa: E402
 from bgremove.server import create_app  # noqa: E402
 from bgremove.server.store import open_store  # noqa: E402
-from tests.api_front import ApiFront, MemoBackend  # noqa: E402
+from tests.api_front import ApiFront, MemoSession  # noqa: E402
 from tests.serving import serve_app  # noqa: E402
 
 
@@ -89,11 +89,11 @@ def main() -> None:
         make_images(tmp_path / "in", count)
         store = open_store(tmp_path / "keys.sqlite3")
         key = store.create("bench@example.com", count * 2)
-        memo = MemoBackend(LocalSession())
+        memo = MemoSession(LocalSession())
         for path in sorted((tmp_path / "in").iterdir())[:5]:  # the distinct ones, computed once
             memo.process(path.read_bytes(), RemovalOptions(mode=Mode.fast))
         front = ApiFront(create_app(store, rate_limit=args.cap, rate_window=args.window,
-                                    backend=memo), latency=args.latency)
+                                    session=memo), latency=args.latency)
         with serve_app(front) as base:
             env = dict(os.environ, BGREMOVE_API_KEY=key, PYTHONPATH=str(ROOT))
             started = time.monotonic()

@@ -18,6 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.4.0"
 
+# The public names are written three times, each for its reader: `_PUBLIC` for the lazy loader
+# below, `__all__` and the TYPE_CHECKING imports as literals, the only form type checkers read.
+# tests/test_api_surface.py keeps the three in step.
+
 # name -> the module that defines it
 _PUBLIC = {
     "remove": "bgremove.api",
@@ -44,6 +48,7 @@ _PUBLIC = {
     "AuthenticationFailed": "bgremove.errors",
     "OutOfCredits": "bgremove.errors",
     "CreditLimitReached": "bgremove.errors",
+    "OptionError": "bgremove.errors",
     "SetupError": "bgremove.errors",
     "ModelUnavailable": "bgremove.errors",
 }
@@ -74,6 +79,7 @@ __all__ = [
     "AuthenticationFailed",
     "OutOfCredits",
     "CreditLimitReached",
+    "OptionError",
     "SetupError",
     "ModelUnavailable",
 ]
@@ -93,6 +99,7 @@ if TYPE_CHECKING:
         ImageError,
         ModelUnavailable,
         NotAnImage,
+        OptionError,
         OutOfCredits,
         SetupError,
         StopBatch,

@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, overload
 
 from bgremove.backends import ImageInput, Session
-from bgremove.options import RGB, Mode, OutputFormat, RemovalOptions
+from bgremove.options import RemovalOptions
 
 if TYPE_CHECKING:
+    import numpy as np
     from PIL import Image
 
     from bgremove.backends.local import LocalSession
@@ -36,27 +37,36 @@ def new_session(model: str | None = None, *, device: str = "auto",
     return LocalSession(model, device=device, threads=threads)
 
 
+def open_local(model: str | None = None, *, device: str = "auto", workers: int | None = None,
+               threads: int | None = None, mode: str = "balanced",
+               images: int | None = None) -> tuple[LocalSession, int]:
+    """A session of `model` on `device`, sized for this machine, and how many images to keep in
+    flight on it: `workers` and `threads` where given, the rest planned (parallel.plan_local)
+    for `mode` and, when known, the number of `images`. The one place that sizes a local
+    session: the CLI, `remove_batch`, the server and the cluster's workers open theirs here."""
+    from bgremove.parallel import plan_local
+
+    workers, threads = plan_local(workers, threads, device=device, mode=mode, images=images)
+    return new_session(model, device=device, threads=threads), workers
+
+
 def _default_session() -> LocalSession:
     global _default
     with _default_lock:
-        if _default is None:
-            _default = new_session()
+        if _default is None:  # sized for one image at a time
+            _default = open_local(workers=1)[0]
         return _default
 
 
-def remove(
-    image: ImageInput,
-    *,
-    mode: Mode | str = Mode.balanced,
-    output_format: OutputFormat | str = OutputFormat.webp,
-    include_mask: bool | None = None,
-    smooth_edges: bool = True,
-    preserve_shadows: bool = False,
-    background_color: str | RGB | None = None,
-    max_size: int | None = None,
-    only_mask: bool = False,
-    session: Session | None = None,
-) -> bytes | Image.Image:
+@overload
+def remove(image: bytes | bytearray | memoryview | str | os.PathLike[str],
+           options: RemovalOptions | None = None, *, session: Session | None = None,
+           **overrides: Any) -> bytes: ...
+@overload
+def remove(image: Image.Image | np.ndarray, options: RemovalOptions | None = None, *,
+           session: Session | None = None, **overrides: Any) -> Image.Image: ...
+def remove(image: ImageInput, options: RemovalOptions | None = None, *,
+           session: Session | None = None, **overrides: Any) -> bytes | Image.Image:
     """Remove the background of one image.
 
     `image` is encoded bytes, a file path, a PIL image or a numpy array (H x W x 3 or 4, uint8).
@@ -64,19 +74,19 @@ def remove(
     default, `output_format="png"` or `"jpeg"`); a PIL image or an array gives a PIL image, RGBA
     (RGB when the background is filled).
 
-    The options are the Background Removal API's, with its defaults: `mode` fast | balanced |
+    `options`: a `RemovalOptions` (default: the Background Removal API's defaults); keywords
+    change single options, as `RemovalOptions.build` takes them: `mode` fast | balanced |
     quality, `include_mask` (transparent background; None: transparent unless a
     `background_color` is given or the format is JPEG), `smooth_edges`, `preserve_shadows`,
-    `background_color` ("#rrggbb", a name, or an RGB tuple). `max_size` shrinks larger photos to
-    that many pixels on their longer side first. `only_mask`: the matte alone (the alpha the
-    cut-out would carry), as a greyscale image (L), in any format, JPEG too. `session`: a
-    `new_session()` or a `RemoteSession` (default: the bundled model, loaded on first use and kept).
+    `background_color` ("#rrggbb", a name, or an RGB tuple), `output_format`, and `max_size`,
+    which shrinks larger photos to that many pixels on their longer side first; `only_mask`
+    gives the matte alone (the alpha the cut-out would carry) as a greyscale image (L), in any
+    format, JPEG too. `session`: a
+    `new_session()` or a `RemoteSession` (default: the bundled model, loaded on first use and
+    kept).
     """
     session = session or _default_session()
-    return session.remove(image, mode=mode, output_format=output_format,
-                          include_mask=include_mask, smooth_edges=smooth_edges,
-                          preserve_shadows=preserve_shadows, background_color=background_color,
-                          max_size=max_size, only_mask=only_mask)
+    return session.remove(image, options, **overrides)
 
 
 def remove_batch(
@@ -116,9 +126,7 @@ def remove_batch(
                   check=check, prune=prune, max_credits=max_credits)
     if session is not None or batch.dry_run:
         return batch.run(session, workers=workers, on_progress=on_progress)
-    from bgremove.parallel import plan
-
-    mode = batch.options.mode.value
-    workers, threads = plan(workers, None, mode=mode, images=batch.known_count)
-    with new_session(threads=threads) as own:
+    own, workers = open_local(workers=workers, mode=batch.options.mode.value,
+                              images=batch.known_count)
+    with own:
         return batch.run(own, workers=workers, on_progress=on_progress)

@@ -63,12 +63,13 @@ def read_key_file(path: Path) -> str:
 def api_key_from(settings: Settings) -> Secret | None:
     """The key from `api_key` or `api_key_file`, whichever comes from the stronger source
     (command line, then environment, then config file); the key itself when both tie."""
-    def strength(name: str) -> int:
-        source = settings.sources.get(name, "default")
-        return 0 if source == "command line" else 1 if source.startswith("env") else 2
+    from bgremove.config import rank
 
-    use_file = settings.api_key_file is not None and (
-        settings.api_key is None or strength("api_key_file") < strength("api_key"))
-    if use_file:
-        return Secret(read_key_file(Path(settings.api_key_file)))
+    def strength(name: str) -> int:
+        return rank(settings.sources.get(name, "default"))
+
+    key_file = settings.api_key_file
+    if key_file is not None and (
+            settings.api_key is None or strength("api_key_file") > strength("api_key")):
+        return Secret(read_key_file(Path(key_file)))
     return Secret(settings.api_key) if settings.api_key else None

@@ -17,11 +17,13 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from bgremove import __version__
-from bgremove.commands import EXIT_USAGE, fail, reported_errors
+from bgremove.commands import fail, reported_errors
 from bgremove.config import DEFAULTS, SETTING_NAMES, config_path
 from bgremove.config import describe as describe_settings
 from bgremove.config import load as load_settings
+from bgremove.exits import USAGE
 from bgremove.options import Mode, OutputFormat
+from bgremove.redirect import stdout_file_name
 
 if TYPE_CHECKING:  # typer vendors click; only its types are named here
     import click
@@ -118,7 +120,7 @@ def _refuse_a_mistyped_command(args: list[str], commands: list[str]) -> None:
     if match:
         meant = " ".join([match[0], *args[1:3]])
         fail(f"no such command or file: {word!r}. Did you mean `bgremove {meant}`? "
-              "(see bgremove --help)", EXIT_USAGE)
+              "(see bgremove --help)", USAGE)
 
 
 app = typer.Typer(
@@ -268,13 +270,17 @@ def remove(
     params = ctx.params
     with reported_errors():
         given = _given_on_command_line(ctx)
-        if "output_format" not in given:
-            implied = _format_from_output(params["output"])
-            if implied is not None:
-                given["output_format"] = implied
-        settings = load_settings(given, config=params["config"])
         job = jobs.Job(**{f.name: params[f.name] for f in fields(jobs.Job)})
         job.inputs = list(job.inputs or [])
+        # `> y.png` names the output as `-o y.png` does, where the redirect's file can be named.
+        redirect = stdout_file_name() if job.image_on_stdout else None
+        if "output_format" not in given:
+            implied = _format_from_output(params["output"] if redirect is None else redirect)
+            if implied is not None:
+                given["output_format"] = implied
+        elif redirect is not None:
+            _warn_if_the_name_disagrees(redirect, given["output_format"])
+        settings = load_settings(given, config=params["config"])
         summary = jobs.run(job, settings)
     if summary.abandoned:
         from bgremove.interrupts import exit_now
@@ -332,6 +338,17 @@ def _format_from_output(output: str | None) -> OutputFormat | None:
     if not output or output == "-" or os.path.isdir(output):
         return None
     return OutputFormat.from_suffix(Path(output).suffix)
+
+
+def _warn_if_the_name_disagrees(name: str, asked: object) -> None:
+    try:
+        chosen = OutputFormat(asked)
+    except ValueError:
+        return  # the settings refuse it, with the choices
+    named = OutputFormat.from_suffix(Path(name).suffix)
+    if named is not None and named is not chosen:
+        typer.echo(f"bgremove: warning: stdout is {name}, whose name says {named.label}, but "
+                   f"--output-format {chosen.value} writes {chosen.label} into it", err=True)
 
 
 def main() -> None:

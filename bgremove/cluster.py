@@ -7,7 +7,7 @@ into chunks (dozens of files per Dask task: per-task overhead and scheduler memo
 millions of files), keeps a bounded window of chunks in flight, and `run_chunk` processes a chunk
 on a worker with the model that `ModelPlugin` loaded there once per worker process.
 
-Outputs are written on the workers, atomically (`engine.write_atomically`: a temporary file in
+Outputs are written on the workers, atomically (`atomic.write_atomic`: a temporary file in
 the output's folder, renamed into place), so the cluster must share the filesystem, at the same
 paths. When a worker dies, Dask runs its chunks again elsewhere; a chunk run again removes the
 temporary files its items left behind and does not redo an output written since the job began
@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from distributed import Client, Event, LocalCluster, WorkerPlugin
 from distributed.scheduler import KilledWorker
 
+from bgremove.atomic import create_part, is_part_of
 from bgremove.discover import WorkItem
 from bgremove.engine import (
     ABANDONED,
@@ -51,6 +52,7 @@ from bgremove.engine import (
     write_output,
 )
 from bgremove.errors import BgRemoveError, SetupError, StopBatch, UsageError
+from bgremove.exits import outcome_error
 from bgremove.options import RemovalOptions
 from bgremove.stamps import UP_TO_DATE, Recipe, local_model_id, verdict
 
@@ -87,12 +89,14 @@ def worker_session(model: str | None, device: str, threads: int) -> LocalSession
     with _sessions_lock:
         session = _sessions.get(key)
         if session is None:
-            from bgremove.backends.local import LocalSession
+            from bgremove.api import open_local
 
             for old in _sessions.values():
                 old.close()
             _sessions.clear()
-            session = _sessions[key] = LocalSession(model, device=device, threads=threads)
+            # One image at a time per worker thread (the cluster's own sizing), `threads` each.
+            session = _sessions[key] = open_local(model, device=device, workers=1,
+                                                  threads=threads)[0]
         return session
 
 
@@ -125,7 +129,7 @@ class ModelPlugin(WorkerPlugin):
             await loop.run_in_executor(None, worker_session, self.model, self.device,
                                        self.threads)
         except BgRemoveError as exc:
-            raise SetupError(f"Dask worker {worker.address}: {exc}") from None
+            raise SetupError(f"Dask worker {worker.address}: ", *exc.parts) from None
 
 
 def _offers(worker: Any, resources: dict[str, float]) -> bool:
@@ -165,9 +169,9 @@ class ChunkJob:
         return f"bgremove-stop-{self.token}"
 
 
-# One file's result, light to send back: (status, error, bytes, ms); None: not processed (the
-# job was stopped); a StopBatch: nothing more can succeed (a full disk).
-Answer = tuple[str, str | None, int, float] | StopBatch | None
+# One file's result, light to send back: (status, error, bytes, ms, detail); None: not processed
+# (the job was stopped); a StopBatch: nothing more can succeed (a full disk).
+Answer = tuple[str, str | None, int, float, str | None] | StopBatch | None
 
 
 def run_chunk(job: ChunkJob, files: list[tuple[str, str, bool]]) -> list[Answer]:
@@ -175,7 +179,7 @@ def run_chunk(job: ChunkJob, files: list[tuple[str, str, bool]]) -> list[Answer]
     try:
         session = worker_session(job.model, job.device, job.threads)
     except BgRemoveError as exc:
-        raise SetupError(f"Dask worker: {exc}") from None
+        raise SetupError("Dask worker: ", *exc.parts) from None
     remove_leftovers(Path(dest) for _, dest, _ in files)
     stopped = _StopFlag(job.stop_event)
     answers: list[Answer] = []
@@ -192,7 +196,9 @@ def run_chunk(job: ChunkJob, files: list[tuple[str, str, bool]]) -> list[Answer]
         except StopBatch as exc:
             answers.append(exc)
             break
-        answers.append((outcome.status.value, outcome.error, outcome.bytes, outcome.ms))
+        # The error as the command line says it: a cluster runs for the command line only.
+        answers.append((outcome.status.value, outcome_error(outcome), outcome.bytes, outcome.ms,
+                        outcome.detail))
     return answers + [None] * (len(files) - len(answers))
 
 
@@ -209,9 +215,9 @@ def _written_earlier(source: Path, dest: Path, job: ChunkJob) -> Answer:
     except OSError:
         return None
     if st.st_mtime_ns >= job.started_ns:
-        return (Status.done.value, None, st.st_size, 0.0)
+        return (Status.done.value, None, st.st_size, 0.0, None)
     if not job.overwrite and job.recipe is not None and verdict(source, dest, job.recipe).fresh:
-        return (Status.skipped.value, None, 0, 0.0)  # made since the plan saw it stale
+        return (Status.skipped.value, None, 0, 0.0, None)  # made since the plan saw it stale
     return None
 
 
@@ -224,17 +230,14 @@ def remove_leftovers(outputs: Iterator[Path]) -> None:
     for folder, names in by_folder.items():
         try:
             with os.scandir(folder) as scan:
-                leftovers = [e.name for e in scan
-                             if e.name.startswith(".") and e.name.endswith(".part")]
+                leftovers = [e.name for e in scan if is_part_of(e.name, names)]
         except OSError:
             continue
         for leftover in leftovers:
-            name, _, token = leftover[1:-len(".part")].rpartition(".")
-            if name in names and len(token) == 8:
-                try:
-                    os.unlink(folder / leftover)
-                except OSError:
-                    pass
+            try:
+                os.unlink(folder / leftover)
+            except OSError:
+                pass
 
 
 class _StopFlag:
@@ -441,7 +444,7 @@ class DaskExecutor:
             self._submit(chunk)
 
     def _submit(self, chunk: list[tuple[WorkItem, Future[Outcome]]]) -> None:
-        if not self.job.started_ns:  # taken once the batch has made the output folder
+        if not self.job.started_ns:  # taken once the batch has checked the output folder
             self.job = replace(self.job, started_ns=filesystem_now(self.batch.output_folder),
                                recipe=self.batch.recipe)
         files = [(os.path.abspath(item.source), os.path.abspath(item.dest), item.walked)
@@ -488,18 +491,20 @@ class DaskExecutor:
             elif isinstance(answer, StopBatch):
                 future.set_exception(answer)
             else:
-                status, error, size, ms = answer
+                status, error, size, ms, detail = answer
                 if status == Status.skipped.value:  # made up to date by someone else meanwhile
                     item = replace(item, reason=UP_TO_DATE)
-                future.set_result(Outcome(item, Status(status), error, bytes=size, ms=ms))
+                future.set_result(Outcome(item, Status(status), error, bytes=size, ms=ms,
+                                          detail=detail))
 
 
 def filesystem_now(folder: Path) -> int:
     """The time now on the filesystem of `folder` (ns): the modification time of a file written
-    there. The workers' outputs are compared with it, so no clock of any machine matters."""
-    probe = folder / f".bgremove-start.{secrets.token_hex(4)}.part"
+    there. The workers' outputs are compared with it, so no clock of any machine matters. Until
+    the first output makes `folder`, the nearest folder above it stands in: it holds it."""
+    folder = next((f for f in (folder, *folder.parents) if f.is_dir()), folder)
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd, probe = create_part(folder / "bgremove-start", mode=0o600)
     except OSError as exc:
         raise SetupError(f"cannot write to the output folder {folder}: "
                          f"{exc.strerror or exc}") from None

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bgremove.contract import DEFAULT_API_URL, RATE_LIMIT, RATE_WINDOW
-from bgremove.errors import UsageError
+from bgremove.errors import OptionError, UsageError
 from bgremove.options import Mode, OutputFormat, RemovalOptions, parse_bool, parse_color
 
 if sys.version_info >= (3, 11):
@@ -30,6 +30,8 @@ else:  # pragma: no cover - Python 3.10 reads TOML with the tomli backport (a de
 
 ENV_PREFIX = "BGREMOVE_"
 CONFIG_ENV = "BGREMOVE_CONFIG"
+# The key store of `bgremove serve` and `bgremove keys` (their --db): a server's, not a run's.
+DB_ENV = "BGREMOVE_DB"
 
 Parser = Callable[[Any], Any]
 
@@ -129,20 +131,25 @@ def _setting(default: Any, parse: Parser, help: str, *, secret: bool = False) ->
                  metadata={"parse": parse, "help": help, "secret": secret})
 
 
+_REMOVAL = RemovalOptions()
+WHITE_NAME = "white"  # RemovalOptions' background_color, as the config file names it
+
+
 @dataclass(frozen=True)
 class Settings:
     """The effective settings of one run. `sources[name]` says where each value came from."""
 
     backend: str = _setting("local", _choice("local", "remote"),
                             "local: the bundled model on this machine; remote: the API")
-    mode: Mode = _setting(Mode.balanced, _enum(Mode), "fast | balanced | quality")
-    output_format: OutputFormat = _setting(OutputFormat.webp, _enum(OutputFormat),
+    # The removal options, with RemovalOptions' defaults (the colour by its name).
+    mode: Mode = _setting(_REMOVAL.mode, _enum(Mode), "fast | balanced | quality")
+    output_format: OutputFormat = _setting(_REMOVAL.output_format, _enum(OutputFormat),
                                            "png | webp | jpeg")
-    include_mask: bool = _setting(True, _bool, "transparent background")
-    smooth_edges: bool = _setting(True, _bool, "anti-aliased soft edges")
-    preserve_shadows: bool = _setting(False, _bool, "keep the cast shadow")
-    background_color: str = _setting("white", _colour, "fill colour without the mask")
-    max_size: int | None = _setting(None, _integer(1),
+    include_mask: bool = _setting(_REMOVAL.include_mask, _bool, "transparent background")
+    smooth_edges: bool = _setting(_REMOVAL.smooth_edges, _bool, "anti-aliased soft edges")
+    preserve_shadows: bool = _setting(_REMOVAL.preserve_shadows, _bool, "keep the cast shadow")
+    background_color: str = _setting(WHITE_NAME, _colour, "fill colour without the mask")
+    max_size: int | None = _setting(_REMOVAL.max_size, _integer(1),
                                     "shrink photos to this many pixels on the longer side")
     only_mask: bool = _setting(False, _bool, "write the matte (greyscale), not the cut-out")
     model: str | None = _setting(None, _text, "model name or .onnx path (local backend)")
@@ -182,16 +189,16 @@ class Settings:
             include_mask = self.include_mask
             # JPEG asked for where it outranks the mask (--format jpeg on the command line over
             # include_mask in the config file) turns the mask off, as it does by default.
-            if include_mask and not self.output_format.has_alpha and _rank(
-                    self.sources.get("output_format", "default")) > _rank(mask_source):
+            if include_mask and not self.output_format.has_alpha and rank(
+                    self.sources.get("output_format", "default")) > rank(mask_source):
                 include_mask = False
         else:
             include_mask = not colour_asked and self.output_format.has_alpha
         try:
-            return RemovalOptions.build(
-                mode=self.mode, output_format=self.output_format, include_mask=include_mask,
-                smooth_edges=self.smooth_edges, preserve_shadows=self.preserve_shadows,
-                background_color=self.background_color, max_size=self.max_size)
+            values = {f.name: getattr(self, f.name) for f in fields(RemovalOptions)}
+            return RemovalOptions.build(**{**values, "include_mask": include_mask})
+        except OptionError:
+            raise
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 
@@ -226,7 +233,7 @@ class Settings:
                 for name, value, _ in self.items()}
 
 
-def _rank(source: str) -> int:
+def rank(source: str) -> int:
     """A setting's precedence by its source: command line > environment > config file >
     default."""
     if source == "command line":
@@ -264,6 +271,11 @@ def config_path(explicit: str | None = None, environ: Mapping[str, str] | None =
     # The XDG spec says a relative XDG_CONFIG_HOME is invalid and must be ignored.
     root = Path(base) if os.path.isabs(base) else Path.home() / ".config"
     return root / "bgremove" / "config.toml", False
+
+
+def db_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The key store `$BGREMOVE_DB` names, if any (an empty variable counts as unset)."""
+    return (os.environ if environ is None else environ).get(DB_ENV) or None
 
 
 # Earlier names of settings, still read from config files and the environment.

@@ -4,7 +4,7 @@
 Imported by `bgremove --help` (through the settings): it must stay free of heavy imports.
 """
 
-from bgremove.errors import ImageError
+from bgremove.errors import ImageError, Part
 
 DEFAULT_API_URL = "https://api.versatool.ai/api/remove-background/"
 
@@ -17,23 +17,23 @@ RATE_LIMIT = 100
 RATE_WINDOW = 60.0
 
 
-def check_upload(data: bytes, advice: str = "") -> str:
+def check_upload(data: bytes, advice: tuple[Part, ...] = ()) -> str:
     """Refuse what the API refuses, from the bytes and the image header alone (nothing is
     decoded); return the format's name ("jpeg", "png" or "webp").
 
     The client runs it before spending a credit and the server before reserving one, so both
     refuse the same files with the same ImageError message. `advice` is added to the messages
-    about size (the CLI names its --max-size there).
+    about size (the client names its `max_size` there).
     """
     # Imported here: this module is read by `bgremove --help`, which must not load Pillow.
     from bgremove.imaging.decode import SNIFF_BYTES, open_image, sniff
 
-    more = f" ({advice})" if advice else ""
+    more: tuple[Part, ...] = (" (", *advice, ")") if advice else ()
     if not data:
         raise ImageError("the file is empty")
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(f"file too large: {len(data) / 2**20:.1f} MB, the limit is "
-                         f"{MAX_FILE_BYTES // 2**20} MB{more}")
+                         f"{MAX_FILE_BYTES // 2**20} MB", *more)
     kind = sniff(data[:SNIFF_BYTES])
     unsupported = (f"unsupported file type{f' ({kind.upper()})' if kind else ''}: the API takes "
                    "JPEG, PNG or WebP images")
@@ -49,7 +49,7 @@ def check_upload(data: bytes, advice: str = "") -> str:
     # once it fits.
     if width > MAX_SIDE or height > MAX_SIDE:
         raise ImageError(f"image too large: {width}x{height} pixels, the limit is "
-                         f"{MAX_SIDE}x{MAX_SIDE}{more}")
+                         f"{MAX_SIDE}x{MAX_SIDE}", *more)
     if kind not in CONTENT_TYPES:
         raise ImageError(unsupported)
     return kind

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bgremove.errors import UsageError
+from bgremove.errors import Option, UsageError, Words
 
 CPU = "CPUExecutionProvider"
 
@@ -95,7 +95,7 @@ def place(device: str = "auto") -> Placement:
     return Placement(asked, [first, CPU], provider)
 
 
-def warning(placement: Placement, active: list[str]) -> str | None:
+def warning(placement: Placement, active: list[str]) -> Words | None:
     """What to tell the user when an accelerator was wanted but the session runs without it."""
     wanted = placement.accelerator
     if wanted is None or wanted in active:
@@ -106,8 +106,9 @@ def warning(placement: Placement, active: list[str]) -> str | None:
         if wanted == DEVICES["cuda"] and _both_builds():
             hint = ("onnxruntime and onnxruntime-gpu are both installed and the CPU build's "
                     f"files won (they share one folder); put the GPU build back: {GPU_BUILD}")
-        return (f"--device {placement.asked}: this onnxruntime has no {wanted} (it has "
-                f"{', '.join(installed())}); running on the CPU. {hint}").strip()
-    return (f"--device {placement.asked}: {name} is installed but could not start (usually a "
-            f"missing driver or CUDA/cuDNN libraries of another version; onnxruntime's log above "
-            f"names the one that failed); running on the CPU, which is much slower.")
+        return Words(Option("device", placement.asked), f": this onnxruntime has no {wanted} (it "
+                     f"has {', '.join(installed())}); running on the CPU. {hint}".rstrip())
+    return Words(Option("device", placement.asked), f": {name} is installed but could not start "
+                 "(usually a missing driver or CUDA/cuDNN libraries of another version; "
+                 "onnxruntime's log above names the one that failed); running on the CPU, which "
+                 "is much slower.")

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgremove.errors import UsageError
+from bgremove.errors import Option, OptionError, UsageError
 from bgremove.options import OutputFormat
 
 STDIO = "-"
@@ -88,7 +88,8 @@ class Shard:
     def parse(cls, text: str) -> Shard:
         match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
         if match is None or not 1 <= int(match[1]) <= int(match[2]):
-            raise UsageError(f"--shard {text!r}: expected K/N with 1 <= K <= N, such as 2/4")
+            raise OptionError(Option("shard"),
+                              f" {text!r}: expected K/N with 1 <= K <= N, such as 2/4")
         return cls(int(match[1]), int(match[2]))
 
     def holds(self, key: str) -> bool:
@@ -124,7 +125,8 @@ def read_file_list(name: str) -> Iterator[str]:
     try:
         stream = sys.stdin.buffer if name == STDIO else open(name, "rb")  # noqa: SIM115
     except OSError as exc:
-        raise UsageError(f"--files-from {name}: {exc.strerror or exc}") from None
+        raise OptionError(Option("files_from"), f" {name}: {exc.strerror or exc}",
+                          path=name) from None
     return _entries(stream, close=name != STDIO)
 
 
@@ -163,20 +165,50 @@ def _entries(stream, close: bool) -> Iterator[str]:
             stream.close()
 
 
-def listed_name(raw: str) -> Path:
-    """Where a listed path lands under the output folder: the path as written (`assets/a/x.jpg`
-    -> `OUT/assets/a/x.webp`), as `rsync --files-from` and `tar -T` keep it, so outputs never
-    collide and do not depend on which other files are in the list. An absolute path, or one
-    that climbs out with `..`, is taken relative to the current folder when it is inside it, and
-    without its leading `/` otherwise (as tar does)."""
-    path = Path(raw)
-    if not path.is_absolute() and ".." not in path.parts:
-        return path
-    absolute = Path(os.path.abspath(path))
+def placed(listed: Iterable[str]) -> Iterator[tuple[str, Path]]:
+    """Each listed path, with where it lands under the output folder. A path under the current
+    folder lands at its path from there (`assets/a/x.jpg` or `$PWD/assets/a/x.jpg` ->
+    `OUT/assets/a/x.webp`), as `rsync --files-from` and `tar -T` keep it, whatever else is
+    listed. Any other lands at its path from the deepest folder that all listed paths share, as a
+    folder named on the command line is mirrored from inside (`find /data/photos` ->
+    `OUT/sub/x.webp`). `..` never climbs out of the output folder.
+
+    Paths are placed as they are read until the first one outside the current folder: that one
+    waits for the end of the list (kept in memory), as the folder they share depends on all."""
+    cwd = os.getcwd()
+    shared: str | None = None
+    entries = iter(listed)
+    for raw in entries:
+        absolute = os.path.abspath(raw)
+        shared = _shared_folder(shared, absolute)
+        if _is_under(absolute, cwd):
+            yield raw, Path(absolute).relative_to(cwd)
+            continue
+        rest = list(entries)
+        for other in rest:
+            shared = _shared_folder(shared, os.path.abspath(other))
+        for each in (raw, *rest):
+            path = Path(os.path.abspath(each))
+            base = next((b for b in (cwd, shared) if b and _is_under(str(path), b)),
+                        path.anchor)  # paths on two drives share no folder
+            yield each, path.relative_to(base)
+        return
+
+
+def _shared_folder(shared: str | None, absolute: str) -> str:
+    """The deepest folder holding `shared` and the listed path `absolute` (a folder holds itself;
+    "" when there is none, as for two drives)."""
+    folder = absolute if os.path.isdir(absolute) else os.path.dirname(absolute)
+    if shared is None:
+        return folder
     try:
-        return absolute.relative_to(Path.cwd())
+        return os.path.commonpath([shared, folder]) if shared else ""
     except ValueError:
-        return absolute.relative_to(absolute.anchor)
+        return ""
+
+
+def _is_under(absolute: str, folder: str) -> bool:
+    return absolute == folder or absolute.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def is_cutout_name(name: str) -> bool:
@@ -250,24 +282,28 @@ class Planner:
             if self.inputs == [STDIO] and listed is None:
                 self.to_file = True
                 return
-            raise UsageError("say where the cut-outs go: -o FOLDER (or -o FILE for one input)")
+            raise OptionError("say where the cut-outs go: ", Option("output", "FOLDER"), " (or ",
+                              Option("output", "FILE"), " for one input)")
         if output == STDIO:
             what = "an input list" if listed is not None else "more than one input"
-            raise UsageError(f"-o - (stdout) takes exactly one input image, not {what}")
+            raise OptionError(Option("output", STDIO),
+                              f" (stdout) takes exactly one input image, not {what}")
         suffix = output_suffix(output)
         if suffix in IMAGE_SUFFIXES and not Path(output).is_dir():
             if len(self.inputs) == 1 and listed is None and suffix not in OutputFormat.suffixes():
-                raise UsageError(f"-o {output}: bgremove writes {OutputFormat.names()}, not "
-                                 f"{suffix[1:].upper()}; name the file .png, .webp or .jpg")
+                raise OptionError(Option("output", output),
+                                  f": bgremove writes {OutputFormat.names()}, not "
+                                  f"{suffix[1:].upper()}; name the file .png, .webp or .jpg")
             several = ("the inputs come from a list" if listed is not None else
                        "the input is a folder" if len(self.inputs) == 1 else
                        "there is more than one input")
-            raise UsageError(f"-o {output}: looks like an image file, but {several}; -o takes a "
-                             "folder for several images")
+            raise OptionError(Option("output", output), f": looks like an image file, but "
+                              f"{several}; ", Option("output"), " takes a folder for several "
+                              "images")
         self.out_dir = Path(output)
         if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise UsageError(f"-o {output}: exists and is not a folder "
-                             "(a single output file needs one input)")
+            raise OptionError(Option("output", output), ": exists and is not a folder "
+                              "(a single output file needs one input)", path=output)
 
     def _check_single_output(self) -> None:
         single = self.inputs[0]
@@ -275,8 +311,8 @@ class Planner:
             return
         source, dest = Path(single), Path(self.output)
         if source.exists() and dest.exists() and os.path.samefile(source, dest):
-            raise UsageError(f"-o {self.output} is the input itself: bgremove never writes over "
-                             "an input; name another file")
+            raise OptionError(Option("output", self.output), " is the input itself: bgremove "
+                              "never writes over an input; name another file", path=self.output)
 
     @property
     def known_count(self) -> int | None:
@@ -359,9 +395,8 @@ class Planner:
         what else is in the list."""
         out_dir = self.out_dir
         folders: OrderedDict[Path, FolderNames] = OrderedDict()  # a few recent folders' names
-        for raw in self.listed or ():
+        for raw, base in placed(self.listed or ()):
             path = Path(raw)
-            base = listed_name(raw)
             if path.is_dir():
                 yield from self._walk(path, out_dir / base, base,
                                       skip=_existing(out_dir), skip_files=set())
@@ -435,8 +470,11 @@ class Planner:
                                    error=f"same output as {names.owner(entry.name)}")
                 else:
                     yield WorkItem(source, dest_dir / name, walked=True)
+            # The output folder is made when its first output is written, maybe during the walk.
+            output_folder = _existing(self.out_dir) if subfolders else []
             for entry in reversed(subfolders):
-                if _entry_identity(entry) not in skip:
+                identity = _entry_identity(entry)
+                if identity not in skip and identity not in output_folder:
                     stack.append((folder / entry.name, rel / entry.name))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import math
 import os
-import secrets
 import sys
 import threading
 import time
@@ -25,11 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from bgremove import stamps
+from bgremove.atomic import create_part, write_atomic
 from bgremove.discover import Planner, Shard, WorkItem, output_is_file, output_suffix
 from bgremove.errors import (
+    BgRemoveError,
     CreditLimitReached,
     FileFailed,
     NotAnImage,
+    Option,
     SetupError,
     StopBatch,
     UsageError,
@@ -65,6 +67,9 @@ class Outcome:
     credits_remaining: int | None = None
     request_id: str | None = None
     credits_spent: int = 0
+    detail: str | None = None  # what the library underneath said (FileFailed.detail)
+    # The error behind `error`, with its parts: the command line says it with its flags.
+    failure: BgRemoveError | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict:
         return {
@@ -74,6 +79,7 @@ class Outcome:
             "status": self.status.value,
             "reason": self.item.reason,
             "error": self.error,
+            "detail": self.detail,
             "bytes": self.bytes,
             "ms": round(self.ms, 1),
             "credits_remaining": self.credits_remaining,
@@ -142,7 +148,9 @@ class Summary:
         if self.interrupted:
             return 130
         if self.stopped is not None:
-            return self.stopped.exit_code
+            from bgremove.exits import exit_code
+
+            return exit_code(self.stopped)
         stale = self.check and (self.counts[Status.would_process] or
                                 self.counts[Status.would_prune])
         return 1 if self.counts[Status.failed] or stale else 0
@@ -156,41 +164,32 @@ class Summary:
 Progress = Callable[[Outcome, Summary], None]
 
 
-def write_atomically(dest: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename: readers never see half a file,
-    and a run killed mid-write leaves a `.NAME.*.part` file, never a broken output.
-
-    The temporary file is opened with mode 0666 so the umask decides, as for any new file
-    (`tempfile.mkstemp` would make every output private to its owner, 0600).
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.part"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def check_writable(folder: Path) -> None:
-    """Make the output folder and prove a file can be written in it, before any work is done:
-    an output that cannot be written fails every file, so it stops the batch at once."""
+    """Prove a file can be written in the output folder before any work is done: an output that
+    cannot be written fails every file, so it stops the batch at once."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".bgremove-probe.{secrets.token_hex(4)}.part"
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        probe.unlink()
+        probe_folder(folder)
     except OSError as exc:
         raise SetupError(f"cannot write to the output folder {folder}: "
                          f"{exc.strerror or exc}") from None
+
+
+def probe_folder(folder: Path) -> None:
+    """Write and remove a file in `folder` (OSError if that cannot be done). The folders made to
+    prove it are removed again: outputs make them when the first is written (write_atomically),
+    so a run that writes nothing leaves nothing."""
+    missing = [f for f in (folder, *folder.parents) if not f.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = create_part(folder / "bgremove-probe", mode=0o600)
+        os.close(fd)
+        probe.unlink()
+    finally:
+        for made in missing:  # deepest first
+            try:
+                made.rmdir()
+            except OSError:
+                break  # not empty: something else writes there now
 
 
 # Write errors that every other file would meet too: the batch stops instead of failing them all.
@@ -211,13 +210,30 @@ def read_input(item: WorkItem) -> tuple[bytes, os.stat_result | None]:
         raise FileFailed(f"cannot read: {exc.strerror or exc}") from None
 
 
+def check_header(item: WorkItem, max_size: int | None) -> None:
+    """Raise what processing the input would raise from its header alone (nothing is decoded):
+    the input cannot be read, is no image, is empty or too large. Stdin is not read."""
+    if item.source is None:
+        return
+    from bgremove.imaging.decode import check_header as check_image_header
+
+    try:
+        file = open(item.source, "rb")  # noqa: SIM115
+    except IsADirectoryError:
+        raise FileFailed("is a folder") from None
+    except OSError as exc:
+        raise FileFailed(f"cannot read: {exc.strerror or exc}") from None
+    with file:
+        check_image_header(file, max_size=max_size)
+
+
 def write_output(item: WorkItem, data: bytes) -> None:
     if item.dest is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
     try:
-        write_atomically(item.dest, data)
+        write_atomic(item.dest, data)
     except OSError as exc:
         where = f"cannot write {item.dest}: {exc.strerror or exc}"
         if exc.errno in _FATAL_WRITE_ERRORS:
@@ -249,10 +265,11 @@ def process_item(session: Session, options: RemovalOptions, item: WorkItem,
     except NotAnImage as exc:
         if item.skip_if_not_image:  # a folder's other files are no concern of ours
             return Outcome(item, Status.not_image)
-        return Outcome(item, Status.failed, str(exc), ms=_ms_since(started))
+        return Outcome(item, Status.failed, str(exc), ms=_ms_since(started), detail=exc.detail,
+                       failure=exc)
     except FileFailed as exc:
         return Outcome(item, Status.failed, str(exc), ms=_ms_since(started),
-                       request_id=exc.request_id)
+                       request_id=exc.request_id, detail=exc.detail, failure=exc)
     return Outcome(item, Status.done, bytes=len(output), ms=_ms_since(started),
                    credits_remaining=result.credits_remaining, request_id=result.request_id,
                    credits_spent=result.credits_spent)
@@ -340,7 +357,7 @@ class Batch:
 
     def __init__(
         self,
-        inputs: Iterable[str] = (),
+        inputs: Iterable[str | os.PathLike[str]] = (),
         output: str | os.PathLike[str] | None = None,
         *,
         options: RemovalOptions | None = None,
@@ -361,14 +378,15 @@ class Batch:
         if options is None:  # `out.jpg` for one input: its extension picks the format
             implied = (OutputFormat.from_suffix(output_suffix(output))
                        if listed is None and output_is_file(output, inputs) else None)
-            options = RemovalOptions.build(output_format=implied or OutputFormat.webp)
+            options = RemovalOptions.build(output_format=implied)
         self.options = options
         self.planner = Planner(inputs, output, self.options.output_format,
                                listed=listed, shard=shard)
         self.output_folder = None if self.planner.to_file else Path(output)
         if prune and (self.output_folder is None or listed is not None or shard is not None):
-            raise UsageError("--prune needs every input of the output folder: name its folders, "
-                             "not a list (--files-from), a part (--shard) or one output file")
+            raise UsageError(Option("prune"), " needs every input of the output folder: name its "
+                             "folders, not a list (", Option("files_from"), "), a part (",
+                             Option("shard"), ") or one output file")
         self.prune = prune
         self._ours: set[str] = set()  # with prune: this run's inputs and outputs, never pruned
         self.overwrite = overwrite
@@ -462,12 +480,15 @@ class Batch:
                 reason = verdict.reason
             item = replace(item, reason=reason)
         if self.dry_run:
-            from bgremove.imaging.decode import looks_like_image
-
-            if item.walked and not looks_like_image(item.source):
+            # What the run would find from the header alone, in the words it would say it with.
+            try:
+                check_header(item, self.options.max_size)
+            except NotAnImage as exc:
                 if item.skip_if_not_image:
                     return item, Outcome(item, Status.not_image)
-                return item, Outcome(item, Status.failed, "not an image")
+                return item, Outcome(item, Status.failed, str(exc), detail=exc.detail)
+            except FileFailed as exc:
+                return item, Outcome(item, Status.failed, str(exc), detail=exc.detail)
             return item, Outcome(item, Status.would_process)
         return item, None
 

@@ -28,9 +28,7 @@ from bgremove.options import OutputFormat, RemovalOptions
 
 
 class TruncatedFrame(BgRemoveError):
-    """The input ended inside a frame: the frames before it were written."""
-
-    exit_code = 1
+    """The input ended inside a frame: the frames before it were written (exit code 1)."""
 
 
 def check_size(width: int, height: int) -> None:
@@ -100,9 +98,9 @@ class FrameSink:
 
     def write(self, number: int, data: bytes) -> None:
         if self.pattern is not None:
-            from bgremove.engine import write_atomically
+            from bgremove.atomic import write_atomic
 
-            write_atomically(Path(self.pattern % number), data)
+            write_atomic(Path(self.pattern % number), data)
             return
         self.stream.write(data)
         self.stream.flush()

@@ -14,6 +14,7 @@ import bgremove
 from bgremove.config import Settings
 from bgremove.discover import STDIO, Shard
 from bgremove.errors import UsageError
+from bgremove.exits import in_flags
 
 
 @dataclass
@@ -76,10 +77,8 @@ class Job:
                 "check": self.check}
 
 
-def open_session(settings: Settings, threads: int) -> bgremove.Session:
-    """The session the settings ask for: the model here, or the API."""
-    if settings.backend == "local":
-        return bgremove.new_session(settings.model, device=settings.device, threads=threads)
+def open_remote(settings: Settings) -> bgremove.RemoteSession:
+    """The API client the settings ask for."""
     from bgremove.apikey import api_key_from
 
     key = api_key_from(settings)
@@ -100,20 +99,17 @@ def check_cluster(job: Job, settings: Settings) -> None:
     if job.image_on_stdin or job.image_on_stdout:
         raise UsageError("--cluster sends files to Dask workers: name files or folders and "
                          "-o FOLDER, not stdin or stdout (-)")
-    try:
+    from bgremove.extras import needs_extra
+
+    with needs_extra("cluster", ("dask", "distributed"), "--cluster"):
         import_module("bgremove.cluster")
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in ("dask", "distributed"):
-            raise
-        raise UsageError("--cluster needs Dask, which is not installed: "
-                         "pip install 'bgremove[cluster]'") from None
 
 
 def open_cluster(settings: Settings, batch: bgremove.Batch, mode: str):
     """The cluster the settings name, and the executor that runs `batch` on it."""
     from bgremove import cluster as dask_cluster
     from bgremove.devices import place
-    from bgremove.parallel import plan
+    from bgremove.parallel import plan_local
 
     if batch.output_folder is None:
         raise UsageError("--cluster writes into an output folder (-o FOLDER), not one file")
@@ -123,7 +119,8 @@ def open_cluster(settings: Settings, batch: bgremove.Batch, mode: str):
         from bgremove.models import resolve
 
         resolve(settings.model)
-    workers = settings.workers or plan(None, None, mode=mode, images=batch.known_count)[0]
+    workers = settings.workers or plan_local(None, None, device=settings.device, mode=mode,
+                                             images=batch.known_count)[0]
     cluster = dask_cluster.connect(settings.cluster, local_workers=workers)
     try:
         executor = dask_cluster.DaskExecutor(batch, cluster, model=settings.model,
@@ -167,7 +164,7 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
 
     remote = settings.backend == "remote"
     console = ConsoleReporter(quiet=job.quiet, verbose=job.verbose, credits=remote,
-                              inputs=job.inputs)
+                              inputs=job.inputs, silent_on_success=job.image_on_stdout)
     reporters = [console]
     if job.json_lines:
         reporters.insert(0, JsonLinesReporter())
@@ -203,19 +200,23 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
             if executor is not None:
                 ran.update(workers=executor.workers, threads=executor.job.threads)
                 for warning in executor.warnings:
-                    console.say(f"bgremove: warning: on the Dask workers: {warning}")
+                    console.say(f"bgremove: warning: on the Dask workers: {in_flags(warning)}")
                 if job.verbose:
                     console.say(f"cluster {settings.cluster}: {executor.workers} worker "
                                 f"threads, {executor.chunk_size} files per task")
-        elif not dry_run:
-            from bgremove.devices import place
-
-            accelerator = not remote and place(settings.device).accelerator is not None
-            workers, threads = plan(settings.workers, settings.threads, remote=remote,
-                                    accelerator=accelerator, mode=options.mode.value,
-                                    images=batch.known_count)
+        elif not dry_run and remote:
+            workers, threads = plan(settings.workers, settings.threads, remote=True)
             ran.update(workers=workers, threads=threads)
-            session = open_session(settings, threads)
+            session = open_remote(settings)
+            console.announce(session, settings.model, options.mode.value)
+        elif not dry_run:
+            from bgremove.api import open_local
+
+            local, workers = open_local(settings.model, device=settings.device,
+                                        workers=settings.workers, threads=settings.threads,
+                                        mode=options.mode.value, images=batch.known_count)
+            session = local
+            ran.update(workers=workers, threads=local.threads)
             console.announce(session, settings.model, options.mode.value)
         loading = False
         summary = None

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
+from typing import Any, TypeVar
+
+from bgremove.errors import Option, OptionError
 
 
 class Mode(str, Enum):
@@ -54,6 +57,10 @@ class OutputFormat(str, Enum):
         return ".jpg" if self is OutputFormat.jpeg else f".{self.value}"
 
     @property
+    def label(self) -> str:
+        return {"png": "PNG", "webp": "WebP", "jpeg": "JPEG"}[self.value]
+
+    @property
     def has_alpha(self) -> bool:
         return self is not OutputFormat.jpeg
 
@@ -77,12 +84,15 @@ API_OUTPUT_FORMATS = (OutputFormat.png, OutputFormat.webp)
 RGB = tuple[int, int, int]
 
 
-def _choose(kind: type[Enum], value: object, name: str):
+E = TypeVar("E", bound=Enum)
+
+
+def _choose(kind: type[E], value: object, name: str) -> E:
     try:
         return kind(value)
     except ValueError:
         choices = ", ".join(member.value for member in kind)
-        raise ValueError(f"{name} {value!r}: choose {choices}") from None
+        raise OptionError(Option(name), f" {value!r}: choose {choices}") from None
 
 WHITE: RGB = (255, 255, 255)
 
@@ -104,13 +114,13 @@ def parse_color(text: str) -> RGB:
 def _rgb(value: object) -> RGB:
     """An (r, g, b) tuple of whole numbers 0-255 (a fourth, alpha, value is ignored)."""
     try:
-        channels = [operator.index(c) for c in value]  # type: ignore[union-attr]
+        channels = [operator.index(c) for c in value]  # type: ignore[attr-defined]
     except TypeError:  # not a sequence, or not of whole numbers (0.5 is not 128)
         channels = []
     if len(channels) in (3, 4) and all(0 <= c <= 255 for c in channels):
         return tuple(channels[:3])  # type: ignore[return-value]
-    raise ValueError(f"background_color {value!r}: give a colour name, #rrggbb, or (r, g, b) "
-                     "with whole numbers 0-255")
+    raise OptionError(Option("background_color"), f" {value!r}: give a colour name, #rrggbb, "
+                      "or (r, g, b) with whole numbers 0-255")
 
 
 def parse_bool(text: str) -> bool:
@@ -143,24 +153,27 @@ class RemovalOptions:
 
     def __post_init__(self) -> None:
         if self.only_mask and not self.include_mask:
-            raise ValueError("only_mask writes the matte of the transparent cut-out: it cannot "
-                             "be combined with a filled background (--no-include-mask, "
-                             "--background-color)")
+            raise OptionError(Option("only_mask"), " writes the matte of the transparent "
+                              "cut-out: it cannot be combined with a filled background (",
+                              Option("include_mask", "False"), ", ",
+                              Option("background_color"), ")", option="only_mask")
         if self.include_mask and not self.output_format.has_alpha and not self.only_mask:
-            raise ValueError("JPEG has no transparency: use it with the mask off "
-                             "(--no-include-mask, or a --background-color), or write PNG or WebP")
+            raise OptionError("JPEG has no transparency: use it with the mask off (",
+                              Option("include_mask", "False"), ", or a ",
+                              Option("background_color"), "), or write PNG or WebP",
+                              option="output_format")
         if self.max_size is not None and self.max_size < 1:
-            raise ValueError("max_size must be at least 1 pixel")
+            raise OptionError(Option("max_size"), " must be at least 1 pixel")
 
     @classmethod
     def build(
         cls,
         *,
-        mode: Mode | str = Mode.balanced,
-        output_format: OutputFormat | str = OutputFormat.webp,
+        mode: Mode | str | None = None,
+        output_format: OutputFormat | str | None = None,
         include_mask: bool | None = None,
-        smooth_edges: bool = True,
-        preserve_shadows: bool = False,
+        smooth_edges: bool | None = None,
+        preserve_shadows: bool | None = None,
         background_color: str | RGB | None = None,
         max_size: int | None = None,
         only_mask: bool = False,
@@ -168,23 +181,52 @@ class RemovalOptions:
         """Options from plain values, as `bgremove.remove()` takes them (names or enums; a colour
         as text or an RGB tuple). `include_mask=None` keeps the background transparent unless a
         `background_color` is given (as rembg's `bgcolor` does) or the format is JPEG, which has
-        no transparency. `only_mask`: the matte, as a greyscale image (JPEG too); it keeps the
-        mask, so a `background_color` or `include_mask=False` with it is an error. Raises
-        ValueError naming the option that is wrong."""
-        fmt = _choose(OutputFormat, output_format, "output_format")
+        no transparency. None, for the others, is the API's default (the fields above). Raises
+        ValueError naming the option that is wrong. `only_mask`: the matte, as a greyscale
+        image (JPEG too); it keeps the mask, so a `background_color` or `include_mask=False`
+        with it is an error.
+
+        This signature is the one list of the options' keywords: `bgremove.remove()`,
+        `Session.remove()` and the config file's removal settings all follow it."""
+        default = _DEFAULT
+        fmt = _choose(OutputFormat, default.output_format if output_format is None
+                      else output_format, "output_format")
         if isinstance(background_color, str):
             colour = parse_color(background_color)
         elif background_color is not None:
             colour = _rgb(background_color)
         else:
-            colour = WHITE
+            colour = default.background_color
         if only_mask and background_color is not None:
-            raise ValueError("only_mask writes the matte, which has no background to fill: "
-                             "drop background_color")
+            raise OptionError(Option("only_mask"), " writes the matte, which has no background "
+                              "to fill: drop ", Option("background_color"), option="only_mask")
         if include_mask is None:
-            include_mask = only_mask or (background_color is None and fmt.has_alpha)
-        return cls(_choose(Mode, mode, "mode"), fmt, bool(include_mask), bool(smooth_edges),
-                   bool(preserve_shadows), colour, max_size, bool(only_mask))
+            include_mask = bool(only_mask) or (background_color is None and fmt.has_alpha)
+        if smooth_edges is None:
+            smooth_edges = default.smooth_edges
+        if preserve_shadows is None:
+            preserve_shadows = default.preserve_shadows
+        return cls(_choose(Mode, default.mode if mode is None else mode, "mode"), fmt,
+                   bool(include_mask), bool(smooth_edges), bool(preserve_shadows), colour,
+                   max_size, bool(only_mask))
+
+    @classmethod
+    def of(cls, options: RemovalOptions | None = None, **overrides: Any) -> RemovalOptions:
+        """`options` (default: the API's defaults) with the keywords of `build` in `overrides`
+        changed; what `remove(image, options, **overrides)` processes with."""
+        if not overrides:
+            return options if options is not None else cls()
+        if options is None:
+            return cls.build(**overrides)
+        base = {f.name: getattr(options, f.name) for f in fields(cls)}
+        if "include_mask" not in overrides and overrides.keys() & {"background_color",
+                                                                   "output_format"}:
+            # The mask follows the new colour or format as `build` decides it (a colour fills
+            # the background), from the colour these options fill with, if they fill.
+            del base["include_mask"]
+            if options.include_mask:
+                del base["background_color"]
+        return cls.build(**(base | overrides))
 
     def form_fields(self) -> dict[str, str]:
         """The multipart fields that ask the API for these options."""
@@ -211,7 +253,7 @@ class RemovalOptions:
                 raise ValueError(f"'{name}' must be a text field, not a file")
             return value.strip()
 
-        def choice(name: str, allowed: tuple[Enum, ...], default: Enum) -> Enum:
+        def choice(name: str, allowed: tuple[E, ...], default: E) -> E:
             value = text(name)
             if value is None:
                 return default
@@ -238,3 +280,6 @@ class RemovalOptions:
             smooth_edges=flag("smoothEdges", defaults.smooth_edges),
             preserve_shadows=flag("preserveShadows", defaults.preserve_shadows),
         )
+
+
+_DEFAULT = RemovalOptions()

@@ -135,6 +135,17 @@ def plan(workers: int | None, threads: int | None, *, remote: bool = False,
     return workers, threads
 
 
+def plan_local(workers: int | None, threads: int | None, *, device: str = "auto",
+               mode: str = "balanced", images: int | None = None, cores: int | None = None,
+               ) -> tuple[int, int]:
+    """`plan` for the model on this machine, on `device`: whether it is an accelerator decides
+    the split (this is what the CLI, the library, the server and the cluster's workers use)."""
+    from bgremove.devices import place
+
+    accelerator = place(device).accelerator is not None
+    return plan(workers, threads, accelerator=accelerator, mode=mode, images=images, cores=cores)
+
+
 def workers_for(session: Session | None, *, images: int | None = None,
                 mode: str = "balanced") -> int:
     """Workers for a session made elsewhere (`bgremove.new_session(threads=...)`)."""

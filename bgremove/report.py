@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from bgremove import __version__, stamps
-from bgremove.engine import Outcome, Status, Summary
+from bgremove.atomic import create_part
+from bgremove.engine import Outcome, Status, Summary, probe_folder
 from bgremove.errors import SetupError, UsageError
+from bgremove.exits import in_flags, outcome_error
 
 
 class Reporter(Protocol):
@@ -45,7 +47,7 @@ class JsonLinesReporter:
         self.stream = stream or sys.stdout
 
     def update(self, outcome: Outcome, summary: Summary) -> None:
-        self.stream.write(json.dumps(outcome.as_dict(), ensure_ascii=False) + "\n")
+        self.stream.write(json.dumps(outcome_dict(outcome), ensure_ascii=False) + "\n")
         self.stream.flush()
 
     def finish(self, summary: Summary) -> None:
@@ -109,6 +111,11 @@ def reasons(summary: Summary) -> dict[str, dict[str, int]]:
             if (why := summary.why(status))}
 
 
+def outcome_dict(outcome: Outcome) -> dict[str, Any]:
+    """An outcome as a JSON object, its error said as the command line says it."""
+    return {**outcome.as_dict(), "error": outcome_error(outcome)}
+
+
 def stop_reason(summary: Summary) -> str | None:
     if summary.interrupted:
         return "interrupted"
@@ -128,16 +135,19 @@ class ReportWriter:
         # Checked before any work: a report that cannot be written would be lost at the end.
         if path.is_dir():
             raise UsageError(f"--report {path} is a folder: name the report's file")
+        # Its folder is made when the report is written, at the end: a run that stops before
+        # that leaves no empty folder. The spool waits in the nearest folder that exists.
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._spool = tempfile.TemporaryFile("w+", encoding="utf-8", dir=path.parent,
+            probe_folder(path.parent)
+            spool_dir = next(f for f in (path.parent, *path.parent.parents) if f.is_dir())
+            self._spool = tempfile.TemporaryFile("w+", encoding="utf-8", dir=spool_dir,
                                                  prefix=f".{path.name}.", suffix=".spool")
         except OSError as exc:
             raise UsageError(f"--report {path}: cannot write there "
                              f"({exc.strerror or exc})") from None
 
     def update(self, outcome: Outcome, summary: Summary) -> None:
-        self._spool.write(json.dumps(outcome.as_dict(), ensure_ascii=False) + "\n")
+        self._spool.write(json.dumps(outcome_dict(outcome), ensure_ascii=False) + "\n")
 
     def finish(self, summary: Summary) -> None:
         head = {
@@ -148,14 +158,17 @@ class ReportWriter:
             "reasons": reasons(summary),
             "credits": {"spent": summary.credits_spent, "remaining": summary.credits_remaining},
             "stopped": stop_reason(summary),
-            "stopped_message": str(summary.stopped) if summary.stopped is not None else None,
+            "stopped_message": (in_flags(summary.stopped) if summary.stopped is not None
+                                else None),
             "seconds": round(summary.seconds, 3),
             "options": self.options,
         }
         text = json.dumps(head, indent=2, ensure_ascii=False)  # ends with "\n}": opened up below
-        dest = self.path.parent / f".{self.path.name}.{os.getpid()}.part"
+        dest = None
         try:
-            with open(dest, "w", encoding="utf-8") as out:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, dest = create_part(self.path)
+            with open(fd, "w", encoding="utf-8") as out:
                 out.write(text[:-2] + ',\n  "outcomes": [')
                 self._copy(out, lambda o: True)
                 out.write('\n  ],\n  "not_images": [')
@@ -163,11 +176,13 @@ class ReportWriter:
                 out.write("\n  ]\n}\n")
             os.replace(dest, self.path)
         except OSError as exc:  # the disk filled up, or the folder went, during the run
-            dest.unlink(missing_ok=True)
+            if dest is not None:
+                dest.unlink(missing_ok=True)
             raise SetupError(f"--report {self.path}: cannot write it "
                              f"({exc.strerror or exc})") from None
         except BaseException:
-            dest.unlink(missing_ok=True)
+            if dest is not None:
+                dest.unlink(missing_ok=True)
             raise
         finally:
             self._spool.close()

@@ -93,7 +93,7 @@ async def _answer(send: Send, status: int, message: str, retry_after: str | None
     await send({"type": "http.response.body", "body": json.dumps({"error": message}).encode()})
 
 
-class MemoBackend(SessionBase):
+class MemoSession(SessionBase):
     """The real session, answering each distinct (image, options) once and from memory after.
 
     For tests of request pacing: the server then answers as fast as its HTTP side allows, so

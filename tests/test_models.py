@@ -320,3 +320,39 @@ def test_models_list_does_not_need_rembg(cache):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env_for(cache),
                          check=True).stdout.decode()
     assert out.strip() == "False"
+
+
+def test_the_cache_is_where_rembg_looks(monkeypatch, tmp_path):
+    from rembg.sessions.base import BaseSession
+
+    from bgremove.models import cache_dir
+
+    monkeypatch.delenv("U2NET_HOME", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert cache_dir() == Path(BaseSession.legacy_home()) == tmp_path / "data" / ".u2net"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert cache_dir() == Path(BaseSession.legacy_home()) == Path.home() / ".u2net"
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path / "mine"))
+    assert cache_dir() == Path(BaseSession.legacy_home()) == tmp_path / "mine"
+
+
+def test_loading_a_rembg_model_leaves_u2net_home_alone(samples, tmp_path, monkeypatch):
+    # The session is shared by threads: no process-wide variable may change while one loads.
+    from bgremove.backends.local import RembgSaliency
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copy(BUNDLED_PATH, cache / "u2netp.onnx")
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path / "elsewhere"))
+    seen: list[str | None] = []
+    real = os.environ.__class__.__setitem__
+
+    def recording(self, key, value):
+        if key == "U2NET_HOME":
+            seen.append(value)
+        return real(self, key, value)
+
+    monkeypatch.setattr(os.environ.__class__, "__setitem__", recording)
+    model = RembgSaliency("u2netp", cache / "u2netp.onnx", threads=1)
+    assert seen == [] and os.environ["U2NET_HOME"] == str(tmp_path / "elsewhere")
+    assert model.predict(np.zeros((32, 32, 3), np.uint8)).shape == (32, 32)

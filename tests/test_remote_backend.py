@@ -30,6 +30,7 @@ from bgremove.errors import (
     StopBatch,
     UsageError,
 )
+from bgremove.exits import exit_code
 from bgremove.options import OutputFormat, RemovalOptions
 from bgremove.progress import ConsoleReporter
 
@@ -253,7 +254,7 @@ def test_401_stops_and_nothing_more_is_sent(make_backend):
     backend = make_backend(script)
     with pytest.raises(AuthenticationFailed, match="API key") as caught:
         backend.process(image_bytes(), RemovalOptions())
-    assert caught.value.exit_code == 3
+    assert exit_code(caught.value) == 3  # the command exits with it (bgremove/exits.py)
     with pytest.raises(AuthenticationFailed):
         backend.process(image_bytes(), RemovalOptions())
     assert script.count == 1
@@ -264,7 +265,7 @@ def test_403_stops_sending_new_work(make_backend):
     backend = make_backend(script)
     with pytest.raises(OutOfCredits, match="credits") as caught:
         backend.process(image_bytes(), RemovalOptions())
-    assert caught.value.exit_code == 4
+    assert exit_code(caught.value) == 4
     with pytest.raises(OutOfCredits):
         backend.process(image_bytes(), RemovalOptions())
     assert script.count == 1

@@ -19,7 +19,7 @@ from bgremove.options import Mode, RemovalOptions
 from bgremove.progress import NAMED
 from bgremove.server import create_app
 from bgremove.server.store import KeyStore, open_store
-from tests.api_front import ApiFront, MemoBackend
+from tests.api_front import ApiFront, MemoSession
 from tests.conftest import cli_env, run_cli
 from tests.serving import serve_app
 
@@ -57,7 +57,7 @@ def api(tmp_path, model):
         store = open_store(tmp_path / "keys.sqlite3")
         key = store.create("tester@example.com", credits)
         key_id = next(k.id for k in store.list())
-        app_options.setdefault("backend", model)
+        app_options.setdefault("session", model)
         front = ApiFront(create_app(store, **app_options), faults or {})
         with serve_app(front) as base:
             yield Api(f"{base}/api/remove-background/", key, store, key_id, front)
@@ -78,9 +78,9 @@ def small_batch(samples: Path, folder: Path, count: int, side: int = 64,
     return folder
 
 
-def warmed(model: LocalSession, folder: Path, options: RemovalOptions) -> MemoBackend:
+def warmed(model: LocalSession, folder: Path, options: RemovalOptions) -> MemoSession:
     """A memo backend that already knows the answers for the images in `folder`."""
-    memo = MemoBackend(model)
+    memo = MemoSession(model)
     for path in folder.iterdir():
         memo.process(path.read_bytes(), options)
     return memo
@@ -171,7 +171,7 @@ def test_lowered_rate_cap_is_kept_without_a_429(api, model, samples, tmp_path):
     src = small_batch(samples, tmp_path / "in", 20, side=32, distinct=4)
     # The server answers from memory: the test measures the pacing, not this machine's CPU.
     memo = warmed(model, src, RemovalOptions(mode=Mode.fast))
-    with api(rate_limit=cap, rate_window=window, backend=memo) as server:
+    with api(rate_limit=cap, rate_window=window, session=memo) as server:
         proc = server.run(str(src), "-o", str(tmp_path / "out"), "--mode", "fast",
                           "--rate-limit", str(cap), "--rate-window", str(window))
         assert proc.returncode == 0, proc.stderr.decode()
@@ -192,7 +192,7 @@ def test_faults_lose_no_file_and_charge_none_twice(api, model, samples, tmp_path
     # Four failures at most (the retry bound), spread over the first requests, plus two slow ones.
     faults = {0: "429", 2: "500", 3: "slow", 5: "drop", 8: "500", 9: "slow"}
     src = small_batch(samples, tmp_path / "in", 12, distinct=4)
-    with api(credits=50, faults=faults, backend=MemoBackend(model)) as server:
+    with api(credits=50, faults=faults, session=MemoSession(model)) as server:
         proc = server.run(str(src), "-o", str(tmp_path / "out"), "--mode", "fast")
         stderr = proc.stderr.decode()
         assert proc.returncode == 0, stderr
@@ -250,7 +250,7 @@ def test_key_never_appears_in_any_output(api, model, samples, tmp_path):
     src = small_batch(samples, tmp_path / "in", 5, side=32, distinct=1)
     Image.new("RGB", (16, 4100)).save(src / "too-tall.png")
     # 5 credits for the first run, 3 for the second, then none
-    with api(credits=8, backend=MemoBackend(model)) as server:
+    with api(credits=8, session=MemoSession(model)) as server:
         key_file = tmp_path / "key.txt"
         key_file.write_text(server.key + "\n")
         wrong = "bgr_0123456789ab_" + "y" * 43

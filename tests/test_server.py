@@ -65,7 +65,7 @@ def store(tmp_path_factory) -> KeyStore:
 
 @pytest.fixture(scope="module")
 def url(store, backend) -> str:
-    app = create_app(store, cors_origins=[ORIGIN], max_concurrency=2, backend=backend)
+    app = create_app(store, cors_origins=[ORIGIN], max_concurrency=2, session=backend)
     with serve_app(app) as base:
         yield base
 
@@ -247,7 +247,7 @@ def test_ten_credits_twenty_simultaneous_requests(url, store, backend, small_png
     assert 1 <= backend.peak <= 2
 
 
-class BrokenBackend:
+class BrokenSession:
     """A backend whose model fails, as a corrupt model file or an out-of-memory error would."""
 
     name = "broken"
@@ -262,7 +262,7 @@ class BrokenBackend:
 def test_processing_failure_is_500_with_request_id_and_refunded(store, small_png, caplog):
     key = store.create("unlucky@example.com", 2)
     caplog.set_level(logging.INFO, logger="bgremove.server")
-    with serve_app(create_app(store, backend=BrokenBackend())) as base:
+    with serve_app(create_app(store, session=BrokenSession())) as base:
         response = post(base, key, small_png)
     assert response.status_code == 500
     request_id = response.headers["x-request-id"]
@@ -296,12 +296,12 @@ def test_a_credit_that_could_not_be_given_back_goes_back_once_the_database_answe
     store = DatabaseAway(tmp_path / "keys.sqlite3")
     key = store.create("outage@example.com", 2)
 
-    class FailsWhileTheDatabaseIsAway(BrokenBackend):
+    class FailsWhileTheDatabaseIsAway(BrokenSession):
         def process(self, data, options):
             store.away = True  # the database goes away while the image is being processed
             raise RuntimeError("the model crashed")
 
-    app = create_app(store, backend=FailsWhileTheDatabaseIsAway(), replica_timeout=1.0)
+    app = create_app(store, session=FailsWhileTheDatabaseIsAway(), replica_timeout=1.0)
     with serve_app(app) as base:
         assert post(base, key, small_png).status_code == 500
         assert balance(store, key) == 1  # held: it cannot be given back while the database is away
@@ -314,7 +314,7 @@ def test_a_credit_that_could_not_be_given_back_goes_back_once_the_database_answe
 
 def test_rate_limit_with_retry_after(store, backend):
     key, other = store.create("fast@example.com", 3), store.create("calm@example.com", 3)
-    with serve_app(create_app(store, rate_limit=5, rate_window=2.0, backend=backend)) as base:
+    with serve_app(create_app(store, rate_limit=5, rate_window=2.0, session=backend)) as base:
         seen = [post(base, key, None) for _ in range(5)]  # cheap 400s count as requests too
         assert [r.headers["x-ratelimit-remaining"] for r in seen] == ["4", "3", "2", "1", "0"]
         refused = post(base, key, None)

@@ -1,5 +1,9 @@
 """Sessions: a loaded model (local.py) or an API client (remote.py) behind one interface.
 
+One word for one thing: the `backend` setting (`--backend local|remote`) chooses where images are
+processed; what it opens, and what every caller holds, is a `Session` (rembg's word for a loaded
+model). The package keeps the setting's name.
+
 Each turns image bytes and `RemovalOptions` into the encoded cut-out (`process`, what the batch
 engine and the server call), and any image into a cut-out (`remove`, what Python users call).
 """
@@ -36,20 +40,32 @@ class Session(Protocol):
     """Everything the batch engine and the server need. Every method is safe to call from many
     threads at once."""
 
-    kind: str  # "local" or "remote"
-    # The onnxruntime providers the model runs on, best first (empty for a remote session), and
-    # what to tell the user when an accelerator was asked for but is not used (else None).
-    providers: list[str]
-    device_warning: str | None
-    # What made the outputs, as their stamps name it (stamps.local_model_id, remote_model_id).
-    model_id: str
+    # Read-only to callers (properties here), plain attributes in the sessions.
+    @property
+    def kind(self) -> str:
+        """"local" or "remote"."""
+
+    @property
+    def providers(self) -> list[str]:
+        """The onnxruntime providers the model runs on, best first (empty for a remote
+        session)."""
+
+    @property
+    def device_warning(self) -> str | None:
+        """What to tell the user when an accelerator was asked for but is not used."""
+
+    @property
+    def model_id(self) -> str:
+        """What made the outputs, as their stamps name it (stamps.local_model_id,
+        remote_model_id)."""
 
     def process(self, data: bytes, options: RemovalOptions) -> Result:
         """The encoded cut-out of encoded image bytes. Raises FileFailed (this image) or
         StopBatch (nothing more can succeed: a bad key, no credits, the API unreachable)."""
         ...
 
-    def remove(self, image: ImageInput, **options: Any) -> bytes | Image.Image: ...
+    def remove(self, image: ImageInput, options: RemovalOptions | None = None,
+               **overrides: Any) -> bytes | Image.Image: ...
 
     def cancel(self) -> None:
         """Give up on work not yet started (Ctrl-C): requests waiting to be sent are not sent."""
@@ -61,10 +77,11 @@ class Session(Protocol):
 class SessionBase:
     """`remove()` for every session, in terms of `process()` and `remove_image()`."""
 
-    def remove(self, image: ImageInput, **options: Any) -> bytes | Image.Image:
+    def remove(self, image: ImageInput, options: RemovalOptions | None = None,
+               **overrides: Any) -> bytes | Image.Image:
         """Remove the background of one image, as `bgremove.remove()` does (the same options,
         the same rule for the return type), with this session."""
-        options = RemovalOptions.build(**options)
+        options = RemovalOptions.of(options, **overrides)
         if isinstance(image, (bytes, bytearray, memoryview)):
             return self.process(bytes(image), options).data
         if isinstance(image, (str, os.PathLike)):
@@ -74,6 +91,9 @@ class SessionBase:
                 raise FileFailed(f"{image}: cannot read: {exc.strerror or exc}") from None
             return self.process(data, options).data
         return self.remove_image(as_pil(image), options)
+
+    def process(self, data: bytes, options: RemovalOptions) -> Result:
+        raise NotImplementedError
 
     def remove_image(self, image: Image.Image, options: RemovalOptions) -> Image.Image:
         raise NotImplementedError

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import warnings
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from bgremove.backends import Result, SessionBase
 from bgremove.backends.batching import Batcher
 from bgremove.devices import CPU, place, warning
 from bgremove.errors import ModelUnavailable
+from bgremove.extras import needs_extra
 from bgremove.imaging.compose import compose, encode
 from bgremove.imaging.decode import MAX_PIXELS, Decoded, decode, from_pil
 from bgremove.imaging.matte import compute_alpha
@@ -100,26 +100,17 @@ class RembgSaliency:
 
     def __init__(self, name: str, path: Path, threads: int | None = None,
                  providers: list | None = None):
-        try:
-            from rembg import new_session
-        except ModuleNotFoundError as exc:
-            if (exc.name or "").split(".")[0] != "rembg":
-                raise
-            raise ModelUnavailable(
-                f"model {name!r} runs through rembg, which is not installed: "
-                "pip install 'bgremove[models]' (the bundled u2netp needs nothing more)") from None
+        with needs_extra("models", ("rembg",), f"model {name!r} (it runs through rembg)",
+                         note=" (the bundled u2netp needs nothing more)", error=ModelUnavailable):
+            from rembg.sessions import sessions_class
 
-        # rembg finds `<name>.onnx` in $U2NET_HOME, so it never downloads; set for this call only.
-        saved = os.environ.get("U2NET_HOME")
-        os.environ["U2NET_HOME"] = str(path.parent)
-        try:
-            self.session = new_session(name, sess_opts=session_options(threads),
-                                       providers=providers or ["CPUExecutionProvider"])
-        finally:
-            if saved is None:
-                del os.environ["U2NET_HOME"]
-            else:
-                os.environ["U2NET_HOME"] = saved
+        # rembg's session class for the model, told where its file is: it never downloads, and
+        # no process-wide setting ($U2NET_HOME) changes under other threads to point it there.
+        kind = next(sc for sc in sessions_class if sc.name() == name)
+        pinned = type(kind.__name__, (kind,),
+                      {"download_models": classmethod(lambda cls, *a, **k: str(path))})
+        self.session = pinned(name, session_options(threads),
+                              providers=providers or ["CPUExecutionProvider"])
         self.providers = self.session.inner_session.get_providers()
 
     def predict(self, rgb: np.ndarray) -> np.ndarray:

@@ -38,10 +38,11 @@ from bgremove.contract import (
 from bgremove.errors import (
     AuthenticationFailed,
     FileFailed,
+    Option,
+    OptionError,
     OutOfCredits,
     SetupError,
     StopBatch,
-    UsageError,
 )
 from bgremove.imaging.decode import SNIFF_BYTES, open_image, sniff
 from bgremove.options import WHITE, OutputFormat, RemovalOptions
@@ -67,7 +68,7 @@ FIRST_CONTACT_TRIES = 2
 
 def check_limits(data: bytes) -> str:
     """Refuse what the API would refuse, before a credit is spent; return the format's name."""
-    return check_upload(data, advice="--max-size shrinks big photos")
+    return check_upload(data, advice=(Option("max_size"), " shrinks big photos"))
 
 
 def upload_form(data: bytes, max_size: int | None) -> bytes:
@@ -99,7 +100,7 @@ def upload_form(data: bytes, max_size: int | None) -> bytes:
 def check_api_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UsageError(f"--api-url {url!r}: expected an http:// or https:// address")
+        raise OptionError(Option("api_url"), f" {url!r}: expected an http:// or https:// address")
     return url
 
 
@@ -175,9 +176,9 @@ class RemoteSession(SessionBase):
         self._key = api_key if isinstance(api_key, Secret) else Secret(api_key)
         if not self._key.reveal().isascii():
             # An HTTP header cannot carry it; said without showing the key or its characters.
-            raise UsageError("the API key has a character that is not ASCII, so it cannot be "
-                             "sent (a pasted quote or dash?): check --api-key, --api-key-file "
-                             "or BGREMOVE_API_KEY")
+            raise OptionError("the API key has a character that is not ASCII, so it cannot be "
+                              "sent (a pasted quote or dash?): check ", Option("api_key"), ", ",
+                              Option("api_key_file"), " or BGREMOVE_API_KEY")
         self._owns_client = client is None
         self.client = client or httpx.Client(
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -223,7 +224,7 @@ class RemoteSession(SessionBase):
         expected = "png" if here else options.output_format.value
         if sniff(body[:SNIFF_BYTES]) != expected:
             raise FileFailed(f"the API answered 200 but not with a {expected.upper()} image",
-                             request_id)
+                             request_id=request_id)
         if here:
             body = finish_locally(body, options)
         return Result(body, credits_spent=1, request_id=request_id,
@@ -253,7 +254,7 @@ class RemoteSession(SessionBase):
             failures += 1
             if failures > self.max_retries:
                 raise FileFailed(f"gave up after {failures} attempts: {verdict.problem}",
-                                 verdict.request_id)
+                                 request_id=verdict.request_id)
             delay = self._backoff(failures) if verdict.delay is None else verdict.delay
             if delay > 0 and self._halt.wait(delay):
                 self._raise_if_stopped()
@@ -286,7 +287,8 @@ class RemoteSession(SessionBase):
             if (not self._reached and isinstance(answer, httpx.ConnectError)
                     and failures + 1 >= FIRST_CONTACT_TRIES):
                 self._stop(SetupError(f"cannot reach the API at {self.api_url}: {problem}; "
-                                      "check --api-url (or BGREMOVE_API_URL) and the network"))
+                                      "check ", Option("api_url"),
+                                      " (or BGREMOVE_API_URL) and the network"))
             return Retry(problem)
         status = answer.status_code
         request_id = answer.headers.get("x-request-id")
@@ -294,25 +296,26 @@ class RemoteSession(SessionBase):
             # Not followed: the key would go along to wherever the redirect points.
             where = self._key.redact(answer.headers.get("location", "?"))
             self._stop(SetupError(f"the API address {self.api_url} redirects (HTTP {status}) to "
-                                  f"{where}; give that address as --api-url"))
+                                  f"{where}; give that address as ", Option("api_url")))
         if status not in API_STATUSES or not self._speaks_api(answer):
             self._stop(SetupError(
                 f"{self.api_url} does not answer as the Background Removal API does (HTTP "
-                f"{status}{self._content_type(answer)}); check --api-url (or BGREMOVE_API_URL)"))
+                f"{status}{self._content_type(answer)}); check ", Option("api_url"),
+                " (or BGREMOVE_API_URL)"))
         self._reached = True
         if status < 300:
             return answer
         problem = f"{self._api_message(answer)} (HTTP {status})"
         if status == 401:
             self._stop(AuthenticationFailed(
-                f"the API rejected the API key: {problem}; check --api-key, --api-key-file or "
-                "BGREMOVE_API_KEY"))
+                f"the API rejected the API key: {problem}; check ", Option("api_key"), ", ",
+                Option("api_key_file"), " or BGREMOVE_API_KEY"))
         if status == 403:
             self._stop(OutOfCredits(
                 f"the account is out of credits: {problem}; once it has more, run the same "
                 "command again to process the rest"))
         if status not in RETRY_STATUSES:
-            raise FileFailed(f"the API refused this image: {problem}", request_id)
+            raise FileFailed(f"the API refused this image: {problem}", request_id=request_id)
         if status == 429:
             # Everyone waits, not only this thread: the server is telling the whole pool.
             delay = retry_after_seconds(answer.headers.get("retry-after"))
@@ -374,7 +377,7 @@ class RemoteSession(SessionBase):
     def _raise_if_stopped(self) -> None:
         stopped = self._stopped
         if stopped is not None:
-            raise type(stopped)(str(stopped))
+            raise type(stopped)(*stopped.parts)
 
     def close(self) -> None:
         if self._owns_client:

@@ -1,8 +1,8 @@
 """Command groups beyond the default `remove`: one module each, registered at the end of cli.py.
 
-Here too the one place where errors become messages and exit codes, for every command: a
-UsageError exits 2, an error that carries its own code (a StopBatch) exits with it, any other
-bgremove error 1.
+Here too the one place where errors become messages and exit codes, for every command: the
+message with flags for the library's keywords, the code from bgremove/exits.py (a UsageError
+exits 2, a StopBatch with its own code, any other bgremove error 1).
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from typing import NoReturn
 
 import typer
 
-from bgremove.errors import BgRemoveError, UsageError
-
-EXIT_FAILED, EXIT_USAGE = 1, 2
+from bgremove.errors import BgRemoveError
+from bgremove.exits import exit_code, in_flags
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -28,7 +27,5 @@ def reported_errors() -> Iterator[None]:
     """Turn bgremove's errors inside the block into a message on stderr and an exit code."""
     try:
         yield
-    except UsageError as exc:
-        fail(str(exc), EXIT_USAGE)
     except BgRemoveError as exc:
-        fail(str(exc), getattr(exc, "exit_code", EXIT_FAILED))
+        fail(in_flags(exc), exit_code(exc))

@@ -13,15 +13,17 @@ from typing import Annotated
 
 import typer
 
-from bgremove.commands import EXIT_FAILED, fail, reported_errors
+from bgremove.commands import fail, reported_errors
+from bgremove.config import DB_ENV
 from bgremove.contract import RATE_LIMIT
-from bgremove.errors import UsageError
+from bgremove.exits import FAILED
 from bgremove.server.store import KeyStore, StoreMissing, key_id_of, open_store, url_password
 
-SERVER_MODULES = {"fastapi", "starlette", "uvicorn", "multipart", "python_multipart"}
+SERVER_MODULES = {"fastapi", "starlette", "uvicorn", "multipart", "python_multipart",
+                  "python-multipart"}  # the last: its pip name, said when starlette lacks it
 
 DbOption = Annotated[str | None, typer.Option(
-    "--db", metavar="PATH|URL", envvar="BGREMOVE_DB",
+    "--db", metavar="PATH|URL", envvar=DB_ENV,
     help="The key database: a SQLite file (PATH or sqlite:///PATH), or postgresql://USER@HOST/DB "
     "shared by several servers (the password from PGPASSWORD or ~/.pgpass).",
     show_default="$XDG_DATA_HOME/bgremove/keys.sqlite3", show_envvar=True)]
@@ -59,10 +61,10 @@ def serve(
         store = _open_store(db)
         concurrency = workers or app_module.default_workers()
         # The model is loaded and has run every mode once before the server listens.
-        backend = app_module.local_backend(concurrency, model)
-        app_module.warm_up(backend)
+        session = app_module.local_session(concurrency, model)
+        app_module.warm_up(session)
         app = app_module.create_app(store, rate_limit=rate_limit, max_concurrency=concurrency,
-                                    cors_origins=cors_origin or (), backend=backend,
+                                    cors_origins=cors_origin or (), session=session,
                                     replica_timeout=replica_timeout)
         server = uvicorn.Server(uvicorn_config(app, log_level="info"))
 
@@ -77,29 +79,26 @@ def serve(
         server.run(sockets=[sock])
     except SystemExit as exc:  # uvicorn's startup failed (its log says why)
         if exc.code:
-            fail("the server failed to start (see the messages above)", EXIT_FAILED)
+            fail("the server failed to start (see the messages above)", FAILED)
         raise
     finally:
-        backend.close()
+        session.close()
         store.close()
         sock.close()
 
 
 def _load_server() -> tuple[ModuleType, ModuleType]:
     """uvicorn and bgremove.server.app, or a UsageError that says how to install them."""
-    try:
+    from bgremove.extras import needs_extra
+
+    with needs_extra("server", SERVER_MODULES, "`bgremove serve`"):
         import uvicorn
         from starlette import formparsers
 
         from bgremove.server import app as app_module
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in SERVER_MODULES:
-            raise
-        raise UsageError(f"{exc.name} is not installed; `bgremove serve` needs the server "
-                         "extra: pip install 'bgremove[server]'") from None
-    if formparsers.multipart is None:
-        raise UsageError("python-multipart is not installed; `bgremove serve` needs the server "
-                         "extra: pip install 'bgremove[server]'")
+
+        if formparsers.multipart is None:  # starlette imports it only if it is there
+            raise ModuleNotFoundError(name="python-multipart")
     return uvicorn, app_module
 
 

@@ -7,15 +7,15 @@ formats with no signature to recognise them by (TGA), which would take stray fil
 
 from __future__ import annotations
 
-import warnings
+import struct
 from dataclasses import dataclass
 from io import BytesIO
-from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from bgremove.errors import ImageError, NotAnImage
+from bgremove.errors import ImageError, NotAnImage, Option
 
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "AVIF", "HEIF",
            "JPEG2000", "PPM", "QOI")
@@ -28,10 +28,9 @@ MAX_PIXELS = 50_000_000
 # What may be decoded at all, to be shrunk: beyond this a header is taken for a decompression bomb.
 # JPEGs are shrunk while decoding (DCT scaling), so they cost far less than their size says.
 MAX_DECODE_PIXELS = 500_000_000
-# Sizes are checked here, from the header: Pillow's own bomb check is set to the hard limit, and
-# its warning (a raw message with a site-packages path) is not for our users.
-Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# Sizes are checked here, from the header, per image (check_size): images are opened without
+# Pillow's own bomb check, whose limit and warning are process-wide (the host application's too)
+# and whose warning (a raw message with a site-packages path) is not for our users.
 
 # Common formats by their magic numbers, to name them cheaply (the API takes the first three).
 _SIGNATURES: tuple[tuple[str, bytes], ...] = (
@@ -86,33 +85,56 @@ def open_image(data: bytes) -> Image.Image:
     return _open(BytesIO(data))
 
 
-def _is_empty(source) -> bool:
-    if isinstance(source, BytesIO):
-        return not source.getbuffer().nbytes
-    return Path(source).stat().st_size == 0
-
-
-def _open(source) -> Image.Image:
+def _open(fp: IO[bytes]) -> Image.Image:
+    """`Image.open(fp, formats=...)` less its bomb check, which reads Pillow's process-wide
+    MAX_IMAGE_PIXELS: headers past twice MAX_DECODE_PIXELS are refused here, and check_size
+    holds the rest to MAX_DECODE_PIXELS or MAX_PIXELS."""
     try:
-        return Image.open(source, formats=_readable_formats())
-    except Image.UnidentifiedImageError:
-        if _is_empty(source):
-            raise NotAnImage("empty file (0 bytes)") from None
-        raise NotAnImage(f"not an image (bgremove reads {READS})") from None
-    except Image.DecompressionBombError:
-        raise ImageError(f"image too large to decode safely (over {MAX_DECODE_PIXELS:,} "
-                         "pixels)") from None
+        prefix = fp.read(16)
+        for name in _readable_formats():
+            factory, accept = Image.OPEN[name]
+            try:
+                known = accept is None or accept(prefix)
+                if not known or isinstance(known, str):  # a str: the format's plugin is missing
+                    continue
+                fp.seek(0)
+                image = factory(fp, None)
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue  # not this format after all, as Image.open tries the next
+            width, height = image.size
+            if width * height > 2 * MAX_DECODE_PIXELS:  # where Pillow's check would refuse it
+                raise ImageError(f"image too large to decode safely (over "
+                                 f"{MAX_DECODE_PIXELS:,} pixels)")
+            return image
+    except ImageError:
+        raise
     except Exception as exc:
-        raise ImageError(f"cannot read image: {exc}") from None
+        raise broken(exc, "its header cannot be read") from None
+    if not prefix:
+        raise NotAnImage("empty file (0 bytes)")
+    raise NotAnImage(f"not an image (bgremove reads {READS})")
 
 
-def looks_like_image(path: Path) -> bool:
-    """Whether a file's header is one of an image we read (for --dry-run; nothing is decoded)."""
-    try:
-        with _open(path):
-            return True
-    except (ImageError, OSError):
-        return False
+TRUNCATED = "truncated image: the file ends before the image data does"
+
+
+def broken(exc: Exception, what: str) -> ImageError:
+    """Pillow's failure to read an image, in words for the user; Pillow's own (`image file is
+    truncated (9 bytes not processed)`) kept as the detail, for -v and --json."""
+    if isinstance(exc, ImageError):
+        return exc
+    text = str(exc) or type(exc).__name__
+    if "truncated" in text.lower():
+        return ImageError(TRUNCATED, detail=f"Pillow: {text}")
+    return ImageError(f"broken image: {what}", detail=f"Pillow: {text}")
+
+
+def check_header(file: IO[bytes], *, max_pixels: int = MAX_PIXELS,
+                 max_size: int | None = None) -> None:
+    """Refuse, with the error `decode` would raise, what the header alone shows: no image, an
+    empty file, an image over the size limit. Nothing is decoded (for --dry-run)."""
+    with _open(file) as image:
+        check_size(*image.size, max_pixels, max_size)
 
 
 def fitted_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:
@@ -133,8 +155,8 @@ def check_size(width: int, height: int, max_pixels: int, max_size: int | None) -
         return
     if pixels > max_pixels:
         raise ImageError(f"image is {width}x{height} ({pixels / 1e6:.0f} MP); the local engine "
-                         f"takes up to {max_pixels / 1e6:.0f} MP: --max-size N shrinks bigger "
-                         "photos to N pixels on their longer side")
+                         f"takes up to {max_pixels / 1e6:.0f} MP: ", Option("max_size", "N"),
+                         " shrinks bigger photos to N pixels on their longer side")
 
 
 def decode(data: bytes, *, max_pixels: int = MAX_PIXELS, max_size: int | None = None) -> Decoded:
@@ -160,15 +182,15 @@ def decode(data: bytes, *, max_pixels: int = MAX_PIXELS, max_size: int | None = 
             arithmetic = any(marker in data[:headers] for marker in (
                 b"\xff\xc9", b"\xff\xca", b"\xff\xcb", b"\xff\xcd", b"\xff\xce", b"\xff\xcf"))
             if (len(data) - headers) * 8 < blocks and not arithmetic:
-                raise ImageError(f"the JPEG data ends before the {image.width}x{image.height} "
-                                 "pixels its header claims")
+                raise ImageError(f"{TRUNCATED} (its header claims {image.width}x{image.height} "
+                                 "pixels)")
         if target != image.size and image.format == "JPEG":
             image.draft("RGB", target)  # decode at 1/2, 1/4 or 1/8 scale, still >= target
         image.load()
         # In place: without an orientation tag the copy exif_transpose() returns is pure waste.
         ImageOps.exif_transpose(image, in_place=True)
     except Exception as exc:
-        raise ImageError(f"broken or truncated image: {exc}") from None
+        raise broken(exc, "its pixels cannot be decoded") from None
     return _fit(image, max_size)
 
 

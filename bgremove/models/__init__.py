@@ -6,7 +6,8 @@ model pulled from a mirror. Nothing here imports onnxruntime or rembg: listing m
 instant.
 
 Facts (release asset, checksum, input size) are rembg 2.0.86's, from `rembg/sessions/*.py`. Files
-are cached as `<name>.onnx` in `$U2NET_HOME` (default `~/.u2net`): the flat layout rembg reads too,
+are cached as `<name>.onnx` in `$U2NET_HOME` (default `$XDG_DATA_HOME/.u2net`, else `~/.u2net`,
+as rembg reads them): the flat layout rembg reads too,
 so a file pulled here is one rembg never downloads again, and vice versa.
 """
 
@@ -96,8 +97,10 @@ QUALITY_UPGRADES = ("birefnet-general", "birefnet-general-lite", "isnet-general-
 
 
 def cache_dir() -> Path:
-    """The model cache (rembg's legacy one): `$U2NET_HOME`, else `~/.u2net`."""
-    return Path(os.environ.get("U2NET_HOME", Path.home() / ".u2net")).expanduser()
+    """The model cache, rembg's legacy one, read as rembg reads it (`legacy_home` in its
+    sessions/base.py): `$U2NET_HOME`, else `$XDG_DATA_HOME/.u2net`, else `~/.u2net`."""
+    default = os.path.join(os.environ.get("XDG_DATA_HOME", "~"), ".u2net")
+    return Path(os.path.expanduser(os.environ.get("U2NET_HOME", default)))
 
 
 def rembg_home() -> Path:

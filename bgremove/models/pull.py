@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgremove.errors import BgRemoveError
+from bgremove.atomic import create_part
+from bgremove.errors import DownloadFailed
 
 CHUNK = 1 << 20
-
-
-class DownloadFailed(BgRemoveError):
-    """The model could not be fetched or did not verify; nothing was saved."""
 
 
 @dataclass(frozen=True)
@@ -53,12 +49,6 @@ def _is_hex(text: str) -> bool:
     return all(c in "0123456789abcdef" for c in text)
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _cause(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
@@ -77,7 +67,7 @@ def download(url: str, dest: Path, checksum: Checksum, *, progress: Progress | N
 
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, part = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        fd, part = create_part(dest)  # 0666 less the umask: a model cache is shared
     except OSError as exc:
         raise DownloadFailed(f"cannot write to the model cache {dest.parent}: "
                              f"{_cause(exc)}") from None
@@ -105,7 +95,6 @@ def download(url: str, dest: Path, checksum: Checksum, *, progress: Progress | N
         if got != checksum:
             raise DownloadFailed(f"checksum mismatch for {url}: expected {checksum}, got {got}. "
                                  f"The file was discarded; nothing was saved.")
-        os.chmod(part, 0o666 & ~_umask())  # mkstemp makes it private; a model cache is shared
         os.replace(part, dest)
         return dest
     except httpx.HTTPError as exc:
@@ -113,6 +102,6 @@ def download(url: str, dest: Path, checksum: Checksum, *, progress: Progress | N
     except OSError as exc:
         raise DownloadFailed(f"cannot save {dest}: {_cause(exc)}") from None
     finally:
-        Path(part).unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
         if own_client:
             client.close()

@@ -3,14 +3,14 @@
 One request, in the order its checks run (cheapest and least revealing first, so a refused request
 costs almost nothing): key -> rate limit -> credits -> body size (from Content-Length, then counted
 while reading) -> form fields -> file type by content and pixel size from the image header ->
-reserve one credit -> run the backend on a worker thread -> settle the credit -> the image. A
+reserve one credit -> run the session on a worker thread -> settle the credit -> the image. A
 credit reserved for work that then fails is given back.
 
 Keys, credits and the rate limit live in the store (SQLite or PostgreSQL), never in this process,
 so any number of replicas of this app can serve one database. Each replica heartbeats into the
 store and sweeps it: the credits reserved by a replica that died mid-request are given back.
 
-The image work is the same `LocalBackend` and `RemovalOptions` the CLI uses; this module only speaks
+The image work is the same `LocalSession` and `RemovalOptions` the CLI uses; this module only speaks
 HTTP.
 """
 
@@ -41,11 +41,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bgremove import __version__
-from bgremove.backends import Session as Backend
+from bgremove.backends import Session
 from bgremove.contract import MAX_FILE_BYTES, RATE_LIMIT, RATE_WINDOW, check_upload
 from bgremove.errors import ImageError
 from bgremove.options import RemovalOptions
-from bgremove.parallel import plan
+from bgremove.parallel import plan_local
 from bgremove.server import openapi
 from bgremove.server.memory import MemoryKeeper
 from bgremove.server.store import KeyInfo, KeyStore, StoreError, open_store
@@ -100,21 +100,20 @@ def _counting_receive(receive: Receive, limit: int) -> Receive:
 def default_workers() -> int:
     """Images processed at once by default: the CLI's choice for this machine (parallel.plan: the
     cores, as many as memory holds), sized for quality mode, the costliest a client may ask."""
-    return plan(None, None, mode="quality")[0]
+    return plan_local(None, None, mode="quality")[0]
 
 
-def local_backend(concurrency: int, model: str | None = None) -> Backend:
+def local_session(concurrency: int, model: str | None = None) -> Session:
     """The engine, sized for a server processing `concurrency` images at once: the one place the
     server obtains it."""
-    import bgremove
+    from bgremove.api import open_local
 
     # The cores are split between the images in flight rather than each inference given all of
     # them: a busy server then does not oversubscribe the CPU.
-    _, threads = plan(concurrency, None)
-    return bgremove.new_session(model, threads=threads)
+    return open_local(model, workers=concurrency)[0]
 
 
-def warm_up(backend: Backend) -> None:
+def warm_up(session: Session) -> None:
     """Run every mode's code path once, so the first request is as fast as the ones after it.
 
     Lazy imports (scipy for the refined modes), onnxruntime's first run, and each codec's first use
@@ -141,14 +140,14 @@ def warm_up(backend: Backend) -> None:
     for fmt, options in runs:
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, fmt)
-        backend.process(buffer.getvalue(), options)
+        session.process(buffer.getvalue(), options)
 
 
 class RemovalService:
-    """The state behind the endpoint: the store, this replica's name, worker slots, the backend."""
+    """The state behind the endpoint: the store, this replica's name, worker slots, the session."""
 
     def __init__(self, store: KeyStore, *, rate_limit: int, rate_window: float,
-                 concurrency: int, backend: Backend | None, model: str | None,
+                 concurrency: int, session: Session | None, model: str | None,
                  replica_timeout: float, owns_store: bool):
         if rate_limit < 0 or rate_window <= 0:
             raise ValueError("the rate limit must be >= 0 and its window > 0 seconds")
@@ -165,29 +164,29 @@ class RemovalService:
         # beyond that wait for a slot without holding a thread.
         self.slots = anyio.CapacityLimiter(concurrency)
         self.memory = MemoryKeeper()
-        self._backend = backend
-        self._owns_backend = False
-        self._backend_lock = threading.Lock()
+        self._session = session
+        self._owns_session = False
+        self._session_lock = threading.Lock()
         # Credits of failed requests that could not be given back (the database was away):
         # given back by keep_alive as soon as it answers again.
         self.owed: set[str] = set()
 
-    def backend(self) -> Backend:
-        """The backend, loading and warming up the model on first use (on a worker thread)."""
-        if self._backend is None:
-            with self._backend_lock:
-                if self._backend is None:
-                    backend = local_backend(self.concurrency, self._model)
-                    warm_up(backend)
-                    self._backend = backend
-                    self._owns_backend = True
-        return self._backend
+    def session(self) -> Session:
+        """The session, loading and warming up the model on first use (on a worker thread)."""
+        if self._session is None:
+            with self._session_lock:
+                if self._session is None:
+                    session = local_session(self.concurrency, self._model)
+                    warm_up(session)
+                    self._session = session
+                    self._owns_session = True
+        return self._session
 
     async def start(self) -> None:
         """Before the first request: the model loaded and warm, this replica registered, and
         whatever a dead replica left reserved given back."""
         self.memory.bound()
-        await anyio.to_thread.run_sync(self.backend)
+        await anyio.to_thread.run_sync(self.session)
         await anyio.to_thread.run_sync(self.store.heartbeat, self.replica)
         await self._sweep()
 
@@ -222,8 +221,8 @@ class RemovalService:
                 log.warning("gave back %d credit(s) still reserved at shutdown", given)
         except StoreError as exc:
             log.warning("could not deregister this replica: %s", exc)
-        if self._owns_backend and self._backend is not None:
-            self._backend.close()
+        if self._owns_session and self._session is not None:
+            self._session.close()
         if self._owns_store:
             self.store.close()
 
@@ -291,7 +290,7 @@ class RemovalService:
 
     def _process(self, data: bytes, options: RemovalOptions) -> bytes:
         try:
-            return self.backend().process(data, options).data
+            return self.session().process(data, options).data
         finally:
             self.memory.after_image()
 
@@ -439,7 +438,7 @@ def create_app(
     rate_window: float = RATE_WINDOW,
     max_concurrency: int | None = None,
     cors_origins: Sequence[str] = (),
-    backend: Backend | None = None,
+    session: Session | None = None,
     model: str | None = None,
     replica_timeout: float = REPLICA_TIMEOUT,
 ) -> FastAPI:
@@ -449,7 +448,7 @@ def create_app(
     `rate_limit` requests per `rate_window` seconds per key (0: no limit), counted in the store,
     so across every replica; at most `max_concurrency` images processed at once (default: as
     `bgremove` sizes its workers for this machine); browsers on `cors_origins` (or "*") may call
-    it. `backend` defaults to the local engine with `model` (the bundled one by default), loaded
+    it. `session` defaults to the local engine with `model` (the bundled one by default), loaded
     and warmed up before the server takes requests. A replica silent for `replica_timeout`
     seconds is presumed dead and its reserved credits are given back.
     """
@@ -459,7 +458,7 @@ def create_app(
         rate_limit=rate_limit,
         rate_window=rate_window,
         concurrency=max_concurrency or default_workers(),
-        backend=backend,
+        session=session,
         model=model,
         replica_timeout=replica_timeout,
         owns_store=owns_store,

@@ -31,7 +31,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgremove.errors import BgRemoveError, SetupError, UsageError
+from bgremove.errors import StoreError as StoreError  # the store's errors, by their old address
+from bgremove.errors import StoreMissing as StoreMissing
+from bgremove.errors import StoreUnavailable as StoreUnavailable
+from bgremove.errors import UnknownKeyId as UnknownKeyId
+from bgremove.errors import UsageError
 
 KEY_PREFIX = "bgr_"
 _ID_HEX = 12  # 48 bits: collisions are re-drawn, and ids are not secret anyway
@@ -44,20 +48,7 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 MAX_CREDITS = 10**12
 
 
-class UnknownKeyId(UsageError):
-    """No key has this id."""
-
-
-class StoreError(BgRemoveError):
-    """The key database failed a statement."""
-
-
-class StoreUnavailable(SetupError, StoreError):
-    """The key database cannot be opened or reached: the setup's fault, not a request's."""
-
-
-class StoreMissing(StoreUnavailable):
-    """No key database where one was expected (and none is made: only creating a key makes one)."""
+# The store's errors are part of the one tree in errors.py (imported above).
 
 
 @dataclass(frozen=True)
@@ -132,7 +123,9 @@ def default_db_path() -> Path:
 
 def default_location() -> str:
     """`$BGREMOVE_DB`, else the default SQLite file."""
-    return os.environ.get("BGREMOVE_DB") or str(default_db_path())
+    from bgremove.config import db_from_env
+
+    return db_from_env() or str(default_db_path())
 
 
 def scheme_of(location: str) -> str:
@@ -182,13 +175,10 @@ def open_store(location: str | os.PathLike[str] | None = None, *,
     text = os.fspath(location) if location is not None else default_location()
     scheme = scheme_of(text)
     if scheme in POSTGRES_SCHEMES:
-        try:
+        from bgremove.extras import needs_extra
+
+        with needs_extra("postgres", ("psycopg", "psycopg_pool"), "a postgresql:// database"):
             from bgremove.server.postgres_store import PostgresKeyStore
-        except ModuleNotFoundError as exc:
-            if (exc.name or "").split(".")[0] not in ("psycopg", "psycopg_pool"):
-                raise
-            raise UsageError(f"{exc.name} is not installed; a postgresql:// database needs the "
-                             "postgres extra: pip install 'bgremove[postgres]'") from None
         return PostgresKeyStore(text, pool_size=pool_size)
     if scheme == "sqlite":
         # SQLAlchemy's spelling: sqlite:///relative/path, sqlite:////absolute/path
