@@ -151,7 +151,8 @@ class Settings:
     background_color: str = _setting(WHITE_NAME, _colour, "fill colour without the mask")
     max_size: int | None = _setting(_REMOVAL.max_size, _integer(1),
                                     "shrink photos to this many pixels on the longer side")
-    only_mask: bool = _setting(False, _bool, "write the matte (greyscale), not the cut-out")
+    only_mask: bool = _setting(_REMOVAL.only_mask, _bool,
+                               "write the matte (greyscale), not the cut-out")
     model: str | None = _setting(None, _text, "model name or .onnx path (local backend)")
     device: str = _setting("auto", _text, "where the model runs: auto | cpu | cuda | ...")
     workers: int | None = _setting(None, _integer(1),

@@ -101,7 +101,7 @@ def test_remote_mask_is_the_alpha_of_the_api_cutout(session, samples, tmp_path):
     store = open_store(tmp_path / "keys.sqlite3")
     key = store.create("tester@example.com", 10)
     photo = (samples / "coffee.png").read_bytes()
-    with serve_app(create_app(store, backend=session)) as base:
+    with serve_app(create_app(store, session=session)) as base:
         with bgremove.RemoteSession(f"{base}/api/remove-background/", key) as remote:
             mask = decoded(bgremove.remove(photo, only_mask=True, output_format="png",
                                            mode="fast", session=remote))

@@ -134,7 +134,7 @@ def test_remote_backend(folder, samples, tmp_path):
 
     store = open_store(tmp_path / "keys.sqlite3")
     key = store.create("tester@example.com", 10)
-    with bgremove.new_session() as model, serve_app(create_app(store, backend=model)) as base:
+    with bgremove.new_session() as model, serve_app(create_app(store, session=model)) as base:
         env = cli_env(BGREMOVE_API_KEY=key)
         run = Watching(tmp_path, str(folder), "-o", str(tmp_path / "out"), "--backend",
                        "remote", "--api-url", f"{base}/api/remove-background/", "--mode",
