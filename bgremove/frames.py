@@ -48,13 +48,13 @@ def read_frames(stream: BinaryIO, width: int, height: int):
     while True:
         number += 1
         frame = bytearray(size)
-        view = memoryview(frame)
         got = 0
         while got < size:  # a pipe gives what it has: fill the frame
-            n = stream.readinto(view[got:])
-            if not n:
+            chunk = stream.read(size - got)
+            if not chunk:
                 break
-            got += n
+            frame[got:got + len(chunk)] = chunk
+            got += len(chunk)
         if got == 0:
             return
         if got < size:
@@ -82,10 +82,10 @@ class FrameSink:
     @staticmethod
     def check_pattern(pattern: str) -> None:
         try:
-            first, second = pattern % 1, pattern % 2
+            numbered = pattern % 1 != pattern % 2
         except (TypeError, ValueError):
-            first = second = None
-        if first is None or first == second:
+            numbered = False
+        if not numbered:
             raise UsageError(f"-o {pattern}: name the files with a number pattern, such as "
                              "out/%05d.png")
         if OutputFormat.from_suffix(Path(pattern).suffix) is None:
@@ -102,6 +102,7 @@ class FrameSink:
 
             write_atomic(Path(self.pattern % number), data)
             return
+        assert self.stream is not None  # no pattern: a stream
         self.stream.write(data)
         self.stream.flush()
 

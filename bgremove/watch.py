@@ -163,7 +163,7 @@ def follow(first: Batch, session: Session, summary: Summary, *, workers: int,
     # (outputs in place, named `.cutout.`) is, and its outputs are ignored by their names.
     output = first.output_folder
     inside = output is not None and not any(_same(output, root) for root in roots)
-    arrivals = Arrivals(roots, [output] if inside else [])
+    arrivals = Arrivals(roots, [output] if output is not None and inside else [])
     started = time.perf_counter() - summary.seconds
 
     def record(outcome, _sub) -> None:
@@ -194,7 +194,8 @@ def follow(first: Batch, session: Session, summary: Summary, *, workers: int,
                         "(--max-credits)")
                     break
             batch = _batch_like(first, budget)
-            batch.planner = Narrowed(planner, ready)
+            # Narrowed has what a batch reads of its planner (iteration, known_count, listed).
+            batch.planner = Narrowed(planner, ready)  # type: ignore[assignment]
             current.append(batch)
             sub = batch.run(session, workers=workers, on_progress=record)
             current.clear()

@@ -72,9 +72,12 @@ def frames(
             raise UsageError("stdin is a terminal: pipe raw rgb24 frames in "
                              "(ffmpeg -i in.mp4 -f rawvideo -pix_fmt rgb24 - | bgremove frames "
                              "W H ...)")
-        given = {param.name: ctx.params[param.name] for param in ctx.command.params
-                 if param.name in SETTING_NAMES
-                 and ctx.get_parameter_source(param.name).name == "COMMANDLINE"}
+        given = {}
+        for param in ctx.command.params:
+            source = ctx.get_parameter_source(param.name) if param.name else None
+            if param.name in SETTING_NAMES and source is not None and (
+                    source.name == "COMMANDLINE"):
+                given[param.name] = ctx.params[param.name]
         given["output_format"] = sink.output_format  # JPEG files: on a background colour
         settings = load_settings(given, config=config)
         summary = _run(video, settings, sink, width, height)
