@@ -191,6 +191,9 @@ def remove(
     max_size: Annotated[int | None, typer.Option(
         metavar="PIXELS", help="Shrink photos whose longer side is bigger to this size first "
         "(instead of refusing those over the size limit).", show_default=False, min=1)] = None,
+    only_mask: Annotated[bool, typer.Option(
+        "--only-mask", "-om", help="Write the matte (8-bit greyscale: the alpha of the "
+        "cut-out), not the cut-out. JPEG works too.")] = DEFAULTS.only_mask,
     model: Annotated[str | None, typer.Option(
         metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
         show_default="u2netp, bundled")] = None,
@@ -244,6 +247,9 @@ def remove(
     files_from: Annotated[str | None, typer.Option(
         metavar="FILE", help="Also process the paths listed in FILE (- for stdin), one per line; "
         "blank lines and # comments are ignored.")] = None,
+    watch: Annotated[bool, typer.Option(
+        "--watch", "-w", help="After the run, keep running: process every image that appears "
+        "or changes in the input folders, until Ctrl-C.")] = False,
     json_lines: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object per file on stdout as each finishes.")] = False,
     report: Annotated[Path | None, typer.Option(
@@ -376,3 +382,6 @@ _server_commands.register(app)
 from bgremove.commands.models import models_app  # noqa: E402
 
 app.add_typer(models_app, name="models")
+from bgremove.commands import frames as _frames_command  # noqa: E402
+
+_frames_command.register(app)

@@ -34,6 +34,7 @@ class Job:
     report: Path | None = None
     quiet: bool = False
     verbose: bool = False
+    watch: bool = False  # then keep processing what arrives (watch.py)
 
     @property
     def image_on_stdin(self) -> bool:
@@ -149,6 +150,10 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
         raise UsageError("--model is for the local backend; the API picks its own model")
     if settings.cluster is not None:
         check_cluster(job, settings)
+    if job.watch:
+        from bgremove.watch import refuse
+
+        refuse(job, settings)
     batch = bgremove.Batch(
         job.inputs, job.output, options=options,
         listed=read_file_list(job.files_from) if job.files_from is not None else None,
@@ -223,6 +228,11 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
             console.start()
             summary = batch.run(session, workers=workers, on_progress=reporter.update,
                                 count_ahead=console.animated, executor=executor)
+            if job.watch and not (summary.interrupted or summary.stopped):
+                from bgremove.watch import follow
+
+                summary = follow(batch, session, summary, workers=workers,
+                                 on_progress=reporter.update, on_wait=console.waiting)
         finally:
             # An abandoned batch may still have threads inside the session: leave it open.
             if session is not None and not (summary is not None and summary.abandoned):
