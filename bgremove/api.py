@@ -82,7 +82,9 @@ def remove(image: ImageInput, options: RemovalOptions | None = None, *,
     quality, `include_mask` (transparent background; None: transparent unless a
     `background_color` is given or the format is JPEG), `smooth_edges`, `preserve_shadows`,
     `background_color` ("#rrggbb", a name, or an RGB tuple), `output_format`, and `max_size`,
-    which shrinks larger photos to that many pixels on their longer side first. `session`: a
+    which shrinks larger photos to that many pixels on their longer side first; `only_mask`
+    gives the matte alone (the alpha the cut-out would carry) as a greyscale image (L), in any
+    format, JPEG too. `session`: a
     `new_session()` or a `RemoteSession` (default: the bundled model, loaded on first use and
     kept).
     """

@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from bgremove import __version__
-from bgremove.commands import config, fail, keys, models, remove, serve
+from bgremove.commands import config, fail, frames, keys, models, remove, serve
 from bgremove.exits import USAGE
 
 if TYPE_CHECKING:  # typer vendors click; only its types are named here
@@ -126,7 +126,7 @@ def _root(
 
 
 # In the order `bgremove --help` lists them (the commands first, then the groups).
-for command in (remove, config, serve, keys, models):
+for command in (remove, config, serve, keys, models, frames):
     command.register(app)
 
 

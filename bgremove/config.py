@@ -151,6 +151,8 @@ class Settings:
     background_color: str = _setting(WHITE_NAME, _colour, "fill colour without the mask")
     max_size: int | None = _setting(_REMOVAL.max_size, _integer(1),
                                     "shrink photos to this many pixels on the longer side")
+    only_mask: bool = _setting(_REMOVAL.only_mask, _bool,
+                               "write the matte (greyscale), not the cut-out")
     model: str | None = _setting(None, _text, "model name or .onnx path (local backend)")
     device: str = _setting("auto", _text, "where the model runs: auto | cpu | cuda | ...")
     precision: str = _setting("auto", _choice("fp32", "int8", "auto"),
@@ -181,6 +183,8 @@ class Settings:
         unless it was asked for (which is then an error)."""
         mask_source = self.sources.get("include_mask", "default")
         colour_asked = self.sources.get("background_color") == "command line"
+        if self.only_mask:
+            return self._mask_options(mask_source, colour_asked)
         if colour_asked and mask_source == "command line" and self.include_mask:
             raise UsageError("--background-color fills the background and --include-mask keeps "
                              "it transparent: give one of them")
@@ -198,6 +202,23 @@ class Settings:
             return RemovalOptions.build(**{**values, "include_mask": include_mask})
         except OptionError:
             raise
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _mask_options(self, mask_source: str, colour_asked: bool) -> RemovalOptions:
+        """--only-mask writes the alpha of the transparent cut-out: a background asked for on
+        the command line contradicts it; one from the environment or config file is moot."""
+        if colour_asked:
+            raise UsageError("--only-mask writes the matte, which has no background to fill: "
+                             "drop --background-color")
+        if mask_source == "command line" and not self.include_mask:
+            raise UsageError("--only-mask writes the matte of the transparent cut-out: drop "
+                             "--no-include-mask")
+        try:
+            return RemovalOptions.build(
+                mode=self.mode, output_format=self.output_format, include_mask=True,
+                smooth_edges=self.smooth_edges, preserve_shadows=self.preserve_shadows,
+                max_size=self.max_size, only_mask=True)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 

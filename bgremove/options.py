@@ -147,9 +147,17 @@ class RemovalOptions:
     # Photos whose longer side is over this many pixels are shrunk to it first (None: never).
     # Not an API field: the remote backend shrinks before uploading.
     max_size: int | None = None
+    # Write the matte (8-bit greyscale: the alpha the cut-out would carry) instead of the cut-out.
+    # Not an API field: the remote backend takes the alpha of the API's cut-out.
+    only_mask: bool = False
 
     def __post_init__(self) -> None:
-        if self.include_mask and not self.output_format.has_alpha:
+        if self.only_mask and not self.include_mask:
+            raise OptionError(Option("only_mask"), " writes the matte of the transparent "
+                              "cut-out: it cannot be combined with a filled background (",
+                              Option("include_mask", "False"), ", ",
+                              Option("background_color"), ")", option="only_mask")
+        if self.include_mask and not self.output_format.has_alpha and not self.only_mask:
             raise OptionError("JPEG has no transparency: use it with the mask off (",
                               Option("include_mask", "False"), ", or a ",
                               Option("background_color"), "), or write PNG or WebP",
@@ -168,12 +176,15 @@ class RemovalOptions:
         preserve_shadows: bool | None = None,
         background_color: str | RGB | None = None,
         max_size: int | None = None,
+        only_mask: bool = False,
     ) -> RemovalOptions:
         """Options from plain values, as `bgremove.remove()` takes them (names or enums; a colour
         as text or an RGB tuple). `include_mask=None` keeps the background transparent unless a
         `background_color` is given (as rembg's `bgcolor` does) or the format is JPEG, which has
         no transparency. None, for the others, is the API's default (the fields above). Raises
-        ValueError naming the option that is wrong.
+        ValueError naming the option that is wrong. `only_mask`: the matte, as a greyscale
+        image (JPEG too); it keeps the mask, so a `background_color` or `include_mask=False`
+        with it is an error.
 
         This signature is the one list of the options' keywords: `bgremove.remove()`,
         `Session.remove()` and the config file's removal settings all follow it."""
@@ -186,15 +197,18 @@ class RemovalOptions:
             colour = _rgb(background_color)
         else:
             colour = default.background_color
+        if only_mask and background_color is not None:
+            raise OptionError(Option("only_mask"), " writes the matte, which has no background "
+                              "to fill: drop ", Option("background_color"), option="only_mask")
         if include_mask is None:
-            include_mask = background_color is None and fmt.has_alpha
+            include_mask = bool(only_mask) or (background_color is None and fmt.has_alpha)
         if smooth_edges is None:
             smooth_edges = default.smooth_edges
         if preserve_shadows is None:
             preserve_shadows = default.preserve_shadows
         return cls(_choose(Mode, default.mode if mode is None else mode, "mode"), fmt,
                    bool(include_mask), bool(smooth_edges), bool(preserve_shadows), colour,
-                   max_size)
+                   max_size, bool(only_mask))
 
     @classmethod
     def of(cls, options: RemovalOptions | None = None, **overrides: Any) -> RemovalOptions:

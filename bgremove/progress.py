@@ -134,6 +134,7 @@ class ConsoleReporter:
         self.inputs = list(inputs)
         self.progress: Progress | None = None
         self.task = None
+        self.said_watching = False
 
     @property
     def animated(self) -> bool:
@@ -180,6 +181,16 @@ class ConsoleReporter:
         self.task = self.progress.add_task("", total=None, status="", walking=True, rate=None,
                                            eta=None)
         self.rate = Rate(time.monotonic())
+
+    def waiting(self, summary: Summary) -> None:
+        """--watch: the work so far is done; say so, and that the run waits for more."""
+        if self.progress is not None:
+            self.progress.update(self.task, completed=summary.total, total=summary.total,
+                                 walking=False, status=f"{self._status(summary)}  watching "
+                                 "for new images (Ctrl-C to stop)".strip())
+        elif not self.quiet and not self.said_watching:
+            self.said_watching = True
+            self.say(f"watching {', '.join(self.inputs)} for new images (Ctrl-C to stop)")
 
     def _status(self, summary: Summary) -> str:
         parts = []

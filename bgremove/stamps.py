@@ -70,6 +70,8 @@ def options_key(options: RemovalOptions) -> dict[str, object]:
         value = getattr(options, f.name)
         if value is None or (f.name == "background_color" and options.include_mask):
             continue
+        if f.name == "only_mask" and not value:
+            continue  # a cut-out's stamp is as it was before the option existed
         if isinstance(value, Enum):
             value = value.value
         elif isinstance(value, tuple):

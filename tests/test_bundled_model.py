@@ -13,9 +13,8 @@ from bgremove.backends.local import OnnxSaliency
 from bgremove.models import BUNDLED, BUNDLED_PATH, KNOWN
 from bgremove.precision import INT8_PATH
 from tests.conftest import ROOT
+from tests.outside import original_model
 
-# rembg's original file, kept outside the repository (../shared/models next to it, in CI too).
-ORIGINAL = ROOT.parent / "shared" / "models" / "u2netp.onnx"
 ORIGINAL_MD5 = "8e83ca70e441ab06c318d82300c84806"
 
 
@@ -26,10 +25,9 @@ def bundled() -> OnnxSaliency:
 
 @pytest.fixture(scope="module")
 def original() -> OnnxSaliency:
-    if not ORIGINAL.is_file():
-        pytest.skip(f"rembg's original u2netp.onnx is not at {ORIGINAL}")
-    assert hashlib.md5(ORIGINAL.read_bytes()).hexdigest() == ORIGINAL_MD5
-    return OnnxSaliency(ORIGINAL, threads=1)
+    path = original_model()  # kept outside the repository (tests/outside.py)
+    assert hashlib.md5(path.read_bytes()).hexdigest() == ORIGINAL_MD5
+    return OnnxSaliency(path, threads=1)
 
 
 def photos(samples) -> list[np.ndarray]:

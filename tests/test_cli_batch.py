@@ -1,4 +1,5 @@
-"""The main command end to end, as a user runs it: folders in, mirrored cut-outs out."""
+"""The main command end to end, as a user runs it: folders in, mirrored cut-outs out. In a real
+process where the exit status or what reaches stdout is the point, else in this one (invoke)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from tests.conftest import run_cli
+from tests.inprocess import invoke
 
 
 def make_tree(samples: Path, root: Path) -> Path:
@@ -43,9 +45,9 @@ def test_second_run_skips_finished_work(samples, tmp_path):
     src.mkdir()
     shutil.copy(samples / "coffee.png", src)
     out = tmp_path / "out"
-    assert run_cli(str(src), "-o", str(out), "--mode", "fast").returncode == 0
+    assert invoke(str(src), "-o", str(out), "--mode", "fast").returncode == 0
     stamp = (out / "coffee.webp").stat().st_mtime_ns
-    again = run_cli(str(src), "-o", str(out), "--mode", "fast")
+    again = invoke(str(src), "-o", str(out), "--mode", "fast")
     assert again.returncode == 0
     assert (out / "coffee.webp").stat().st_mtime_ns == stamp
     assert "skipped (up to date)" in again.stderr.decode()
@@ -53,7 +55,7 @@ def test_second_run_skips_finished_work(samples, tmp_path):
 
 def test_single_file_to_named_output(samples, tmp_path):
     target = tmp_path / "cut.png"
-    proc = run_cli(str(samples / "astronaut.jpg"), "-o", str(target), "--no-include-mask")
+    proc = invoke(str(samples / "astronaut.jpg"), "-o", str(target), "--no-include-mask")
     assert proc.returncode == 0, proc.stderr.decode()
     image = Image.open(target)
     assert image.format == "PNG" and image.mode == "RGB"  # format taken from the file name
@@ -66,7 +68,7 @@ def test_same_stem_inputs_both_kept(samples, tmp_path):
     shutil.copy(samples / "coffee.png", src / "a.png")
     Image.open(samples / "astronaut.jpg").save(src / "a.jpg")
     out = tmp_path / "out"
-    proc = run_cli(str(src), "-o", str(out), "--mode", "fast", "--format", "png")
+    proc = invoke(str(src), "-o", str(out), "--mode", "fast", "--format", "png")
     assert proc.returncode == 0, proc.stderr.decode()
     assert sorted(p.name for p in out.iterdir()) == ["a.jpg.png", "a.png.png"]
     assert Image.open(out / "a.jpg.png").size == (512, 512)
@@ -82,7 +84,7 @@ def test_usage_errors_exit_2(samples, tmp_path):
 
 def test_missing_input_reported_rest_processed(samples, tmp_path):
     out = tmp_path / "out"
-    proc = run_cli(str(tmp_path / "missing.jpg"), str(samples / "coffee.png"), "-o", str(out),
+    proc = invoke(str(tmp_path / "missing.jpg"), str(samples / "coffee.png"), "-o", str(out),
                    "--mode", "fast")
     assert proc.returncode == 1
     assert "missing.jpg" in proc.stderr.decode()

@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from tests.conftest import cli_env, run_cli
+from tests.inprocess import invoke
 from tests.test_new_user import GUARD, declared_distributions
 from tests.test_pipes import json_lines
 from tests.test_resume import assert_only_whole_files, make_batch
@@ -45,9 +46,9 @@ def photos(samples, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def plain(photos, tmp_path_factory) -> Path:
-    """The outputs of the local engine, to compare with."""
+    """The outputs of the local engine, to compare with (made in this process)."""
     out = tmp_path_factory.mktemp("plain") / "out"
-    proc = run_cli(str(photos), "-o", str(out), "--mode", "fast")
+    proc = invoke(str(photos), "-o", str(out), "--mode", "fast")
     assert proc.returncode == 0, proc.stderr.decode()
     return out
 
@@ -148,7 +149,7 @@ def test_a_killed_worker_costs_a_rerun_and_each_output_is_written_once(photos, p
     assert summary["counts"]["done"] == PHOTOS
 
 
-def test_ctrl_c_stops_the_job_and_the_next_run_finishes_it(photos, plain, tmp_path):
+def test_ctrl_c_stops_the_job_and_the_next_run_finishes_it(photos, plain, tmp_path, scheduler):
     out = tmp_path / "out"
     proc = start(str(photos), "-o", str(out), "--mode", "fast", "--cluster", "local:2", "--json")
     watch = Watch(out)
@@ -167,8 +168,9 @@ def test_ctrl_c_stops_the_job_and_the_next_run_finishes_it(photos, plain, tmp_pa
     assert {line["status"] for line in lines if line["output"] not in done} == {"not processed"}
     stamps = {name: mark for name, mark in watch.first.items()}
 
-    second = run_cli(str(photos), "-o", str(out), "--mode", "fast", "--cluster", "local:2",
-                     "--json")
+    # The next run, on the running cluster (a second local one would only cost its start-up).
+    second = run_cli(str(photos), "-o", str(out), "--mode", "fast", "--cluster",
+                     scheduler.address, "--json")
     assert second.returncode == 0, second.stderr.decode()
     again = json_lines(second.stdout)
     assert {line["output"] for line in again if line["status"] == "skipped"} == done
@@ -206,7 +208,8 @@ def test_ctrl_c_while_the_local_cluster_starts_ends_the_run_cleanly(photos, tmp_
     assert_only_whole_files(out)
 
 
-def test_a_second_ctrl_c_leaves_at_once_and_says_what_was_written(photos, plain, tmp_path):
+def test_a_second_ctrl_c_leaves_at_once_and_says_what_was_written(photos, plain, tmp_path,
+                                                                  scheduler):
     out = tmp_path / "out"
     proc = start(str(photos), "-o", str(out), "--mode", "fast", "--cluster", "local:2", "--json")
     watch = Watch(out)
@@ -227,7 +230,8 @@ def test_a_second_ctrl_c_leaves_at_once_and_says_what_was_written(photos, plain,
     leftover.write_bytes(b"half an image")
     unrelated = out / ".notes.txt.0badc0de.part"  # not an output of this batch: kept
     unrelated.write_bytes(b"")
-    second = run_cli(str(photos), "-o", str(out), "--mode", "fast", "--cluster", "local:2")
+    second = run_cli(str(photos), "-o", str(out), "--mode", "fast", "--cluster",
+                     scheduler.address)
     assert second.returncode == 0, second.stderr.decode()
     assert webps(out) == webps(plain)
     assert temporaries(out) == [unrelated]

@@ -12,6 +12,7 @@ from bgremove import config
 from bgremove.errors import UsageError
 from bgremove.options import Mode, OutputFormat
 from tests.conftest import cli_env, run_cli
+from tests.inprocess import invoke
 
 KEY = "sk_live_0123456789abcdef7c3e"
 
@@ -87,7 +88,7 @@ def test_bad_environment_value_names_the_variable(tmp_path):
 
 def test_config_show_masks_the_key_and_names_sources(tmp_path):
     path = write_config(tmp_path, f'mode = "fast"\napi_key = "{KEY}"\n')
-    proc = run_cli("config", "show", env=cli_env(XDG_CONFIG_HOME=str(tmp_path),
+    proc = invoke("config", "show", env=cli_env(XDG_CONFIG_HOME=str(tmp_path),
                                                  BGREMOVE_FORMAT="png"))
     assert proc.returncode == 0, proc.stderr.decode()
     shown = proc.stdout.decode()
@@ -100,7 +101,7 @@ def test_config_show_masks_the_key_and_names_sources(tmp_path):
     assert "# default" in lines["workers"]
     assert f"config file: {path} (found)" in shown
 
-    proc = run_cli("config", "path", "--config", str(tmp_path / "other.toml"))
+    proc = invoke("config", "path", "--config", str(tmp_path / "other.toml"))
     assert proc.stdout.decode().strip() == str(tmp_path / "other.toml")
 
     bad = write_config(tmp_path, "colour = 'red'\n")
@@ -117,12 +118,12 @@ def test_settings_reach_the_run_and_flags_win(samples, tmp_path):
     env = cli_env(BGREMOVE_CONFIG=str(cfg))
     photo = str(samples / "chelsea.webp")
 
-    proc = run_cli(photo, "-o", str(tmp_path / "out"), "--dry-run", "--json", env=env)
+    proc = invoke(photo, "-o", str(tmp_path / "out"), "--dry-run", "--json", env=env)
     assert json.loads(proc.stdout)["output"].endswith("chelsea.png")
     env["BGREMOVE_FORMAT"] = "webp"
-    proc = run_cli(photo, "-o", str(tmp_path / "out"), "--dry-run", "--json", env=env)
+    proc = invoke(photo, "-o", str(tmp_path / "out"), "--dry-run", "--json", env=env)
     assert json.loads(proc.stdout)["output"].endswith("chelsea.webp")
-    proc = run_cli(photo, "-o", str(tmp_path / "out"), "--dry-run", "--json", "--format", "png",
+    proc = invoke(photo, "-o", str(tmp_path / "out"), "--dry-run", "--json", "--format", "png",
                    "--report", str(tmp_path / "report.json"), env=env)
     assert json.loads(proc.stdout)["output"].endswith("chelsea.png")
     report = (tmp_path / "report.json").read_text()
@@ -131,13 +132,13 @@ def test_settings_reach_the_run_and_flags_win(samples, tmp_path):
 
     # A real run: the fill colour and the mode come from the file; the -o file's extension
     # names the format, whatever BGREMOVE_FORMAT says.
-    proc = run_cli(photo, "-o", str(tmp_path / "cut.png"), env=env)
+    proc = invoke(photo, "-o", str(tmp_path / "cut.png"), env=env)
     assert proc.returncode == 0, proc.stderr.decode()
     image = Image.open(tmp_path / "cut.png")
     assert image.format == "PNG" and image.mode == "RGB"
     assert image.getpixel((0, 0)) == (128, 128, 128)
-    proc = run_cli(photo, "-o", str(tmp_path / "flag.png"), "--include-mask", env=env)
+    proc = invoke(photo, "-o", str(tmp_path / "flag.png"), "--include-mask", env=env)
     assert Image.open(tmp_path / "flag.png").mode == "RGBA"
 
-    proc = run_cli(photo, "-o", str(tmp_path / "x.png"), "--config", str(tmp_path / "nope.toml"))
+    proc = invoke(photo, "-o", str(tmp_path / "x.png"), "--config", str(tmp_path / "nope.toml"))
     assert proc.returncode == 2 and "nope.toml: not found" in proc.stderr.decode()

@@ -27,6 +27,7 @@ from PIL import Image
 
 from bgremove.models import BUNDLED_PATH, KNOWN
 from tests.conftest import cli_env, run_cli
+from tests.inprocess import invoke
 
 
 class MirrorHandler(SimpleHTTPRequestHandler):
@@ -87,14 +88,14 @@ def small_photo(samples, tmp_path) -> Path:
 
 
 def test_list_on_fresh_cache_shows_bundled_model(cache):
-    proc = run_cli("models", "list", env=env_for(cache))
+    proc = invoke("models", "list", env=env_for(cache))
     assert proc.returncode == 0, proc.stderr.decode()
     table = proc.stdout.decode()
     assert "u2netp" in table and "bundled" in table
     assert "isnet-general-use" in table and "downloadable" in table
     assert "non-commercial" in table  # bria-rmbg's licence is flagged in the table itself
 
-    doc = json.loads(run_cli("models", "list", "--json", env=env_for(cache)).stdout)
+    doc = json.loads(invoke("models", "list", "--json", env=env_for(cache)).stdout)
     assert doc["cache"] == str(cache)
     rows = {row["name"]: row for row in doc["models"]}
     assert rows["u2netp"]["status"] == "bundled" and Path(rows["u2netp"]["path"]) == BUNDLED_PATH
@@ -114,7 +115,7 @@ def test_pull_from_mirror_verifies_and_main_command_uses_it(mirror, cache, sampl
     # the mirror comes from the environment here; the other tests pass --mirror
     env = env_for(cache, BGREMOVE_MODEL_MIRROR=base)
 
-    proc = run_cli("models", "pull", "acme-products", "--checksum", checksum, env=env)
+    proc = invoke("models", "pull", "acme-products", "--checksum", checksum, env=env)
     assert proc.returncode == 0, proc.stderr.decode()
     pulled = cache / "acme-products.onnx"
     assert proc.stdout.decode().strip() == str(pulled)
@@ -122,20 +123,20 @@ def test_pull_from_mirror_verifies_and_main_command_uses_it(mirror, cache, sampl
     assert files_in(cache) == ["acme-products.onnx"]  # no .part file left beside it
     assert f"{base}/acme-products.onnx" in proc.stderr.decode()
 
-    rows = {r["name"]: r for r in json.loads(run_cli("models", "list", "--json", env=env).stdout)
+    rows = {r["name"]: r for r in json.loads(invoke("models", "list", "--json", env=env).stdout)
             ["models"]}
     assert rows["acme-products"]["status"] == "custom"
     assert rows["acme-products"]["path"] == str(pulled)
 
     out = tmp_path / "cut.png"
-    proc = run_cli(str(samples / "coffee.png"), "-o", str(out), "--model", "acme-products",
+    proc = invoke(str(samples / "coffee.png"), "-o", str(out), "--model", "acme-products",
                    "--mode", "fast", "-v", env=env)
     assert proc.returncode == 0, proc.stderr.decode()
     assert f"model acme-products ({pulled})" in proc.stderr.decode()
     image = Image.open(out)
     assert image.mode == "RGBA" and image.size == Image.open(samples / "coffee.png").size
 
-    again = run_cli("models", "pull", "acme-products", "--checksum", checksum, env=env)
+    again = invoke("models", "pull", "acme-products", "--checksum", checksum, env=env)
     assert again.returncode == 0 and "already downloaded and verified" in again.stderr.decode()
 
 
@@ -143,7 +144,7 @@ def test_wrong_checksum_is_refused_and_nothing_is_left(mirror, cache, samples, t
     base, root = mirror
     # Not the real u2net: the built-in md5 (rembg's) must catch it.
     (root / "u2net.onnx").write_bytes(b"tampered or truncated model" * 1000)
-    proc = run_cli("models", "pull", "u2net", "--mirror", base, env=env_for(cache))
+    proc = invoke("models", "pull", "u2net", "--mirror", base, env=env_for(cache))
     stderr = proc.stderr.decode()
     assert proc.returncode == 1
     assert "checksum mismatch" in stderr and "md5:60024c5c889badc19c04ad937298a77b" in stderr
@@ -151,19 +152,19 @@ def test_wrong_checksum_is_refused_and_nothing_is_left(mirror, cache, samples, t
     assert files_in(cache) == []
 
     shutil.copy(BUNDLED_PATH, root / "acme.onnx")
-    proc = run_cli("models", "pull", "acme", "--mirror", base, "--checksum", "sha256:" + "0" * 64,
+    proc = invoke("models", "pull", "acme", "--mirror", base, "--checksum", "sha256:" + "0" * 64,
                    env=env_for(cache))
     assert proc.returncode == 1 and "checksum mismatch" in proc.stderr.decode()
     assert files_in(cache) == []
     # ... and the model is not usable afterwards
-    proc = run_cli(str(samples / "coffee.png"), "-o", str(tmp_path / "out.png"), "--model", "acme",
+    proc = invoke(str(samples / "coffee.png"), "-o", str(tmp_path / "out.png"), "--model", "acme",
                    env=env_for(cache))
     assert proc.returncode == 2 and not (tmp_path / "out.png").exists()
 
 
 def test_download_cut_short_leaves_nothing(mirror, cache):
     base, _ = mirror
-    proc = run_cli("models", "pull", "cut-short", "--mirror", base, "--checksum", "md5:" + "0" * 32,
+    proc = invoke("models", "pull", "cut-short", "--mirror", base, "--checksum", "md5:" + "0" * 32,
                    env=env_for(cache))
     stderr = proc.stderr.decode()
     assert proc.returncode == 1, stderr
@@ -176,7 +177,7 @@ def test_unreachable_mirror_says_url_and_cause(cache):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/models"
-    proc = run_cli("models", "pull", "silueta", "--mirror", url, env=env_for(cache))
+    proc = invoke("models", "pull", "silueta", "--mirror", url, env=env_for(cache))
     stderr = proc.stderr.decode()
     assert proc.returncode == 1
     assert f"cannot download {url}/silueta.onnx" in stderr
@@ -186,7 +187,7 @@ def test_unreachable_mirror_says_url_and_cause(cache):
 
 def test_missing_file_on_mirror_is_reported(mirror, cache):
     base, _ = mirror
-    proc = run_cli("models", "pull", "isnet-anime", "--mirror", base, env=env_for(cache))
+    proc = invoke("models", "pull", "isnet-anime", "--mirror", base, env=env_for(cache))
     assert proc.returncode == 1
     assert f"{base}/isnet-anime.onnx: HTTP 404" in proc.stderr.decode()
 
@@ -217,7 +218,7 @@ def _cuda_installed() -> bool:
 @pytest.mark.skipif(_cuda_installed(), reason="this machine's onnxruntime has CUDA")
 def test_device_cuda_without_gpu_warns_and_runs_on_cpu(cache, samples, tmp_path):
     out = tmp_path / "cut.webp"
-    proc = run_cli(str(samples / "coffee.png"), "-o", str(out), "--device", "cuda", "-v",
+    proc = invoke(str(samples / "coffee.png"), "-o", str(out), "--device", "cuda", "-v",
                    "--mode", "fast", env=env_for(cache))
     stderr = proc.stderr.decode()
     assert proc.returncode == 0, stderr
@@ -227,7 +228,7 @@ def test_device_cuda_without_gpu_warns_and_runs_on_cpu(cache, samples, tmp_path)
 
 
 def test_device_cpu_runs_quietly_unknown_device_is_usage_error(cache, small_photo, tmp_path):
-    proc = run_cli(str(small_photo), "-o", str(tmp_path / "a.png"), "--device", "cpu",
+    proc = invoke(str(small_photo), "-o", str(tmp_path / "a.png"), "--device", "cpu",
                    "--mode", "fast", "-v", env=env_for(cache))
     assert proc.returncode == 0 and "warning" not in proc.stderr.decode()
     assert "on CPU" in proc.stderr.decode()
@@ -275,11 +276,11 @@ def test_quality_mode_suggests_a_better_downloaded_model(cache, small_photo, tmp
     cache.mkdir()
     # Only the file's presence matters to the hint; the run itself uses the bundled model.
     shutil.copy(BUNDLED_PATH, cache / KNOWN["isnet-general-use"].filename)
-    proc = run_cli(str(small_photo), "-o", str(tmp_path / "q.png"), "--mode", "quality",
+    proc = invoke(str(small_photo), "-o", str(tmp_path / "q.png"), "--mode", "quality",
                    env=env_for(cache))
     assert proc.returncode == 0, proc.stderr.decode()
     assert "hint: isnet-general-use is downloaded" in proc.stderr.decode()
-    proc = run_cli(str(small_photo), "-o", str(tmp_path / "f.png"), "--mode", "fast",
+    proc = invoke(str(small_photo), "-o", str(tmp_path / "f.png"), "--mode", "fast",
                    env=env_for(cache))
     assert "hint" not in proc.stderr.decode()
 
@@ -307,10 +308,10 @@ def test_in_process_download_reports_progress_and_cleans_up(mirror, tmp_path):
 
 def test_every_models_command_has_help_with_example():
     for args in (["models"], ["models", "list"], ["models", "pull"]):
-        proc = run_cli(*args, "--help")
+        proc = invoke(*args, "--help")
         assert proc.returncode == 0
         assert "Example: bgremove models" in proc.stdout.decode()
-    assert "--device" in run_cli("remove", "--help").stdout.decode()
+    assert "--device" in invoke("remove", "--help").stdout.decode()
 
 
 def test_models_list_does_not_need_rembg(cache):

@@ -1,5 +1,7 @@
 """A new user's first hour: the mistakes people make and the edges they meet, each with the clear
-message and the safe outcome they should get. Everything runs the real CLI in a subprocess."""
+message and the safe outcome they should get. Everything runs the real CLI: in a subprocess where
+the exit status or a signal is the point, else in this process (tests/inprocess.py: the same app,
+without half a second of start-up per call)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ROOT, cli_env, run_cli
+from tests.inprocess import invoke
 from tests.test_pipes import small_copy
 
 
@@ -93,7 +96,7 @@ def test_output_folder_that_is_the_input_folder_keeps_every_original(samples, tm
     small_copy(samples / "chelsea.webp", same / "chelsea.webp")
     originals = {p.name: digest(p) for p in same.iterdir()}
     for extra in ([], ["--overwrite"], ["--overwrite", "-f", "png"]):
-        proc = run_cli(str(same), "-o", str(same), "--mode", "fast", *extra)
+        proc = invoke(str(same), "-o", str(same), "--mode", "fast", *extra)
         assert proc.returncode == 0, proc.stderr.decode()
     assert {p.name: digest(p) for p in same.iterdir() if p.name in originals} == originals
     assert files(same) == ["astronaut.cutout.png", "astronaut.cutout.webp", "astronaut.jpg",
@@ -218,7 +221,7 @@ def test_a_wrong_api_address_stops_the_batch_within_seconds(samples, tmp_path, n
 # 5. and 6. -o with an image extension, and a background colour alone.
 
 def test_o_with_a_jpeg_name_writes_a_jpeg_on_white(samples, tmp_path):
-    proc = run_cli(str(samples / "astronaut.jpg"), "-o", str(tmp_path / "out.jpg"), "--mode",
+    proc = invoke(str(samples / "astronaut.jpg"), "-o", str(tmp_path / "out.jpg"), "--mode",
                    "fast")
     assert proc.returncode == 0, proc.stderr.decode()
     image = Image.open(tmp_path / "out.jpg")
@@ -246,7 +249,7 @@ def test_an_image_name_for_a_folder_of_images_says_so(samples, tmp_path):
 
 
 def test_a_background_colour_alone_fills_the_background(samples, tmp_path):
-    proc = run_cli(str(samples / "astronaut.jpg"), "-o", str(tmp_path / "out.png"),
+    proc = invoke(str(samples / "astronaut.jpg"), "-o", str(tmp_path / "out.png"),
                    "--background-color", "red", "--mode", "fast")
     assert proc.returncode == 0, proc.stderr.decode()
     image = Image.open(tmp_path / "out.png")
@@ -270,7 +273,7 @@ def test_a_huge_photo_is_refused_from_its_header_or_shrunk(samples, tmp_path):
     big = Image.open(samples / "astronaut.jpg").convert("RGB").resize((9000, 6000))
     big.save(src / "big.jpg", quality=80)
     started = time.monotonic()
-    proc = run_cli(str(src), "-o", str(tmp_path / "out"), "--mode", "fast")
+    proc = invoke(str(src), "-o", str(tmp_path / "out"), "--mode", "fast")
     stderr = proc.stderr.decode()
     assert proc.returncode == 1, stderr
     assert "huge.png: image is 15000x15000 (225 MP)" in stderr and "--max-size" in stderr
@@ -278,7 +281,7 @@ def test_a_huge_photo_is_refused_from_its_header_or_shrunk(samples, tmp_path):
     assert "DecompressionBomb" not in stderr and "site-packages" not in stderr
     assert time.monotonic() - started < 60
 
-    proc = run_cli(str(src / "big.jpg"), "-o", str(tmp_path / "small.png"), "--mode", "fast",
+    proc = invoke(str(src / "big.jpg"), "-o", str(tmp_path / "small.png"), "--mode", "fast",
                    "--max-size", "1200")
     assert proc.returncode == 0, proc.stderr.decode()
     assert Image.open(tmp_path / "small.png").size == (1200, 800)
@@ -310,7 +313,7 @@ def test_avif_is_an_image_and_skipped_files_are_named(samples, tmp_path):
     Image.open(samples / "chelsea.webp").save(src / "cat.avif")
     (src / "notes.txt").write_text("hello")
     (src / "data.bin").write_bytes(os.urandom(100))
-    proc = run_cli(str(src), "-o", str(tmp_path / "out"), "--mode", "fast")
+    proc = invoke(str(src), "-o", str(tmp_path / "out"), "--mode", "fast")
     stderr = proc.stderr.decode()
     assert proc.returncode == 0, stderr
     assert files(tmp_path / "out") == ["cat.webp"]
@@ -325,7 +328,7 @@ def test_a_broken_file_named_as_an_image_fails_where_other_files_are_skipped(sam
     (src / ".DS_Store").write_bytes(b"\0" * 10)
     (src / "notes.txt").write_text("hello")
     for extra in (["--dry-run"], []):  # the dry run first: it writes nothing
-        proc = run_cli(str(src), "-o", str(tmp_path / "out"), "--mode", "fast", "--json", *extra)
+        proc = invoke(str(src), "-o", str(tmp_path / "out"), "--mode", "fast", "--json", *extra)
         status = {Path(line["input"]).name: (line["status"], line["error"])
                   for line in map(json.loads, proc.stdout.decode().splitlines())}
         assert proc.returncode == 1, proc.stderr
@@ -372,7 +375,7 @@ def test_a_missing_file_is_reported_once(tmp_path):
 
 def test_a_file_named_twice_is_processed_once_under_its_plain_name(samples, tmp_path):
     photo = small_copy(samples / "astronaut.jpg", tmp_path / "astronaut.jpg")
-    proc = run_cli(str(photo), str(tmp_path / "." / "astronaut.jpg"), "-o", str(tmp_path / "out"),
+    proc = invoke(str(photo), str(tmp_path / "." / "astronaut.jpg"), "-o", str(tmp_path / "out"),
                    "--json")
     assert proc.returncode == 0, proc.stderr
     assert files(tmp_path / "out") == ["astronaut.webp"]
@@ -404,7 +407,7 @@ def outcomes(proc: subprocess.CompletedProcess[bytes]) -> dict[str, tuple[str, s
 def test_two_folders_with_the_same_names_never_overwrite_each_other(samples, tmp_path):
     small_copy(samples / "astronaut.jpg", tmp_path / "x" / "a.jpg")
     small_copy(samples / "rocket.jpg", tmp_path / "y" / "a.jpg")
-    proc = run_cli("x", "y", "-o", "out", "--mode", "fast", "--json", cwd=tmp_path)
+    proc = invoke("x", "y", "-o", "out", "--mode", "fast", "--json", cwd=tmp_path)
     assert proc.returncode == 1
     assert outcomes(proc) == {"x/a.jpg": ("done", "out/a.webp"), "y/a.jpg": ("failed", None)}
     assert "same output as x/a.jpg" in proc.stderr.decode()
@@ -415,7 +418,7 @@ def test_two_folders_with_the_same_names_never_overwrite_each_other(samples, tmp
 def test_a_listed_file_runs_once_however_it_is_written(samples, tmp_path):
     small_copy(samples / "coffee.png", tmp_path / "c.png")
     listing = f"c.png\nc.png\n./c.png\n{tmp_path}/c.png\n".encode()
-    proc = run_cli("--files-from", "-", "-o", "out", "--json", input=listing, cwd=tmp_path)
+    proc = invoke("--files-from", "-", "-o", "out", "--json", input=listing, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert outcomes(proc) == {"c.png": ("done", "out/c.webp")}
     assert files(tmp_path / "out") == ["c.webp"]
@@ -425,7 +428,7 @@ def test_listing_a_folder_into_itself_again_does_nothing_new(samples, tmp_path):
     small_copy(samples / "astronaut.jpg", tmp_path / "shop" / "a.jpg")
     for _ in range(2):
         listing = "".join(f"shop/{p.name}\n" for p in (tmp_path / "shop").iterdir()).encode()
-        proc = run_cli("--files-from", "-", "-o", ".", "-q", input=listing, cwd=tmp_path)
+        proc = invoke("--files-from", "-", "-o", ".", "-q", input=listing, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
     assert files(tmp_path / "shop") == ["a.cutout.webp", "a.jpg"]
 
@@ -433,7 +436,7 @@ def test_listing_a_folder_into_itself_again_does_nothing_new(samples, tmp_path):
 def test_a_broken_link_in_a_folder_fails_with_its_path(samples, tmp_path):
     small_copy(samples / "astronaut.jpg", tmp_path / "in" / "ok.jpg")
     (tmp_path / "in" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
-    proc = run_cli("in", "-o", "out", "--json", cwd=tmp_path)
+    proc = invoke("in", "-o", "out", "--json", cwd=tmp_path)
     assert proc.returncode == 1
     assert outcomes(proc)["in/gone.jpg"][0] == "failed" and "in/gone.jpg" in proc.stderr.decode()
 
@@ -452,7 +455,7 @@ def test_jpeg_on_the_command_line_outranks_a_mask_from_the_config(samples, tmp_p
     photo = small_copy(samples / "astronaut.jpg", tmp_path / "a.jpg")
     config = tmp_path / "config.toml"
     config.write_text("include_mask = true\n")
-    proc = run_cli(str(photo), "-o", str(tmp_path / "cut.jpg"), "--config", str(config))
+    proc = invoke(str(photo), "-o", str(tmp_path / "cut.jpg"), "--config", str(config))
     assert proc.returncode == 0, proc.stderr
     assert Image.open(tmp_path / "cut.jpg").format == "JPEG"
 

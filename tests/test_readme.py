@@ -79,3 +79,22 @@ def test_every_option_is_in_the_readme(path, command):
     assert not missing, f"`bgremove {' '.join(path)}` options missing from README.md: {missing}"
 
 
+
+
+def test_ci_runs_the_readmes_set_up_commands_as_written():
+    # CI proves the README's set-up works on a fresh machine only if it runs those very lines.
+    section = README.split("## Set up on a fresh machine", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```\n(.*?)\n```", section, re.S)
+    assert len(commands) == 2 and all("\n" not in command for command in commands)
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert [line for line in ci if line in commands] == commands
+    assert "pip install -e . " in commands[0] + " "  # the main job needs no extra
+    assert commands[1].endswith("python -m pytest")
+    # The tests exercise every extra: the test command installs all of them, and the test tools.
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    extras = re.search(r"-e '\.\[(.*?)\]' --group dev ", commands[1]).group(1).split(",")
+    assert sorted(extras) == sorted(project["project"]["optional-dependencies"])
+    assert "dev" not in project["project"]["optional-dependencies"]
+    assert any(tool.startswith("pytest") for tool in project["dependency-groups"]["dev"])

@@ -1,5 +1,6 @@
-"""`bgremove --backend remote` end to end: the CLI in a subprocess against the real API server
-(`bgremove serve`'s app) on 127.0.0.1, with a real key store and a known balance."""
+"""`bgremove --backend remote` end to end: the CLI against the real API server (`bgremove serve`'s
+app) on 127.0.0.1, with a real key store and a known balance. The CLI runs in a subprocess where
+the exit status or everything the process prints is the point, else in this process."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from bgremove.server import create_app
 from bgremove.server.store import KeyStore, open_store
 from tests.api_front import ApiFront, MemoSession
 from tests.conftest import cli_env, run_cli
+from tests.inprocess import invoke
 from tests.serving import serve_app
 
 
@@ -42,11 +44,12 @@ class Api:
     def credits(self) -> int:
         return self.store.get(self.key_id).credits
 
-    def run(self, *args: str, key: str | None = None, timeout: float = 300):
+    def run(self, *args: str, key: str | None = None, process: bool = False):
+        """The CLI against this server: in this process, or in its own (`process=True`)."""
         env = cli_env(BGREMOVE_API_KEY=self.key if key is None else key)
         env.pop("BGREMOVE_API_URL", None)
-        return run_cli(*args, "--backend", "remote", "--api-url", self.url, env=env,
-                       timeout=timeout)
+        args = (*args, "--backend", "remote", "--api-url", self.url)
+        return run_cli(*args, env=env) if process else invoke(*args, env=env)
 
 
 @pytest.fixture
@@ -105,7 +108,7 @@ def test_remote_output_matches_local(api, samples, tmp_path, names, options):
     src.mkdir()
     for name in names:
         shutil.copy(samples / name, src / name)
-    local = run_cli(str(src), "-o", str(tmp_path / "local"), *options)
+    local = invoke(str(src), "-o", str(tmp_path / "local"), *options)
     assert local.returncode == 0, local.stderr.decode()
     with api(credits=10) as server:
         remote = server.run(str(src), "-o", str(tmp_path / "remote"), *options)
@@ -161,7 +164,7 @@ def test_check_on_the_remote_backend_sends_no_request(api, samples, tmp_path):
             f"stale: {out / 'img01.webp'} (input changed; from {src / 'img01.jpg'})"]
         assert (len(server.front.arrivals), server.credits) == (arrivals, credits)
     # The API's outputs are the API's model's: made locally, they would be another model's.
-    local = run_cli(str(src), "-o", str(out), "--mode", "fast", "--check", "--json")
+    local = invoke(str(src), "-o", str(out), "--mode", "fast", "--check", "--json")
     assert {json.loads(line)["reason"] for line in local.stdout.decode().splitlines()} == {
         "model changed"}
 
@@ -207,7 +210,8 @@ def test_faults_lose_no_file_and_charge_none_twice(api, model, samples, tmp_path
 def test_wrong_key_stops_at_once_with_exit_3(api, samples, tmp_path):
     src = small_batch(samples, tmp_path / "in", 30, side=32)
     with api(credits=50) as server:
-        proc = server.run(str(src), "-o", str(tmp_path / "out"), key="bgr_000000000000_" + "x" * 43)
+        proc = server.run(str(src), "-o", str(tmp_path / "out"), key="bgr_000000000000_" + "x" * 43,
+                          process=True)
         assert server.credits == 50
         sent = len(server.front.arrivals)
     stderr = proc.stderr.decode()
@@ -220,7 +224,7 @@ def test_wrong_key_stops_at_once_with_exit_3(api, samples, tmp_path):
 def test_out_of_credits_stops_with_exit_4_and_lists_the_rest(api, samples, tmp_path):
     src = small_batch(samples, tmp_path / "in", 20, side=32)
     with api(credits=5) as server:
-        proc = server.run(str(src), "-o", str(tmp_path / "out"), "--workers", "4")
+        proc = server.run(str(src), "-o", str(tmp_path / "out"), "--workers", "4", process=True)
         assert server.credits == 0
         sent = len(server.front.arrivals)
     stderr = proc.stderr.decode()
@@ -239,7 +243,8 @@ def test_out_of_credits_stops_with_exit_4_and_lists_the_rest(api, samples, tmp_p
 def test_max_credits_stops_after_that_many(api, samples, tmp_path):
     src = small_batch(samples, tmp_path / "in", 10, side=32)
     with api(credits=100) as server:
-        proc = server.run(str(src), "-o", str(tmp_path / "out"), "--max-credits", "4")
+        proc = server.run(str(src), "-o", str(tmp_path / "out"), "--max-credits", "4",
+                          process=True)
         assert server.credits == 96
     assert proc.returncode == 4, proc.stderr.decode()
     assert len(outputs(tmp_path / "out")) == 4
@@ -264,7 +269,7 @@ def test_key_never_appears_in_any_output(api, model, samples, tmp_path):
             report = tmp_path / f"report{i}.json"
             # every machine-readable output there is, too
             proc = server.run(str(src), "-o", str(tmp_path / f"out{i}"), "-v", *how,
-                              "--json", "--report", str(report), key=key)
+                              "--json", "--report", str(report), key=key, process=True)
             runs.append((proc, report))
         assert [proc.returncode for proc, _ in runs] == [1, 4, 4, 3]
     for proc, report in runs:

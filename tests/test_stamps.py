@@ -20,6 +20,7 @@ from bgremove import stamps
 from bgremove.imaging.png import encode_png
 from bgremove.outcomes import Status
 from tests.conftest import run_cli
+from tests.inprocess import invoke
 from tests.test_pipes import small_copy
 
 
@@ -64,11 +65,11 @@ def json_lines(stdout: bytes) -> dict[str, dict]:
 
 def test_a_replaced_photo_is_made_again(samples, tmp_path):
     src, out = assets(samples, tmp_path), tmp_path / "build"
-    assert run_cli(str(src), "-o", str(out), "--mode", "fast").returncode == 0
+    assert invoke(str(src), "-o", str(out), "--mode", "fast").returncode == 0
     before = np.asarray(Image.open(out / "astronaut.webp"))
     replace_content(src / "astronaut.jpg", samples / "rocket.jpg")
 
-    again = run_cli(str(src), "-o", str(out), "--mode", "fast", "--json")
+    again = invoke(str(src), "-o", str(out), "--mode", "fast", "--json")
     assert again.returncode == 0, again.stderr.decode()
     lines = json_lines(again.stdout)
     assert (lines["astronaut.jpg"]["status"], lines["astronaut.jpg"]["reason"]) == (
@@ -83,15 +84,15 @@ def test_a_replaced_photo_is_made_again(samples, tmp_path):
 
 def test_another_mode_makes_every_output_again(samples, tmp_path):
     src, out = assets(samples, tmp_path), tmp_path / "build"
-    assert run_cli(str(src), "-o", str(out), "--mode", "fast").returncode == 0
-    again = run_cli(str(src), "-o", str(out), "--mode", "quality", "--json")
+    assert invoke(str(src), "-o", str(out), "--mode", "fast").returncode == 0
+    again = invoke(str(src), "-o", str(out), "--mode", "quality", "--json")
     assert again.returncode == 0, again.stderr.decode()
     assert {(o["status"], o["reason"]) for o in json_lines(again.stdout).values()} == {
         ("done", "options changed")}
     stamp = json.loads(stamps.read(out / "coffee.webp"))
     assert stamp["options"]["mode"] == "quality"
     # ... and the same mode again keeps them all
-    third = run_cli(str(src), "-o", str(out), "--mode", "quality", "--json")
+    third = invoke(str(src), "-o", str(out), "--mode", "quality", "--json")
     assert {o["reason"] for o in json_lines(third.stdout).values()} == {"up to date"}
 
 
@@ -107,7 +108,7 @@ def test_check_writes_nothing_and_its_exit_code_says_whether_outputs_are_stale(s
                               f"missing: {out / 'coffee.webp'} (from {src / 'coffee.png'})"]
     assert "2 outputs are missing or stale" in missing.stderr.decode()
 
-    assert run_cli(str(src), "-o", str(out), "--mode", "fast").returncode == 0
+    assert invoke(str(src), "-o", str(out), "--mode", "fast").returncode == 0
     made = tree(out)
     fresh = run_cli(str(src), "-o", str(out), "--check", "--mode", "fast")
     assert fresh.returncode == 0, fresh.stderr.decode()
@@ -143,7 +144,7 @@ def test_check_refuses_what_it_cannot_check(samples, tmp_path):
 def test_check_with_a_cluster_starts_none(samples, tmp_path):
     pytest.importorskip("distributed")
     src, out = assets(samples, tmp_path), tmp_path / "build"
-    assert run_cli(str(src), "-o", str(out), "--mode", "fast").returncode == 0
+    assert invoke(str(src), "-o", str(out), "--mode", "fast").returncode == 0
     started = time.monotonic()
     proc = run_cli(str(src), "-o", str(out), "--mode", "fast", "--check", "--cluster", "local:2")
     assert proc.returncode == 0, proc.stderr.decode()
@@ -332,7 +333,7 @@ def test_prune_waits_for_a_run_without_failures(session, samples, tmp_path):
 
 def test_check_with_prune_fails_on_an_output_whose_input_is_gone(samples, tmp_path):
     src, out = assets(samples, tmp_path), tmp_path / "build"
-    assert run_cli(str(src), "-o", str(out), "--mode", "fast").returncode == 0
+    assert invoke(str(src), "-o", str(out), "--mode", "fast").returncode == 0
     (src / "coffee.png").unlink()
     assert run_cli(str(src), "-o", str(out), "--mode", "fast", "--check").returncode == 0
     proc = run_cli(str(src), "-o", str(out), "--mode", "fast", "--check", "--prune")
@@ -340,6 +341,6 @@ def test_check_with_prune_fails_on_an_output_whose_input_is_gone(samples, tmp_pa
     assert proc.stdout.decode().splitlines() == [
         f"would prune: {out / 'coffee.webp'} (input gone)"]
     assert (out / "coffee.webp").exists()
-    gone = run_cli(str(src), "-o", str(out), "--mode", "fast", "--prune")
+    gone = invoke(str(src), "-o", str(out), "--mode", "fast", "--prune")
     assert gone.returncode == 0 and f"pruned {out / 'coffee.webp'}" in gone.stderr.decode()
     assert not (out / "coffee.webp").exists()

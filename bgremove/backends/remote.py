@@ -121,7 +121,7 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 def finish_locally(data: bytes, options: RemovalOptions) -> bytes:
     """Composite the API's lossless cut-out over the colour and encode it as asked, as the local
-    engine does: for the colours and formats the API does not offer."""
+    engine does: for the colours and formats the API does not offer, and the matte alone."""
     import numpy as np
     from PIL import Image
 
@@ -129,6 +129,9 @@ def finish_locally(data: bytes, options: RemovalOptions) -> bytes:
 
     with Image.open(BytesIO(data)) as image:
         rgba = np.asarray(image.convert("RGBA"))
+    if options.only_mask:  # the contract has no mask-only field: the matte is the answer's alpha
+        return encode(Image.fromarray(np.ascontiguousarray(rgba[:, :, 3]), "L"),
+                      options.output_format)
     alpha = rgba[:, :, 3].astype(np.float32) * (1.0 / 255.0)
     background = np.asarray(options.background_color, dtype=np.float32)
     return encode(flatten(rgba[:, :, :3], alpha, background), options.output_format)
@@ -209,10 +212,11 @@ class RemoteSession(SessionBase):
         # colour or JPEG, ask for the lossless cut-out and finish it here, so an option means
         # what it means locally.
         colour = not options.include_mask and options.background_color != WHITE
-        here = colour or options.output_format not in (OutputFormat.png, OutputFormat.webp)
+        here = (colour or options.only_mask
+                or options.output_format not in (OutputFormat.png, OutputFormat.webp))
         if here:
             fields.update(outputFormat=OutputFormat.png.value,
-                          includeMask="true" if colour else "false")
+                          includeMask="true" if colour or options.include_mask else "false")
         response = self._post(data, kind, fields)
 
         request_id = response.headers.get("x-request-id")

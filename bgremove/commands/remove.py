@@ -46,6 +46,7 @@ class Job:
     report: Path | None = None
     quiet: bool = False
     verbose: bool = False
+    watch: bool = False  # then keep processing what arrives (watch.py)
 
     @property
     def image_on_stdin(self) -> bool:
@@ -161,6 +162,10 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
         raise UsageError("--model is for the local backend; the API picks its own model")
     if settings.cluster is not None:
         check_cluster(job, settings)
+    if job.watch:
+        from bgremove.watch import refuse
+
+        refuse(job, settings)
     batch = bgremove.Batch(
         job.inputs, job.output, options=options,
         listed=read_file_list(job.files_from) if job.files_from is not None else None,
@@ -235,6 +240,11 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
             console.start()
             summary = batch.run(session, workers=workers, on_progress=reporter.update,
                                 count_ahead=console.animated, executor=executor)
+            if job.watch and not (summary.interrupted or summary.stopped):
+                from bgremove.watch import follow
+
+                summary = follow(batch, session, summary, workers=workers,
+                                 on_progress=reporter.update, on_wait=console.waiting)
         finally:
             # An abandoned batch may still have threads inside the session: leave it open.
             if session is not None and not (summary is not None and summary.abandoned):
@@ -290,6 +300,9 @@ def remove(
     max_size: Annotated[int | None, typer.Option(
         metavar="PIXELS", help="Shrink photos whose longer side is bigger to this size first "
         "(instead of refusing those over the size limit).", show_default=False, min=1)] = None,
+    only_mask: Annotated[bool, typer.Option(
+        "--only-mask", "-om", help="Write the matte (8-bit greyscale: the alpha of the "
+        "cut-out), not the cut-out. JPEG works too.")] = DEFAULTS.only_mask,
     model: Annotated[str | None, typer.Option(
         metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
         show_default="u2netp, bundled")] = None,
@@ -343,6 +356,9 @@ def remove(
     files_from: Annotated[str | None, typer.Option(
         metavar="FILE", help="Also process the paths listed in FILE (- for stdin), one per line; "
         "blank lines and # comments are ignored.")] = None,
+    watch: Annotated[bool, typer.Option(
+        "--watch", "-w", help="After the run, keep running: process every image that appears "
+        "or changes in the input folders, until Ctrl-C.")] = False,
     json_lines: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object per file on stdout as each finishes.")] = False,
     report: Annotated[Path | None, typer.Option(

@@ -29,11 +29,16 @@ def compose(
     options: RemovalOptions,
     source_alpha: np.ndarray | None = None,
 ) -> Image.Image:
-    """The cut-out as a Pillow image: RGBA when the mask is included, else RGB on a solid colour."""
+    """The cut-out as a Pillow image: RGBA when the mask is included, else RGB on a solid colour;
+    with `only_mask`, the alpha that cut-out would carry, as an 8-bit greyscale (L) image."""
     if source_alpha is not None:
         # What was already transparent in the input stays transparent.
         alpha = alpha * (source_alpha.astype(np.float32) * (1.0 / 255.0))
     shadow = shadow_matte(rgb, alpha) if options.preserve_shadows else None
+    if options.only_mask:
+        if shadow is not None:  # the shadow layer's opacity under the subject's, as below
+            alpha = alpha + (1.0 - alpha) * shadow
+        return Image.fromarray((alpha * 255.0 + 0.5).astype(np.uint8), "L")
     fg = estimate_foreground(rgb, alpha) if options.mode is Mode.quality else rgb
     if not options.include_mask:
         background = np.asarray(options.background_color, dtype=np.float32)
@@ -88,7 +93,9 @@ def encode(image: Image.Image, output_format: OutputFormat) -> bytes:
     if output_format is OutputFormat.jpeg:
         # Product photos on a plain colour: 4:4:4 keeps the subject's edge against the colour
         # crisp (4:2:0 smears it into a coloured fringe).
-        image.convert("RGB").save(buffer, "JPEG", quality=JPEG_QUALITY, subsampling=0)
+        if image.mode != "L":  # a matte stays one greyscale channel
+            image = image.convert("RGB")
+        image.save(buffer, "JPEG", quality=JPEG_QUALITY, subsampling=0)
         return buffer.getvalue()
     # libwebp already discards the colour of invisible pixels (unless exact=True).
     image.save(buffer, "WEBP", quality=WEBP_QUALITY, method=WEBP_METHOD)

@@ -1,0 +1,227 @@
+"""`--watch`: a hot folder. After the normal run, keep running and process every image that
+appears or changes under the inputs, as the run would have (same outputs, stamps, reporters).
+
+Events come from watchfiles (the OS's own notifications: inotify, FSEvents, ReadDirectoryChangesW;
+it polls only where those do not work, or when WATCHFILES_FORCE_POLLING is set). An event says
+that a file changed, not that its writer is done: a file is read only once its size and time have
+stayed the same for SETTLE seconds, so a slow copy is never read half-way. Each settled set of
+files is a small batch through the engine, narrowed from the run's own plan, so a file lands
+where the run puts it, and its stamp keeps it from being made twice.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bgremove import interrupts
+from bgremove.errors import CreditLimitReached, UsageError
+from bgremove.naming import STDIO, is_cutout_name
+from bgremove.plan import Planner, WorkItem
+
+if TYPE_CHECKING:
+    from bgremove.backends import Session
+    from bgremove.batch import Batch
+    from bgremove.outcomes import Progress, Summary
+
+# How long a changed file must stay unchanged (size and modification time) before it is read.
+# Copies and downloads write in bursts; half a second of quiet is long past a burst's gaps on a
+# local disk, and keeps arrival-to-output latency under a second plus the image's own time.
+SETTLE = 0.5
+# How often the waiting files are looked at again when no event comes.
+TICK_MS = 100
+# Names of files still being written by common tools (browsers, rsync, editors, curl -o x.part).
+TEMPORARY_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".swp",
+                      ".filepart", "~")
+
+
+def refuse(job, settings) -> None:
+    """What --watch cannot do, said before anything is processed; and the watcher, imported."""
+    if job.image_on_stdin or job.image_on_stdout or job.files_from is not None:
+        raise UsageError("--watch follows folders: name input folders and -o FOLDER, not stdin, "
+                         "stdout (-) or --files-from")
+    for flag, given in (("--dry-run", job.dry_run), ("--check", job.check),
+                        ("--prune", job.prune), ("--shard", job.shard is not None),
+                        ("--cluster", settings.cluster is not None)):
+        if given:
+            raise UsageError(f"--watch keeps processing what arrives: it cannot be combined "
+                             f"with {flag}")
+    if not any(Path(raw).is_dir() for raw in job.inputs):
+        raise UsageError("--watch follows folders: name at least one input folder")
+    try:
+        import watchfiles  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "watchfiles":
+            raise
+        raise UsageError("--watch needs watchfiles, which is missing from this install: "
+                         "pip install watchfiles (or reinstall bgremove)") from None
+
+
+def ignored(name: str) -> bool:
+    """A hidden file, one still being written under a temporary name, or bgremove's own."""
+    return (name.startswith(".") or name.lower().endswith(TEMPORARY_SUFFIXES)
+            or is_cutout_name(name))
+
+
+class Arrivals:
+    """Files that changed, each handed out once it has settled (SETTLE seconds unchanged)."""
+
+    def __init__(self, roots: list[Path], skip: list[Path], settle: float = SETTLE):
+        self.roots = [Path(os.path.abspath(r)) for r in roots]
+        self.skip = [Path(os.path.abspath(s)) for s in skip]
+        self.settle = settle
+        self.waiting: dict[str, tuple[tuple[int, int] | None, float]] = {}
+
+    def wanted(self, path: str) -> bool:
+        where = Path(path)
+        if any(where == s or s in where.parents for s in self.skip):
+            return False  # the output folder inside an input folder: our own writes
+        for root in self.roots:
+            if where == root:
+                return not ignored(where.name)
+            if root in where.parents:  # no hidden folder on the way, as the walk skips them
+                return not any(ignored(part) if part == where.name else part.startswith(".")
+                               for part in where.relative_to(root).parts)
+        return False
+
+    def note(self, path: str, now: float) -> None:
+        if self.wanted(path):
+            self.waiting[path] = (_signature(path), now)
+
+    def settled(self, now: float) -> list[str]:
+        """The files unchanged for the settle time, handed out once (and forgotten)."""
+        ready = []
+        for path, (seen, since) in list(self.waiting.items()):
+            current = _signature(path)
+            if current is None:  # gone (renamed away, deleted) or not a file
+                del self.waiting[path]
+            elif current != seen:
+                self.waiting[path] = (current, now)
+            elif now - since >= self.settle:
+                del self.waiting[path]
+                ready.append(path)
+        return ready
+
+
+def _signature(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not os.path.isfile(path):
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+class Narrowed:
+    """The run's plan narrowed to the files that arrived: each lands where the whole run would
+    put it (mirrored sub-folders, the same names for look-alike files)."""
+
+    listed = None
+
+    def __init__(self, planner: Planner, paths: list[str]):
+        self.planner = planner
+        self.paths = {os.path.abspath(p) for p in paths}
+        self.inputs, self.output, self.shard = planner.inputs, planner.output, None
+
+    @property
+    def known_count(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[WorkItem]:
+        left = set(self.paths)
+        for item in self.planner:
+            if item.source is not None and os.path.abspath(item.source) in left:
+                left.discard(os.path.abspath(item.source))
+                yield item
+                if not left:
+                    return
+
+
+def follow(first: Batch, session: Session, summary: Summary, *, workers: int,
+           on_progress: Progress, on_wait: Callable[[Summary], None] | None = None,
+           stop_event: threading.Event | None = None) -> Summary:
+    """Watch the inputs of the batch `first` (which has run) and process what arrives with
+    `session` on `workers` threads, adding each outcome to `summary`, until SIGINT or SIGTERM (or
+    `stop_event`, or a stop such as no more credits). Files in progress are finished and
+    written. `on_wait(summary)` is called whenever the watch goes back to waiting."""
+    import watchfiles
+
+    stop = stop_event or threading.Event()
+    current: list[Batch] = []  # the batch in progress, for a signal to stop
+
+    def on_signal() -> None:
+        stop.set()
+        for batch in current:
+            batch.stop()
+
+    planner = first.planner
+    roots = [Path(raw) for raw in planner.inputs if raw != STDIO and Path(raw).exists()]
+    # An output folder inside an input folder is not watched; one that is an input folder
+    # (outputs in place, named `.cutout.`) is, and its outputs are ignored by their names.
+    output = first.output_folder
+    inside = output is not None and not any(_same(output, root) for root in roots)
+    arrivals = Arrivals(roots, [output] if output is not None and inside else [])
+    started = time.perf_counter() - summary.seconds
+
+    def record(outcome, _sub) -> None:
+        summary.add(outcome)
+        summary.found += 1
+        on_progress(outcome, summary)
+
+    with interrupts.calling(on_signal):
+        if on_wait is not None:
+            on_wait(summary)
+        watcher = watchfiles.watch(*roots, watch_filter=None, debounce=TICK_MS, step=20,
+                                   rust_timeout=TICK_MS, yield_on_timeout=True,
+                                   stop_event=stop, raise_interrupt=False)
+        for changes in watcher:
+            now = time.monotonic()
+            for change, path in changes:
+                if change is not watchfiles.Change.deleted:
+                    arrivals.note(path, now)
+            ready = arrivals.settled(now)
+            if not ready or stop.is_set():
+                continue
+            budget = None
+            if first.max_credits is not None:
+                budget = first.max_credits - summary.credits_spent
+                if budget <= 0:
+                    summary.stopped = CreditLimitReached(
+                        f"spent the {first.max_credits} credits this run may use "
+                        "(--max-credits)")
+                    break
+            batch = _batch_like(first, budget)
+            # Narrowed has what a batch reads of its planner (iteration, known_count, listed).
+            batch.planner = Narrowed(planner, ready)  # type: ignore[assignment]
+            current.append(batch)
+            sub = batch.run(session, workers=workers, on_progress=record)
+            current.clear()
+            summary.abandoned = summary.abandoned or sub.abandoned
+            if sub.stopped is not None:
+                summary.stopped = sub.stopped
+                break
+            if sub.abandoned:
+                break
+            if on_wait is not None and not stop.is_set():
+                on_wait(summary)
+    summary.walk_done = True
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _same(a: Path, b: Path) -> bool:
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _batch_like(first: Batch, budget: int | None) -> Batch:
+    """A batch with the first one's output and choices, whose plan is set by the caller."""
+    from bgremove.batch import Batch
+
+    return Batch(first.planner.inputs, first.planner.output, options=first.options,
+                 overwrite=first.overwrite, keep_unstamped=first.keep_unstamped,
+                 max_credits=budget, model_id=first.model_id)
