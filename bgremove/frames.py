@@ -1,7 +1,7 @@
 """Video frames through a pipe: raw rgb24 frames in (what `ffmpeg -f rawvideo -pix_fmt rgb24
 pipe:1` writes), one cut-out (or matte) per frame out, in input order.
 
-Frames are processed on a pool of threads, as a batch's images are (engine.py): several are in
+Frames are processed on a pool of threads, as a batch's images are (executors.py): several are in
 flight while the next ones are read, and the oldest is written as soon as it is done, so the
 output keeps the input's order. At most `2 x workers` frames are held at once, whatever the
 length of the video.
