@@ -60,8 +60,14 @@ def read_frames(stream: BinaryIO, width: int, height: int):
         if got < size:
             raise TruncatedFrame(f"frame {number} is cut short: the input ended after {got} of "
                                  f"its {size} bytes ({width}x{height} rgb24); the "
-                                 f"{number - 1} frames before it were written")
+                                 f"{frames_text(number - 1)} before it "
+                                 f"{'was' if number == 2 else 'were'} written")
         yield frame
+
+
+def frames_text(count: int) -> str:
+    """`1 frame`, `2 frames`."""
+    return f"{count} frame" if count == 1 else f"{count} frames"
 
 
 @dataclass

@@ -82,7 +82,9 @@ def frames(
         settings = load_settings(given, config=config)
         summary = _run(video, settings, sink, width, height)
     if not quiet:
-        typer.echo(f"bgremove: {summary.frames} frames of {width}x{height} in "
+        from bgremove.frames import frames_text
+
+        typer.echo(f"bgremove: {frames_text(summary.frames)} of {width}x{height} in "
                    f"{summary.seconds:.1f} s ({summary.rate:.2f} frames/s)", err=True)
 
 
