@@ -126,7 +126,8 @@ def remove_batch(
 
     batch = Batch(inputs, output, options=options, listed=listed, shard=shard,
                   overwrite=overwrite, keep_unstamped=keep_unstamped, dry_run=dry_run,
-                  check=check, prune=prune, max_credits=max_credits)
+                  check=check, prune=prune, max_credits=max_credits,
+                  remote=session is not None and session.kind == "remote")
     if session is not None or batch.dry_run:
         return batch.run(session, workers=workers, on_progress=on_progress)
     own, workers = open_local(workers=workers, mode=batch.options.mode.value,

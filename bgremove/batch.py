@@ -46,7 +46,8 @@ class Batch:
     that part of the set). A request that cannot work is refused here (UsageError), before
     anything is loaded. `run(session)` processes it; `dry_run` says what would be done, without a
     session; `check` is a dry run whose exit code says whether any output is missing or stale;
-    `max_credits` caps the credits spent on a remote session.
+    `max_credits` caps the credits spent on a remote session; `remote`: the batch is for a remote
+    session, so a dry run refuses what the API would refuse too.
 
     Outputs that are up to date are kept (stamps.py: made from this input's content, with these
     options, by this model); the rest are made, all of them with `overwrite`. An output with no
@@ -77,6 +78,7 @@ class Batch:
         max_credits: int | None = None,
         model_id: str | None = None,
         prune: bool = False,
+        remote: bool = False,
     ):
         output = os.fspath(output) if output is not None else None
         if isinstance(inputs, (str, os.PathLike)):  # one folder, not its name's letters
@@ -100,6 +102,7 @@ class Batch:
         self.keep_unstamped = keep_unstamped
         self.dry_run = dry_run or check
         self.max_credits = max_credits
+        self.remote = remote
         self.model_id = model_id
         self.recipe: stamps.Recipe | None = None  # settled by run(), from the model it runs
         self.session: Session | None = None
@@ -189,13 +192,15 @@ class Batch:
         if self.dry_run:
             # What the run would find from the header alone, in the words it would say it with.
             try:
-                check_header(item, self.options.max_size)
+                check_header(item, self.options.max_size, remote=self.remote)
             except NotAnImage as exc:
                 if item.skip_if_not_image:
                     return item, Outcome(item, Status.not_image)
-                return item, Outcome(item, Status.failed, str(exc), detail=exc.detail)
+                return item, Outcome(item, Status.failed, str(exc), detail=exc.detail,
+                                     failure=exc)
             except FileFailed as exc:
-                return item, Outcome(item, Status.failed, str(exc), detail=exc.detail)
+                return item, Outcome(item, Status.failed, str(exc), detail=exc.detail,
+                                     failure=exc)
             return item, Outcome(item, Status.would_process)
         return item, None
 

@@ -4,6 +4,9 @@
 Imported by `bgremove --help` (through the settings): it must stay free of heavy imports.
 """
 
+from io import BytesIO
+from typing import IO
+
 from bgremove.errors import ImageError, Part
 
 DEFAULT_API_URL = "https://api.versatool.ai/api/remove-background/"
@@ -25,20 +28,27 @@ def check_upload(data: bytes, advice: tuple[Part, ...] = ()) -> str:
     refuse the same files with the same ImageError message. `advice` is added to the messages
     about size (the client names its `max_size` there).
     """
+    return check_upload_file(BytesIO(data), len(data), advice)
+
+
+def check_upload_file(file: IO[bytes], size: int, advice: tuple[Part, ...] = ()) -> str:
+    """`check_upload` for a file of `size` bytes, read from its start: only its header is read
+    (a dry run judges files this way without reading them whole)."""
     # Imported here: this module is read by `bgremove --help`, which must not load Pillow.
     from bgremove.imaging.decode import SNIFF_BYTES, open_image, sniff
 
     more: tuple[Part, ...] = (" (", *advice, ")") if advice else ()
-    if not data:
+    if not size:
         raise ImageError("the file is empty")
-    if len(data) > MAX_FILE_BYTES:
-        raise ImageError(f"file too large: {len(data) / 2**20:.1f} MB, the limit is "
+    if size > MAX_FILE_BYTES:
+        raise ImageError(f"file too large: {size / 2**20:.1f} MB, the limit is "
                          f"{MAX_FILE_BYTES // 2**20} MB", *more)
-    kind = sniff(data[:SNIFF_BYTES])
+    kind = sniff(file.read(SNIFF_BYTES))
+    file.seek(0)
     unsupported = (f"unsupported file type{f' ({kind.upper()})' if kind else ''}: the API takes "
                    "JPEG, PNG or WebP images")
     try:
-        image = open_image(data)  # the header only
+        image = open_image(file)  # the header only
     except ImageError:
         if kind not in CONTENT_TYPES:
             raise ImageError(unsupported) from None

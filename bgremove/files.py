@@ -59,9 +59,10 @@ def read_input(item: WorkItem) -> tuple[bytes, os.stat_result | None]:
         raise FileFailed(f"cannot read: {exc.strerror or exc}") from None
 
 
-def check_header(item: WorkItem, max_size: int | None) -> None:
+def check_header(item: WorkItem, max_size: int | None, *, remote: bool = False) -> None:
     """Raise what processing the input would raise from its header alone (nothing is decoded):
-    the input cannot be read, is no image, is empty or too large. Stdin is not read."""
+    the input cannot be read, is no image, is empty or too large; `remote`: too large or of a
+    type for the API, as the remote session would refuse it before sending. Stdin is not read."""
     if item.source is None:
         return
     from bgremove.imaging.decode import check_header as check_image_header
@@ -73,7 +74,12 @@ def check_header(item: WorkItem, max_size: int | None) -> None:
     except OSError as exc:
         raise FileFailed(f"cannot read: {exc.strerror or exc}") from None
     with file:
-        check_image_header(file, max_size=max_size)
+        if remote:
+            from bgremove.backends.remote import check_file
+
+            check_file(file, os.fstat(file.fileno()).st_size, max_size)
+        else:
+            check_image_header(file, max_size=max_size)
 
 
 def write_output(item: WorkItem, data: bytes) -> None:

@@ -190,6 +190,47 @@ def test_a_dry_run_agrees_with_the_run(samples, tmp_path, session):
         assert dry_summary.count(status) == real_summary.count(status)
 
 
+def test_a_remote_dry_run_agrees_with_the_remote_run(samples, tmp_path, session):
+    # The API's limits (contract.py), not the local engine's: a 4001-pixel side and a file over
+    # 10 MB are refused before a request is sent, in a dry run as in the run.
+    from bgremove.contract import MAX_FILE_BYTES, MAX_SIDE
+    from bgremove.server import create_app
+    from bgremove.server.store import open_store
+    from tests.inprocess import invoke
+    from tests.serving import serve_app
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (MAX_SIDE + 1, 10), "white").save(folder / "wide.png")
+    (folder / "empty.png").write_bytes(b"")
+    padded = small_jpeg(samples, tmp_path / "x.jpg").read_bytes()
+    (folder / "padded.jpg").write_bytes(padded + bytes(MAX_FILE_BYTES + 1 - len(padded)))
+    small_jpeg(samples, folder / "fine.jpg")
+    store = open_store(tmp_path / "keys.sqlite3")
+    key = store.create("tester@example.com", 10)
+
+    def run(url: str, *more: str) -> tuple[int, dict]:
+        env = cli_env(BGREMOVE_API_KEY=key)
+        env.pop("BGREMOVE_API_URL", None)
+        proc = invoke(str(folder), "-o", str(tmp_path / "out"), "--mode", "fast", "--json",
+                      "--backend", "remote", "--api-url", url, *more, env=env)
+        lines = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+        return proc.returncode, {Path(o["input"]).name: (o["status"], o["error"]) for o in lines}
+
+    with serve_app(create_app(store, session=session)) as base:
+        url = f"{base}/api/remove-background/"
+        dry_code, dry = run(url, "--dry-run")
+        real_code, real = run(url)
+    assert dry.pop("fine.jpg") == ("would process", None)
+    assert real.pop("fine.jpg") == ("done", None)
+    assert dry == real
+    assert dry_code == real_code == 1
+    assert real["empty.png"] == ("failed", "empty file (0 bytes)")
+    assert real["wide.png"][1].startswith(f"image too large: {MAX_SIDE + 1}x10 pixels")
+    assert real["padded.jpg"][1].startswith("file too large: 10.0 MB")
+    assert store.list()[0].credits == 9  # only fine.jpg was sent
+
+
 # 5: output folders are made when the first output is written, not before.
 
 def test_no_output_folder_when_nothing_is_written(tmp_path, session):

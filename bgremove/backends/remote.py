@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from io import BytesIO
-from typing import TYPE_CHECKING, NoReturn
+from typing import IO, TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit
 
 import httpx
@@ -34,6 +34,7 @@ from bgremove.contract import (
     RATE_LIMIT,
     RATE_WINDOW,
     check_upload,
+    check_upload_file,
 )
 from bgremove.errors import (
     AuthenticationFailed,
@@ -66,21 +67,43 @@ API_STATUSES = {200, 400, 401, 403, 429} | RETRY_STATUSES
 FIRST_CONTACT_TRIES = 2
 
 
+# Said after the API's refusals about size.
+_ADVICE = (Option("max_size"), " shrinks big photos")
+
+
 def check_limits(data: bytes) -> str:
     """Refuse what the API would refuse, before a credit is spent; return the format's name."""
-    return check_upload(data, advice=(Option("max_size"), " shrinks big photos"))
+    return check_upload(data, advice=_ADVICE)
+
+
+def check_file(file: IO[bytes], size: int, max_size: int | None) -> None:
+    """Refuse, with the words `process` would use, what the file's size and header show it
+    would refuse before sending (nothing is decoded or sent): for a dry run. A file that is
+    shrunk or converted here first passes: the API's limits then depend on what that makes."""
+    if _sent_as_is(file, size, max_size):
+        file.seek(0)
+        check_upload_file(file, size, advice=_ADVICE)
+
+
+def _sent_as_is(file: IO[bytes], size: int, max_size: int | None) -> bool:
+    """Whether the file of `size` bytes goes to the API as it is (check_limits judges it), not
+    shrunk to `max_size` or converted here first. NotAnImage for what is no image at all."""
+    if size > MAX_FILE_BYTES and max_size is None:
+        return True  # refused by check_limits, without reading it
+    kind = sniff(file.read(SNIFF_BYTES))
+    file.seek(0)
+    with open_image(file) as image:
+        longest = max(image.size)
+    too_big = max_size is not None and longest > max_size
+    return not too_big and (kind in CONTENT_TYPES or longest > MAX_SIDE)
 
 
 def upload_form(data: bytes, max_size: int | None) -> bytes:
     """The bytes to upload: the file itself when the API takes it as it is; else shrunk to
     `max_size` or turned into a format the API takes (PNG, lossless), here, where it is free."""
-    if len(data) > MAX_FILE_BYTES and max_size is None:
-        return data  # refused by check_limits, without reading it
-    kind = sniff(data[:SNIFF_BYTES])
-    image = open_image(data)  # NotAnImage for what is no image at all
-    too_big = max_size is not None and max(image.size) > max_size
-    if not too_big and (kind in CONTENT_TYPES or max(image.size) > MAX_SIDE):
+    if _sent_as_is(BytesIO(data), len(data), max_size):
         return data  # as it is, or refused by check_limits with the reason
+    kind = sniff(data[:SNIFF_BYTES])
     from PIL import Image
 
     from bgremove.imaging.decode import decode

@@ -172,6 +172,7 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
         shard=Shard.parse(job.shard) if job.shard is not None else None,
         overwrite=job.overwrite, keep_unstamped=job.keep_unstamped, dry_run=job.dry_run,
         check=job.check, prune=job.prune, max_credits=settings.max_credits,
+        remote=settings.backend == "remote",
         model_id=(remote_model_id(settings.api_url) if settings.backend == "remote"
                   else local_model_id(model_file(settings.model, settings.precision,
                                                  settings.device))))

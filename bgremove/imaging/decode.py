@@ -80,9 +80,10 @@ class Decoded:
     alpha: np.ndarray | None  # uint8, H x W, or None when the input was opaque
 
 
-def open_image(data: bytes) -> Image.Image:
-    """Open image bytes lazily (header only), refusing what is not an image we read."""
-    return _open(BytesIO(data))
+def open_image(data: bytes | IO[bytes]) -> Image.Image:
+    """Open image bytes, or a file of them, lazily (header only), refusing what is not an image
+    we read."""
+    return _open(BytesIO(data) if isinstance(data, bytes) else data)
 
 
 def _open(fp: IO[bytes]) -> Image.Image:
