@@ -13,6 +13,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
 
 
+# The files that take longest (each a minute to ten seconds on 2 cores), run first: the two
+# workers (pyproject.toml) then share out the short files at the end and finish together.
+HEAVY_FIRST = ["test_cluster", "test_replicas", "test_remote_cli", "test_new_user", "test_matte",
+               "test_stamps", "test_frames", "test_server", "test_batching", "test_watch"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.stem
+        return HEAVY_FIRST.index(name) if name in HEAVY_FIRST else len(HEAVY_FIRST)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
+
+
 @pytest.fixture(scope="session")
 def samples() -> Path:
     return SAMPLES

@@ -118,25 +118,14 @@ def dask_workers(proc: subprocess.Popen) -> list[psutil.Process]:
             if "spawn_main" in " ".join(child.cmdline())]
 
 
-def test_a_local_cluster_writes_the_same_bytes(photos, plain, tmp_path):
+def test_a_local_cluster_writes_the_same_bytes_though_a_worker_is_killed(photos, plain,
+                                                                        tmp_path):
+    # One run for both: the bytes, the --json lines and the report are those of the local engine,
+    # and a worker killed mid-run costs only a re-run of its chunks, each output written once.
     out = tmp_path / "out"
     report = tmp_path / "report.json"
-    proc = run_cli(str(photos), "-o", str(out), "--mode", "fast", "--cluster", "local:2",
-                   "--json", "--report", str(report))
-    assert proc.returncode == 0, proc.stderr.decode()
-    assert webps(out) == webps(plain) and len(webps(out)) == PHOTOS
-    assert not temporaries(out)
-    lines = json_lines(proc.stdout)
-    assert sorted(line["status"] for line in lines) == ["done"] * PHOTOS
-    document = json.loads(report.read_text())
-    assert document["options"]["cluster"] == "local:2"
-    assert "processed" in proc.stderr.decode()
-
-
-def test_a_killed_worker_costs_a_rerun_and_each_output_is_written_once(photos, plain, tmp_path):
-    out = tmp_path / "out"
     proc = start(str(photos), "-o", str(out), "--mode", "fast", "--cluster", "local:2",
-                 "--json", "--report", str(tmp_path / "report.json"))
+                 "--json", "--report", str(report))
     watch = Watch(out)
     watch.until(proc, PHOTOS // 3)
     workers = dask_workers(proc)
@@ -150,9 +139,11 @@ def test_a_killed_worker_costs_a_rerun_and_each_output_is_written_once(photos, p
     assert watch.unchanged(), "an output was written twice"
     lines = json_lines(run.stdout)
     assert sorted(line["output"] for line in lines) == sorted(str(out / n) for n in webps(plain))
-    assert {line["status"] for line in lines} == {"done"}
-    summary = json.loads((tmp_path / "report.json").read_text())
-    assert summary["counts"]["done"] == PHOTOS
+    assert [line["status"] for line in lines] == ["done"] * PHOTOS
+    document = json.loads(report.read_text())
+    assert document["options"]["cluster"] == "local:2"
+    assert document["counts"]["done"] == PHOTOS
+    assert "processed" in stderr
 
 
 def test_ctrl_c_stops_the_job_and_the_next_run_finishes_it(photos, plain, tmp_path, scheduler):
@@ -314,7 +305,7 @@ def scheduler(tmp_path_factory):
 
 
 def test_a_running_cluster_by_address_and_by_scheduler_file(photos, plain, tmp_path, scheduler):
-    names = sorted(p.name for p in photos.iterdir())[:8]
+    names = sorted(p.name for p in photos.iterdir())[:3]
     stems = {name.rsplit(".", 1)[0] for name in names}
     expected = {n: b for n, b in webps(plain).items() if n.rsplit(".", 1)[0] in stems}
     for spec in (scheduler.address, str(scheduler.file)):
