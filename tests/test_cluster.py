@@ -27,10 +27,10 @@ from tests.test_resume import assert_only_whole_files, make_batch
 
 pytest.importorskip("distributed")
 
-# Enough for 4 chunks of 5 on two workers (two running, two queued): a kill or a Ctrl-C after the
-# first 6 outputs lands mid-run, with work still in flight and still to send. Each photo is a model
-# run, so more only cost time.
-PHOTOS = 20
+# Three chunks of 4 (client.MIN_SPLIT) over two workers, with one still to send: a kill after 4
+# outputs or a Ctrl-C after 6 lands mid-run, with work in flight and work not yet started. Each
+# photo is a model run, so more only cost time.
+PHOTOS = 12
 
 
 @pytest.fixture(scope="module")

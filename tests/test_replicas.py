@@ -54,7 +54,9 @@ def replicas(request, tmp_path_factory) -> Iterator[tuple[str, list[ServeProcess
         location = str(tmp_path_factory.mktemp("keys") / "keys.sqlite3")
     else:
         location = schema(request.getfixturevalue("postgres"))
-    with serve_processes(3, "--db", location, "--workers", "1",
+    # Two images at once each: on 2 cores one inference thread each, so the three replicas do not
+    # oversubscribe the cores they share.
+    with serve_processes(3, "--db", location, "--workers", "2",
                          "--rate-limit", str(RATE_LIMIT)) as servers:
         yield location, servers
 
@@ -117,7 +119,7 @@ def test_a_killed_replica_gives_its_reservation_back(pg_url, samples):
         key = store.create("unlucky@example.com", 5)
     big = io.BytesIO()
     Image.open(samples / "astronaut.jpg").resize((2400, 2400)).save(big, "JPEG")
-    args = ("--db", pg_url, "--workers", "1", "--replica-timeout", "2")
+    args = ("--db", pg_url, "--workers", "2", "--replica-timeout", "2")
     with serve_processes(1, *args) as (survivor,):
         doomed = ServeProcess(*args).wait_ready()
         try:
