@@ -4,6 +4,8 @@ rate log."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -206,6 +208,28 @@ def test_rate_log_holds_across_handles_at_once(opener):
     assert sum(d.allowed for d in decisions) == 10
     refused = [d for d in decisions if not d.allowed]
     assert all(int(d.headers()["Retry-After"]) >= 59 for d in refused)
+
+
+# Each process opens files 0..N-1 of a folder, file i at the same moment as the others.
+OPEN_TOGETHER = """
+import sys, time
+from bgremove.server.sqlite_store import SqliteKeyStore
+folder, start, files = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+for i in range(files):
+    time.sleep(max(0.0, start + 0.1 * i - time.time()))
+    SqliteKeyStore(f"{folder}/{i}.sqlite3").close()
+"""
+
+
+def test_replicas_starting_at_once_on_a_new_sqlite_file_all_open_it(tmp_path):
+    # Found with three replicas started together: one in four new files, a replica failed with
+    # "database is locked", as SQLite does not wait while a new file is switched to WAL.
+    start, files = time.time() + 1.0, 12
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_TOGETHER, str(tmp_path), str(start),
+                               str(files)], stderr=subprocess.PIPE, text=True) for _ in range(5)]
+    errors = [proc.communicate(timeout=60)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 5, "\n".join(errors)
+    assert len(list(tmp_path.glob("*.sqlite3"))) == files
 
 
 def test_sqlite_file_is_private_and_holds_no_secret(tmp_path):

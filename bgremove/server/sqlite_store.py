@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -62,6 +63,21 @@ _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 _COLUMNS = "id, email, credits, used, created_at, last_used_at, revoked_at"
 
 
+def _use_wal(db: sqlite3.Connection, patience: float = 30) -> None:
+    """Switch the file to WAL, which lets the server read keys while another process writes
+    credits. SQLite answers "locked" at once, without waiting out its busy timeout, when two
+    connections switch a new file together (replicas starting at the same moment): so wait here."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _iso_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -77,8 +93,7 @@ class SqliteKeyStore(KeyStore):
                 self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             new = not self.path.exists()
             with self._connect() as db:
-                # WAL lets the server read keys while another process writes credits.
-                db.execute("PRAGMA journal_mode=WAL")
+                _use_wal(db)
                 db.executescript(_SCHEMA)
             if new:
                 os.chmod(self.path, 0o600)  # emails and balances are nobody else's business
