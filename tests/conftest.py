@@ -19,6 +19,21 @@ HEAVY_FIRST = ["test_cluster", "test_replicas", "test_remote_cli", "test_new_use
                "test_stamps", "test_frames", "test_server", "test_batching", "test_watch"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Each xdist worker gets its own share of the cores, as a user running two jobs side by side
+    # would with `taskset`: bgremove sizes its inference threads and pools to its CPU affinity,
+    # and the subprocesses a test starts inherit it. Unpinned, both workers' inference threads
+    # spin on the same cores and the suite spends a fifth of its CPU waiting on itself.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker.startswith("gw") and workers > 1 and hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) >= workers:
+            share = len(cores) // workers
+            index = int(worker[2:]) % workers
+            os.sched_setaffinity(0, cores[index * share:(index + 1) * share])
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         name = item.path.stem

@@ -80,4 +80,5 @@ def test_the_report_says_what_ran(tmp_path, samples):
     assert result.returncode == 0, result.stderr.decode()
     options = json.loads(report.read_text())["options"]
     assert options["threads"] == 1
-    assert options["workers"] == 2  # as many as the cores allow, but never more than the images
+    # As many as the cores allow (one thread each), but never more than the images.
+    assert options["workers"] == min(2, parallel.usable_cores())
