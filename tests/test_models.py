@@ -324,9 +324,10 @@ def test_models_list_does_not_need_rembg(cache):
 
 
 def test_the_cache_is_where_rembg_looks(monkeypatch, tmp_path):
-    from rembg.sessions.base import BaseSession
-
+    from bgremove.backends.local import rembg_sessions
     from bgremove.models import cache_dir
+
+    BaseSession = rembg_sessions().base.BaseSession
 
     monkeypatch.delenv("U2NET_HOME", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
@@ -335,6 +336,31 @@ def test_the_cache_is_where_rembg_looks(monkeypatch, tmp_path):
     assert cache_dir() == Path(BaseSession.legacy_home()) == Path.home() / ".u2net"
     monkeypatch.setenv("U2NET_HOME", str(tmp_path / "mine"))
     assert cache_dir() == Path(BaseSession.legacy_home()) == tmp_path / "mine"
+
+
+# A rembg model run, then rembg used as its own users use it, in one fresh interpreter.
+RUN_THEN_USE_REMBG = """
+import sys
+import numpy as np
+from bgremove.backends.local import RembgSaliency
+segmenter = RembgSaliency("u2netp", sys.argv[1], threads=1)
+assert segmenter.predict(np.zeros((64, 64, 3), np.uint8)).shape == (64, 64)
+print(sorted({"rembg.bg", "pymatting", "numba"} & set(sys.modules)))
+import rembg
+from rembg import new_session, remove
+assert callable(remove) and callable(new_session) and rembg.sessions.sessions_class
+assert "rembg.bg" in sys.modules
+"""
+
+
+def test_a_rembg_model_runs_without_compiling_rembgs_matting_code():
+    # rembg's __init__ imports pymatting, whose numba functions compile on import (~37 s of CPU
+    # after an install): a model run needs only rembg's sessions, and rembg itself, asked for
+    # afterwards, is whole.
+    proc = subprocess.run([sys.executable, "-c", RUN_THEN_USE_REMBG, str(BUNDLED_PATH)],
+                          capture_output=True, env=cli_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.decode().strip() == "[]"
 
 
 def test_loading_a_rembg_model_leaves_u2net_home_alone(samples, tmp_path, monkeypatch):

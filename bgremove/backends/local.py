@@ -96,6 +96,40 @@ class OnnxSaliency:
         return (pred - lo) / max(hi - lo, 1e-6)
 
 
+def rembg_sessions():
+    """rembg's `sessions` package, without running rembg's `__init__` until something else asks.
+
+    rembg's `__init__` imports its `bg` module, and with it pymatting, whose numba functions are
+    compiled as they are imported: ~37 s of CPU on the first run after an install (~1 s on later
+    runs, from numba's cache) for matting code bgremove never calls. So the package is registered
+    uninitialised, its `sessions` imported into it, and its `__init__` run the first time anyone
+    reads one of its names (`rembg.remove`, `from rembg import new_session`): a program that uses
+    rembg itself, besides bgremove, finds the package whole.
+    """
+    import importlib.util
+    import sys
+    import threading
+
+    if "rembg" not in sys.modules:
+        spec = importlib.util.find_spec("rembg")
+        if spec is None or spec.loader is None:
+            raise ModuleNotFoundError("No module named 'rembg'", name="rembg")
+        package = importlib.util.module_from_spec(spec)
+        loader = spec.loader
+        once = threading.Lock()
+
+        def complete(name: str):
+            with once:
+                if "__getattr__" in vars(package):
+                    del package.__getattr__  # type: ignore[attr-defined]
+                    loader.exec_module(package)
+            return getattr(package, name)
+
+        package.__getattr__ = complete  # type: ignore[attr-defined]
+        sys.modules["rembg"] = package
+    return importlib.import_module("rembg.sessions")
+
+
 class RembgSaliency:
     """Any other rembg model, through rembg's own session (it knows each model's pre-processing)."""
 
@@ -103,7 +137,7 @@ class RembgSaliency:
                  providers: list | None = None):
         with needs_extra("models", ("rembg",), f"model {name!r} (it runs through rembg)",
                          note=" (the bundled u2netp needs nothing more)", error=ModelUnavailable):
-            from rembg.sessions import sessions_class
+            sessions_class = rembg_sessions().sessions_class
 
         # rembg's session class for the model, told where its file is: it never downloads, and
         # no process-wide setting ($U2NET_HOME) changes under other threads to point it there.
