@@ -4,10 +4,10 @@
 def main() -> None:
     # Before anything else is imported: a Ctrl-C from the very first instant is counted and
     # handled by the command (a summary, a report, exit 130), never a traceback.
-    from bgremove import interrupts
+    from bgremove.cli import interrupts
 
     interrupts.count_early()
-    from bgremove.cli import main as run
+    from bgremove.cli.app import main as run
 
     run()
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from bgremove.errors import UsageError
 
 if TYPE_CHECKING:
-    from bgremove.config import Settings
+    from bgremove.cli.settings import Settings
 
 
 class Secret:
@@ -63,7 +63,7 @@ def read_key_file(path: Path) -> str:
 def api_key_from(settings: Settings) -> Secret | None:
     """The key from `api_key` or `api_key_file`, whichever comes from the stronger source
     (command line, then environment, then config file); the key itself when both tie."""
-    from bgremove.config import rank
+    from bgremove.cli.settings import rank
 
     def strength(name: str) -> int:
         return rank(settings.sources.get(name, "default"))

@@ -20,7 +20,7 @@
 
 Messages are in the library's words: an option is named by its keyword (`max_size`), as a Python
 caller passes it. A message is kept as its parts, the options among them as `Option`s, so the
-command line can say the same with its flags (`--max-size`, in bgremove/exits.py, which also
+command line can say the same with its flags (`--max-size`, in bgremove/cli/exits.py, which also
 maps errors to exit codes: those belong to the command, not to the library).
 """
 

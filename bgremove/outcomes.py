@@ -119,7 +119,7 @@ class Summary:
         if self.interrupted:
             return 130
         if self.stopped is not None:
-            from bgremove.exits import exit_code
+            from bgremove.cli.exits import exit_code
 
             return exit_code(self.stopped)
         stale = self.check and (self.counts[Status.would_process] or

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bgremove import interrupts
+from bgremove.cli import interrupts
 from bgremove.errors import CreditLimitReached, UsageError
 from bgremove.naming import STDIO, is_cutout_name
 from bgremove.plan import Planner, WorkItem

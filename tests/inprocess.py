@@ -46,7 +46,7 @@ def _as_a_fresh_process(env: dict[str, str], cwd: Path | None) -> Iterator[None]
 def invoke(*args: str, input: bytes | None = None, env: dict[str, str] | None = None,
            cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
     """`bgremove ARGS...` in this process, as `run_cli` runs it in a subprocess."""
-    from bgremove.cli import app
+    from bgremove.cli.app import app
 
     with _as_a_fresh_process(env or cli_env(), cwd):
         result = CliRunner().invoke(app, list(args), input=input, prog_name="bgremove")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import bgremove
-from bgremove.config import DEFAULTS, Settings
+from bgremove.cli.settings import DEFAULTS, Settings
 from bgremove.options import Mode, OutputFormat, RemovalOptions, parse_color
 
 
@@ -83,7 +83,7 @@ def test_overrides_decide_the_mask_as_build_does():
 # -- errors: a Python caller is told of keywords, the command line of flags ---------------------
 
 def test_a_python_caller_is_told_the_keyword_not_the_flag(samples):
-    from bgremove.exits import USAGE, exit_code, in_flags
+    from bgremove.cli.exits import USAGE, exit_code, in_flags
 
     photo = Image.fromarray(np.full((40, 60, 3), 120, np.uint8))
     with pytest.raises(bgremove.UsageError) as caught:
@@ -101,7 +101,7 @@ def test_a_python_caller_is_told_the_keyword_not_the_flag(samples):
 
 def test_an_image_over_the_limit_names_max_size(tmp_path):
     from bgremove.backends.local import LocalSession
-    from bgremove.exits import in_flags
+    from bgremove.cli.exits import in_flags
 
     with LocalSession(threads=1, max_pixels=1000) as session:
         with pytest.raises(bgremove.ImageError) as caught:
@@ -111,7 +111,7 @@ def test_an_image_over_the_limit_names_max_size(tmp_path):
 
 
 def test_a_batch_s_output_mistake_names_output_and_the_command_line_says_o(tmp_path):
-    from bgremove.exits import in_flags
+    from bgremove.cli.exits import in_flags
 
     (tmp_path / "a.png").write_bytes(_png(Image.new("RGB", (8, 8))))
     (tmp_path / "b.png").write_bytes(_png(Image.new("RGB", (8, 8))))
@@ -125,7 +125,7 @@ def test_errors_cross_processes_with_their_parts():
     import pickle
 
     from bgremove.errors import Option
-    from bgremove.exits import in_flags
+    from bgremove.cli.exits import in_flags
 
     error = bgremove.AuthenticationFailed("check ", Option("api_key"), " or BGREMOVE_API_KEY")
     again = pickle.loads(pickle.dumps(error))
@@ -158,7 +158,7 @@ def test_a_device_warning_names_the_keyword_and_the_command_line_the_flag():
     import pickle
 
     from bgremove.devices import Placement, warning
-    from bgremove.exits import in_flags
+    from bgremove.cli.exits import in_flags
 
     said = warning(Placement("cuda", ["CPUExecutionProvider"], "CUDAExecutionProvider"),
                    ["CPUExecutionProvider"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bgremove.apikey import Secret, api_key_from
-from bgremove.config import load
+from bgremove.cli.settings import load
 from bgremove.errors import UsageError
 
 

@@ -95,7 +95,7 @@ def test_help_does_not_import_onnxruntime():
     import subprocess
     import sys
 
-    code = ("import sys; from bgremove.cli import app; from typer.testing import CliRunner;"
+    code = ("import sys; from bgremove.cli.app import app; from typer.testing import CliRunner;"
             "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0;"
             "heavy = {'onnxruntime', 'numpy', 'rembg', 'PIL.Image'} & set(sys.modules);"
             "print(sorted(heavy))")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bgremove import config
+from bgremove.cli import settings as config
 from bgremove.errors import UsageError
 from bgremove.options import Mode, OutputFormat
 from tests.conftest import cli_env, run_cli

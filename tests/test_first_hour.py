@@ -21,7 +21,7 @@ from bgremove.imaging.decode import decode
 from bgremove.options import Mode, OutputFormat, RemovalOptions
 from bgremove.outcomes import Outcome, Status, Summary
 from bgremove.plan import Planner, WorkItem
-from bgremove.progress import ConsoleReporter
+from bgremove.cli.progress import ConsoleReporter
 from tests.conftest import cli_env
 from tests.test_truncated_jpeg import with_jpeg_size
 
@@ -71,7 +71,7 @@ def test_an_explicit_format_wins_over_the_redirect_with_a_warning(samples, tmp_p
 
 
 def test_the_name_of_stdout_is_read_only_for_a_regular_file(tmp_path):
-    from bgremove.redirect import file_name
+    from bgremove.cli.redirect import file_name
 
     with open(tmp_path / "cut.jpg", "wb") as f:
         assert os.path.samefile(file_name(f.fileno()), tmp_path / "cut.jpg")
@@ -245,8 +245,8 @@ def test_no_output_folder_when_nothing_is_written(tmp_path, session):
 
 
 def test_a_run_that_stops_before_the_report_leaves_no_report_folder(samples, tmp_path):
-    from bgremove.commands import remove as jobs
-    from bgremove.config import load as load_settings
+    from bgremove.cli.commands import remove as jobs
+    from bgremove.cli.settings import load as load_settings
     from bgremove.errors import UsageError
 
     photo = small_jpeg(samples, tmp_path / "x.jpg")
@@ -278,7 +278,7 @@ def test_an_output_folder_inside_the_input_is_still_not_walked(samples, tmp_path
 # 7: the rate counts processed images only, and waits for a few before it says anything.
 
 def test_the_rate_waits_for_a_few_images_then_counts_only_those():
-    from bgremove.progress import Rate
+    from bgremove.cli.progress import Rate
 
     rate = Rate(started=100.0)
     rate.update(processed=0, now=100.001)  # a thousand up-to-date outputs skipped: no images
@@ -291,7 +291,7 @@ def test_the_rate_waits_for_a_few_images_then_counts_only_those():
 
 
 def test_a_slow_start_shows_a_rate_after_two_seconds():
-    from bgremove.progress import Rate
+    from bgremove.cli.progress import Rate
 
     rate = Rate(started=0.0)
     rate.update(processed=1, now=1.0)

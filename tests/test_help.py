@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from bgremove.cli import app
+from bgremove.cli.app import app
 from tests.conftest import cli_env
 
 
@@ -55,6 +55,6 @@ def test_help_does_not_load_the_heavy_modules(flag):
                           capture_output=True, text=True, env=cli_env())
     assert proc.returncode == 0
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
-    assert "bgremove.cli" in imported
+    assert "bgremove.cli.app" in imported
     assert not imported & {"numpy", "onnxruntime", "PIL.Image", "scipy", "rembg", "isal",
                                 "dask", "distributed"}

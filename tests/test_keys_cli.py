@@ -14,7 +14,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
-from bgremove.cli import app
+from bgremove.cli.app import app
 from bgremove.server import create_app
 from tests.conftest import cli_env, run_cli
 from tests.serving import serve_app

@@ -315,7 +315,7 @@ def test_every_models_command_has_help_with_example():
 
 
 def test_models_list_does_not_need_rembg(cache):
-    code = ("import sys; from typer.testing import CliRunner; from bgremove.cli import app;"
+    code = ("import sys; from typer.testing import CliRunner; from bgremove.cli.app import app;"
             "r = CliRunner().invoke(app, ['models', 'list', '--json']); assert r.exit_code == 0;"
             "print('rembg' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env_for(cache),

@@ -53,8 +53,8 @@ def test_the_planner_gives_a_gpu_half_the_cores(a_gpu_and_16_cores):
 
 def test_remove_batch_runs_as_many_images_at_once_as_the_cli(a_gpu_and_16_cores, workers_run,
                                                            photos, tmp_path):
-    from bgremove.commands.remove import Job, run
-    from bgremove.config import load
+    from bgremove.cli.commands.remove import Job, run
+    from bgremove.cli.settings import load
 
     options = bgremove.RemovalOptions(mode=bgremove.Mode.fast)
     assert bgremove.remove_batch([photos], tmp_path / "lib", options=options).exit_code == 0

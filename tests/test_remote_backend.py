@@ -30,10 +30,10 @@ from bgremove.errors import (
     StopBatch,
     UsageError,
 )
-from bgremove.exits import exit_code
+from bgremove.cli.exits import exit_code
 from bgremove.options import OutputFormat, RemovalOptions
 from bgremove.outcomes import Status
-from bgremove.progress import ConsoleReporter
+from bgremove.cli.progress import ConsoleReporter
 
 KEY = "sk-test-7c1d9e0b4a5f42d1"
 URL = "http://api.test/api/remove-background/"
@@ -255,7 +255,7 @@ def test_401_stops_and_nothing_more_is_sent(make_backend):
     backend = make_backend(script)
     with pytest.raises(AuthenticationFailed, match="API key") as caught:
         backend.process(image_bytes(), RemovalOptions())
-    assert exit_code(caught.value) == 3  # the command exits with it (bgremove/exits.py)
+    assert exit_code(caught.value) == 3  # the command exits with it (bgremove/cli/exits.py)
     with pytest.raises(AuthenticationFailed):
         backend.process(image_bytes(), RemovalOptions())
     assert script.count == 1

@@ -17,7 +17,7 @@ from PIL import Image
 
 from bgremove.backends.local import LocalSession
 from bgremove.options import Mode, RemovalOptions
-from bgremove.progress import NAMED
+from bgremove.cli.progress import NAMED
 from bgremove.server import create_app
 from bgremove.server.store import KeyStore, open_store
 from tests.api_front import ApiFront, MemoSession

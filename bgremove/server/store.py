@@ -123,7 +123,7 @@ def default_db_path() -> Path:
 
 def default_location() -> str:
     """`$BGREMOVE_DB`, else the default SQLite file."""
-    from bgremove.config import db_from_env
+    from bgremove.cli.settings import db_from_env
 
     return db_from_env() or str(default_db_path())
 

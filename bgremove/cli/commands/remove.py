@@ -18,15 +18,15 @@ import typer
 from typer.core import TyperArgument, TyperCommand
 
 import bgremove
-from bgremove.commands import ConfigOption, reported_errors
-from bgremove.config import DEFAULTS, SETTING_NAMES, Settings
-from bgremove.config import load as load_settings
+from bgremove.cli.commands import ConfigOption, reported_errors
+from bgremove.cli.settings import DEFAULTS, SETTING_NAMES, Settings
+from bgremove.cli.settings import load as load_settings
 from bgremove.errors import UsageError
-from bgremove.exits import in_flags
+from bgremove.cli.exits import in_flags
 from bgremove.naming import STDIO
 from bgremove.options import Mode, OutputFormat
 from bgremove.plan import Shard
-from bgremove.redirect import stdout_file_name
+from bgremove.cli.redirect import stdout_file_name
 
 
 @dataclass
@@ -148,12 +148,12 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
     """Run the job to the end, or until interrupted. On a second interrupt this returns with
     `summary.abandoned` set while worker threads may still be busy: exit with
     `interrupts.exit_now` then, not a normal exit that would wait for them."""
-    from bgremove import interrupts
+    from bgremove.cli import interrupts
     from bgremove.inputs import read_file_list
     from bgremove.parallel import plan
     from bgremove.precision import model_file
-    from bgremove.progress import ConsoleReporter
-    from bgremove.report import JsonLinesReporter, PlanListing, Reporters, ReportWriter
+    from bgremove.cli.progress import ConsoleReporter
+    from bgremove.cli.report import JsonLinesReporter, PlanListing, Reporters, ReportWriter
     from bgremove.stamps import local_model_id, remote_model_id
 
     job.validate()
@@ -395,7 +395,7 @@ def remove(
         settings = load_settings(given, config=params["config"])
         summary = run(job, settings)
     if summary.abandoned:
-        from bgremove.interrupts import exit_now
+        from bgremove.cli.interrupts import exit_now
 
         exit_now(summary.exit_code)
     raise typer.Exit(summary.exit_code)

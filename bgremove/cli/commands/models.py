@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from bgremove import models as registry
-from bgremove.commands import fail
+from bgremove.cli.commands import fail
 
 models_app = typer.Typer(
     help="List the models bgremove can use, and download more.\n\nExample: bgremove models list",

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from bgremove.commands import reported_errors
-from bgremove.config import DB_ENV
+from bgremove.cli.commands import reported_errors
+from bgremove.cli.settings import DB_ENV
 from bgremove.server.store import KeyStore, StoreMissing, key_id_of, open_store, url_password
 
 DbOption = Annotated[str | None, typer.Option(

@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bgremove import stamps
-from bgremove.exits import in_flags, outcome_error
+from bgremove.cli.exits import in_flags, outcome_error
 from bgremove.outcomes import Outcome, Status, Summary
 
 if TYPE_CHECKING:

@@ -12,10 +12,10 @@ from typing import Annotated
 
 import typer
 
-from bgremove.commands import fail, reported_errors
-from bgremove.commands.keys import DbOption, open_key_store
+from bgremove.cli.commands import fail, reported_errors
+from bgremove.cli.commands.keys import DbOption, open_key_store
 from bgremove.contract import RATE_LIMIT
-from bgremove.exits import FAILED
+from bgremove.cli.exits import FAILED
 from bgremove.precision import Precision
 
 SERVER_MODULES = {"fastapi", "starlette", "uvicorn", "multipart", "python_multipart",

@@ -1,7 +1,7 @@
 """The commands, one module each (remove, config, serve, keys, models), registered by cli.py.
 
 Here too the one place where errors become messages and exit codes, for every command: the
-message with flags for the library's keywords, the code from bgremove/exits.py (a UsageError
+message with flags for the library's keywords, the code from bgremove/cli/exits.py (a UsageError
 exits 2, a StopBatch with its own code, any other bgremove error 1).
 """
 
@@ -14,7 +14,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from bgremove.errors import BgRemoveError
-from bgremove.exits import exit_code, in_flags
+from bgremove.cli.exits import exit_code, in_flags
 
 ConfigOption = Annotated[str | None, typer.Option(
     "--config", metavar="FILE", show_default=False,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import typer
 
-from bgremove.commands import ConfigOption, reported_errors
-from bgremove.config import config_path
-from bgremove.config import describe as describe_settings
-from bgremove.config import load as load_settings
+from bgremove.cli.commands import ConfigOption, reported_errors
+from bgremove.cli.settings import config_path
+from bgremove.cli.settings import describe as describe_settings
+from bgremove.cli.settings import load as load_settings
 
 config_app = typer.Typer(
     help="Show the settings bgremove uses, and where each comes from.\n\n"

@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from bgremove.commands import reported_errors
-from bgremove.config import DEFAULTS, SETTING_NAMES
-from bgremove.config import load as load_settings
+from bgremove.cli.commands import reported_errors
+from bgremove.cli.settings import DEFAULTS, SETTING_NAMES
+from bgremove.cli.settings import load as load_settings
 from bgremove.errors import UsageError
 from bgremove.options import Mode
 

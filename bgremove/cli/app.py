@@ -1,6 +1,6 @@
 """The command line's entry: the `bgremove` group (whose default command is `remove`, so
 `bgremove photos/ -o out/` works), `--version`, and main(). Each command is a module of
-bgremove/commands/, registered here.
+bgremove/cli/commands/, registered here.
 
 Heavy modules (numpy, onnxruntime, Pillow's codecs, the server) are imported inside the commands
 that need them, so `bgremove --help` and `bgremove --version` start in a blink.
@@ -16,8 +16,8 @@ import typer
 from typer.core import TyperGroup
 
 from bgremove import __version__
-from bgremove.commands import config, fail, frames, keys, models, remove, serve
-from bgremove.exits import USAGE
+from bgremove.cli.commands import config, fail, frames, keys, models, remove, serve
+from bgremove.cli.exits import USAGE
 
 if TYPE_CHECKING:  # typer vendors click; only its types are named here
     import click
@@ -119,7 +119,7 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    from bgremove import interrupts
+    from bgremove.cli import interrupts
 
     if ctx.invoked_subcommand != "remove":  # the remove command handles interrupts itself
         interrupts.like_ctrl_c()
