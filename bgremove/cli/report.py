@@ -13,8 +13,8 @@ from typing import IO, Any, Protocol
 
 from bgremove import __version__, stamps
 from bgremove.atomic import create_part
-from bgremove.errors import SetupError, UsageError
 from bgremove.cli.exits import in_flags, outcome_error
+from bgremove.errors import SetupError, UsageError
 from bgremove.files import probe_folder
 from bgremove.outcomes import Outcome, Status, Summary
 

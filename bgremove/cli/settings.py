@@ -22,6 +22,7 @@ from typing import Any
 from bgremove.contract import DEFAULT_API_URL, RATE_LIMIT, RATE_WINDOW
 from bgremove.errors import OptionError, UsageError
 from bgremove.options import Mode, OutputFormat, RemovalOptions, parse_bool, parse_color
+from bgremove.precision import Precision
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,6 +35,11 @@ CONFIG_ENV = "BGREMOVE_CONFIG"
 DB_ENV = "BGREMOVE_DB"
 
 Parser = Callable[[Any], Any]
+
+
+class Backend(str, Enum):
+    local = "local"
+    remote = "remote"
 
 
 def _enum(kind: type[Enum]) -> Parser:
@@ -125,51 +131,115 @@ def _cluster(value: Any) -> str:
                      "scheduler file (.json)")
 
 
-def _setting(default: Any, parse: Parser, help: str, *, secret: bool = False) -> Any:
+@dataclass(frozen=True)
+class Declared:
+    """How one setting appears to a user: the command line (its flag `--name`, with the extra
+    spellings in `flags`, a `metavar`, `minimum`, the help `section`), the environment
+    (`BGREMOVE_NAME`) and the config file (`name`). Its type and default are the `Settings`
+    field's; `parse` turns what a user wrote (or a value already typed) into that type."""
+
+    parse: Parser
+    help: str
+    section: str
+    flags: tuple[str, ...] = ()
+    metavar: str | None = None
+    # What --help shows as the default, where the value itself would mislead (None: the value).
+    shows: str | None = None
+    minimum: float | None = None
+    secret: bool = False
+    # The command line's type for a flag whose values are a closed set: its choices are
+    # completed and checked there (any case); the others are checked by `parse`.
+    choices: type[Enum] | None = None
+
+
+def declare(default: Any, parse: Parser, help: str, section: str, **how: Any) -> Any:
     # A secret stays out of repr(), so it cannot leak into a traceback or a debug log.
-    return field(default=default, repr=not secret,
-                 metadata={"parse": parse, "help": help, "secret": secret})
+    declared = Declared(parse, help, section, **how)
+    return field(default=default, repr=not declared.secret, metadata={"declared": declared})
 
 
 _REMOVAL = RemovalOptions()
 WHITE_NAME = "white"  # RemovalOptions' background_color, as the config file names it
 
+# The sections of a command's --help, in the order they are shown.
+OUTPUT, ENGINE, REMOTE, RUNS, MESSAGES = ("Output", "Model and engine", "Remote API",
+                                          "Runs and CI", "Messages")
+SECTIONS = (OUTPUT, ENGINE, REMOTE, RUNS, MESSAGES)
+
 
 @dataclass(frozen=True)
 class Settings:
-    """The effective settings of one run. `sources[name]` says where each value came from."""
+    """Every setting, declared once: its name is the config file's key, `BGREMOVE_<NAME>` its
+    environment variable and `--name` its flag in every command that takes it (cli/params.py
+    derives those from here). One run's values, and `sources[name]`: where each came from."""
 
-    backend: str = _setting("local", _choice("local", "remote"),
-                            "local: the bundled model on this machine; remote: the API")
     # The removal options, with RemovalOptions' defaults (the colour by its name).
-    mode: Mode = _setting(_REMOVAL.mode, _enum(Mode), "fast | balanced | quality")
-    output_format: OutputFormat = _setting(_REMOVAL.output_format, _enum(OutputFormat),
-                                           "png | webp | jpeg")
-    include_mask: bool = _setting(_REMOVAL.include_mask, _bool, "transparent background")
-    smooth_edges: bool = _setting(_REMOVAL.smooth_edges, _bool, "anti-aliased soft edges")
-    preserve_shadows: bool = _setting(_REMOVAL.preserve_shadows, _bool, "keep the cast shadow")
-    background_color: str = _setting(WHITE_NAME, _colour, "fill colour without the mask")
-    max_size: int | None = _setting(_REMOVAL.max_size, _integer(1),
-                                    "shrink photos to this many pixels on the longer side")
-    only_mask: bool = _setting(_REMOVAL.only_mask, _bool,
-                               "write the matte (greyscale), not the cut-out")
-    model: str | None = _setting(None, _text, "model name or .onnx path (local backend)")
-    device: str = _setting("auto", _text, "where the model runs: auto | cpu | cuda | ...")
-    precision: str = _setting("auto", _choice("fp32", "int8", "auto"),
-                              "the bundled model's arithmetic: fp32 | int8 | auto")
-    workers: int | None = _setting(None, _integer(1),
-                                   "images in flight at once (default: by cores)")
-    threads: int | None = _setting(None, _integer(1),
-                                   "onnxruntime threads per image (default: cores / workers)")
-    api_url: str = _setting(DEFAULT_API_URL, _url, "the API endpoint (remote backend)")
-    api_key: str | None = _setting(None, _text, "the API key (remote backend)", secret=True)
-    api_key_file: str | None = _setting(None, _path, "a file holding the API key")
-    rate_limit: int = _setting(RATE_LIMIT, _integer(1), "requests per rate_window at most (remote)")
-    rate_window: float = _setting(RATE_WINDOW, _positive_number,
-                                  "seconds the rate_limit applies to")
-    max_credits: int | None = _setting(None, _integer(0), "stop after spending this many credits")
-    cluster: str | None = _setting(None, _cluster, "process batches on Dask workers: local, "
-                                   "local:N, tcp://HOST:8786 or a scheduler .json file")
+    mode: Mode = declare(_REMOVAL.mode, _enum(Mode), "fast | balanced | quality.", OUTPUT,
+                         choices=Mode)
+    output_format: OutputFormat = declare(
+        _REMOVAL.output_format, _enum(OutputFormat),
+        "Output format [default: webp, or the -o file's extension]. JPEG has no transparency: "
+        "the background is filled.", OUTPUT, flags=("--format", "-f"), metavar="png|webp|jpeg",
+        shows="")
+    include_mask: bool = declare(
+        _REMOVAL.include_mask, _bool,
+        "Transparent background (RGBA); off: background filled with --background-color.",
+        OUTPUT)
+    smooth_edges: bool = declare(
+        _REMOVAL.smooth_edges, _bool,
+        "Anti-aliased soft edges; off: hard edges, each pixel fully in or out.", OUTPUT)
+    preserve_shadows: bool = declare(
+        _REMOVAL.preserve_shadows, _bool,
+        "Keep the subject's cast shadow as a soft semi-transparent layer.", OUTPUT)
+    background_color: str = declare(
+        WHITE_NAME, _colour, "Fill the background with this colour (#rrggbb or a name); "
+        "implies --no-include-mask.", OUTPUT, metavar="COLOUR")
+    max_size: int | None = declare(
+        _REMOVAL.max_size, _integer(1), "Shrink photos whose longer side is bigger to this size "
+        "first (instead of refusing those over the size limit).", OUTPUT, metavar="PIXELS",
+        minimum=1)
+    only_mask: bool = declare(
+        _REMOVAL.only_mask, _bool, "Write the matte (8-bit greyscale: the alpha of the "
+        "cut-out), not the cut-out. JPEG works too.", OUTPUT, flags=("-om",))
+
+    backend: str = declare("local", _choice("local", "remote"),
+                           "local: the model on this machine; remote: the Background Removal "
+                           "API.", ENGINE, choices=Backend)
+    model: str | None = declare(None, _text, "Model name (see `bgremove models list`) or an "
+                                ".onnx file.", ENGINE, metavar="NAME|PATH",
+                                shows="u2netp, bundled")
+    device: str = declare("auto", _text, "Where the model runs: auto | cpu | cuda | rocm | "
+                          "directml | coreml | openvino | tensorrt (onnxruntime execution "
+                          "providers; auto: the best installed accelerator, else cpu).", ENGINE,
+                          metavar="DEVICE")
+    precision: str = declare("auto", _choice(*(p.value for p in Precision)),
+                             "The bundled model's arithmetic: int8 is its quantised build, about "
+                             "twice as fast on CPUs with VNNI or AMX; auto is fp32 for now.",
+                             ENGINE, choices=Precision)
+    workers: int | None = declare(None, _integer(1), "Images processed at once.", ENGINE,
+                                  metavar="N", minimum=1, shows="one per core, by memory; GPU: "
+                                  "half the cores; remote: 8")
+    threads: int | None = declare(None, _integer(1), "onnxruntime threads per image.", ENGINE,
+                                  metavar="N", minimum=1, shows="cores / workers")
+    cluster: str | None = declare(
+        None, _cluster, "Process the images on Dask workers: local:N starts N worker processes "
+        "here; tcp://HOST:8786 or a scheduler .json file joins a running cluster that shares "
+        "the filesystem. Needs bgremove[cluster].", ENGINE, metavar="local[:N]|ADDRESS|FILE")
+
+    api_url: str = declare(DEFAULT_API_URL, _url, "API endpoint (remote backend), e.g. a "
+                           "`bgremove serve`.", REMOTE, metavar="URL")
+    api_key: str | None = declare(None, _text, "API key (remote backend). Prefer --api-key-file "
+                                  "or BGREMOVE_API_KEY: a command line is visible to other "
+                                  "users of the machine.", REMOTE, metavar="KEY", secret=True)
+    api_key_file: str | None = declare(None, _path, "File holding the API key.", REMOTE,
+                                       metavar="FILE")
+    rate_limit: int = declare(RATE_LIMIT, _integer(1), "Requests started per --rate-window at "
+                              "most (remote backend).", REMOTE, metavar="N", minimum=1)
+    rate_window: float = declare(RATE_WINDOW, _positive_number, "The window --rate-limit counts "
+                                 "in.", REMOTE, metavar="SECONDS", minimum=0.001,
+                                 shows=f"{RATE_WINDOW:g}")
+    max_credits: int | None = declare(None, _integer(0), "Stop once this many credits are spent "
+                                      "(remote backend).", REMOTE, metavar="N", minimum=1)
 
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     # The config file that was looked for, and whether it exists.
@@ -226,7 +296,7 @@ class Settings:
         """(name, value, source) of every setting, secrets masked."""
         for spec in setting_fields():
             value = getattr(self, spec.name)
-            if spec.metadata["secret"] and value is not None:
+            if spec.metadata["declared"].secret and value is not None:
                 value = mask_secret(value)
             yield spec.name, value, self.sources.get(spec.name, "default")
 
@@ -247,10 +317,16 @@ def rank(source: str) -> int:
 
 
 def setting_fields() -> list[Any]:
-    return [f for f in fields(Settings) if "parse" in f.metadata]
+    return [f for f in fields(Settings) if "declared" in f.metadata]
+
+
+def declared(name: str) -> Declared:
+    """How the setting `name` appears to a user."""
+    return DECLARED[name]
 
 
 SETTING_NAMES = tuple(f.name for f in setting_fields())
+DECLARED: dict[str, Declared] = {f.name: f.metadata["declared"] for f in setting_fields()}
 DEFAULTS = Settings()
 
 
@@ -321,7 +397,7 @@ def load(flags: Mapping[str, Any] | None = None, *, config: str | None = None,
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for spec in setting_fields():
-        name, parse = spec.name, spec.metadata["parse"]
+        name, parse = spec.name, spec.metadata["declared"].parse
         variable = env_name(name)
         old = next((env_name(a) for a, n in ALIASES.items() if n == name), None)
         if not environ.get(variable) and old and environ.get(old):
@@ -338,7 +414,7 @@ def load(flags: Mapping[str, Any] | None = None, *, config: str | None = None,
         try:
             values[name] = parse(raw)
         except ValueError as exc:
-            shown = "(hidden)" if spec.metadata["secret"] else repr(raw)
+            shown = "(hidden)" if spec.metadata["declared"].secret else repr(raw)
             raise UsageError(f"{where}: {shown} is not valid: {exc}") from None
         sources[name] = source
     return Settings(**values, sources=sources, config_file=path, config_found=found)

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 from distributed import Event, WorkerPlugin
 
 from bgremove.atomic import is_part_of
+from bgremove.cli.exits import outcome_error
 from bgremove.errors import BgRemoveError, SetupError, StopBatch
 from bgremove.executors import process_item
-from bgremove.cli.exits import outcome_error
 from bgremove.files import write_output
 from bgremove.options import RemovalOptions
 from bgremove.outcomes import Status

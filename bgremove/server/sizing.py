@@ -8,21 +8,22 @@ from bgremove.options import RemovalOptions
 from bgremove.parallel import plan_local
 
 
-def default_workers() -> int:
+def default_workers(device: str = "auto") -> int:
     """Images processed at once by default: the CLI's choice for this machine (parallel.plan: the
     cores, as many as memory holds), sized for quality mode, the costliest a client may ask."""
-    return plan_local(None, None, mode="quality")[0]
+    return plan_local(None, None, device=device, mode="quality")[0]
 
 
-def local_session(concurrency: int, model: str | None = None,
-                  precision: str = "auto") -> Session:
+def local_session(concurrency: int, model: str | None = None, precision: str = "auto", *,
+                  device: str = "auto", threads: int | None = None) -> Session:
     """The engine, sized for a server processing `concurrency` images at once: the one place the
     server obtains it."""
     from bgremove.api import open_local
 
     # The cores are split between the images in flight rather than each inference given all of
     # them: a busy server then does not oversubscribe the CPU.
-    return open_local(model, workers=concurrency, precision=precision)[0]
+    return open_local(model, device=device, workers=concurrency, threads=threads,
+                      precision=precision)[0]
 
 
 def warm_up(session: Session) -> None:

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, NoReturn
+from typing import NoReturn
 
 import typer
 
-from bgremove.errors import BgRemoveError
 from bgremove.cli.exits import exit_code, in_flags
-
-ConfigOption = Annotated[str | None, typer.Option(
-    "--config", metavar="FILE", show_default=False,
-    help="Settings file to read [default: $BGREMOVE_CONFIG, else "
-    "$XDG_CONFIG_HOME/bgremove/config.toml, else ~/.config/bgremove/config.toml]")]
+from bgremove.errors import BgRemoveError
 
 
 def fail(message: str, code: int) -> NoReturn:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import typer
 
-from bgremove.cli.commands import ConfigOption, reported_errors
+from bgremove.cli.commands import reported_errors
+from bgremove.cli.params import ConfigOption
 from bgremove.cli.settings import config_path
 from bgremove.cli.settings import describe as describe_settings
 from bgremove.cli.settings import load as load_settings

@@ -11,49 +11,26 @@ from typing import Annotated
 import typer
 
 from bgremove.cli.commands import reported_errors
-from bgremove.cli.settings import DEFAULTS, SETTING_NAMES
-from bgremove.cli.settings import load as load_settings
+from bgremove.cli.params import Given, SectionedCommand, takes_settings
+from bgremove.cli.settings import MESSAGES, OUTPUT
 from bgremove.errors import UsageError
-from bgremove.options import Mode
 
 
+@takes_settings("mode", "only_mask", "smooth_edges", "preserve_shadows", "background_color",
+                "model", "device", "precision", "workers", "threads")
 def frames(
-    ctx: typer.Context,
+    given: Given,
     width: Annotated[int, typer.Argument(help="Frame width in pixels.", show_default=False)],
     height: Annotated[int, typer.Argument(help="Frame height in pixels.", show_default=False)],
     output: Annotated[str | None, typer.Option(
         "-o", "--output", metavar="PATTERN", help="Write numbered files instead of stdout, e.g. "
-        "'out/%05d.png' (.png, .webp or .jpg; numbered from 1).", show_default=False)] = None,
+        "'out/%05d.png' (.png, .webp or .jpg; numbered from 1).", show_default=False,
+        rich_help_panel=OUTPUT)] = None,
     raw: Annotated[bool, typer.Option(
         "--raw", help="Write raw frames instead of PNGs: rgba (gray with --only-mask, rgb24 "
-        "with --background-color), for ffmpeg -f rawvideo.")] = False,
-    mode: Annotated[Mode, typer.Option(help="fast | balanced | quality.",
-                                       case_sensitive=False)] = DEFAULTS.mode,
-    only_mask: Annotated[bool, typer.Option(
-        "--only-mask", "-om", help="Write the matte (greyscale), not the cut-out.")] = False,
-    smooth_edges: Annotated[bool, typer.Option(
-        help="Anti-aliased soft edges; off: hard edges.")] = DEFAULTS.smooth_edges,
-    preserve_shadows: Annotated[bool, typer.Option(
-        help="Keep the subject's cast shadow as a soft layer.")] = DEFAULTS.preserve_shadows,
-    background_color: Annotated[str, typer.Option(
-        metavar="COLOUR", help="Fill the background with this colour (#rrggbb or a name).",
-    )] = DEFAULTS.background_color,
-    model: Annotated[str | None, typer.Option(
-        metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
-        show_default="u2netp, bundled")] = None,
-    device: Annotated[str | None, typer.Option(
-        metavar="DEVICE", help="Where the model runs: auto | cpu | cuda | ...",
-        show_default="auto")] = None,
-    workers: Annotated[int | None, typer.Option(
-        metavar="N", help="Frames processed at once.", show_default="one per core", min=1,
-    )] = None,
-    threads: Annotated[int | None, typer.Option(
-        metavar="N", help="onnxruntime threads per frame.", show_default="cores / workers",
-        min=1)] = None,
-    config: Annotated[str | None, typer.Option(
-        "--config", metavar="FILE", show_default=False, help="Settings file to read.")] = None,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet",
-                                        help="No summary line at the end.")] = False,
+        "with --background-color), for ffmpeg -f rawvideo.", rich_help_panel=OUTPUT)] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary line at the end.",
+                                        rich_help_panel=MESSAGES)] = False,
 ) -> None:
     from bgremove import frames as video
 
@@ -72,14 +49,8 @@ def frames(
             raise UsageError("stdin is a terminal: pipe raw rgb24 frames in "
                              "(ffmpeg -i in.mp4 -f rawvideo -pix_fmt rgb24 - | bgremove frames "
                              "W H ...)")
-        given = {}
-        for param in ctx.command.params:
-            source = ctx.get_parameter_source(param.name) if param.name else None
-            if param.name in SETTING_NAMES and source is not None and (
-                    source.name == "COMMANDLINE"):
-                given[param.name] = ctx.params[param.name]
-        given["output_format"] = sink.output_format  # JPEG files: on a background colour
-        settings = load_settings(given, config=config)
+        # JPEG files: on a background colour.
+        settings = given.load(output_format=sink.output_format)
         summary = _run(video, settings, sink, width, height)
     if not quiet:
         from bgremove.frames import frames_text
@@ -89,16 +60,14 @@ def frames(
 
 
 def _run(video, settings, sink, width: int, height: int):
-    import bgremove
-    from bgremove.devices import place
-    from bgremove.parallel import plan
+    from bgremove.api import open_local
 
     options = settings.removal_options()
-    accelerator = place(settings.device).accelerator is not None
-    workers, threads = plan(settings.workers, settings.threads, accelerator=accelerator,
-                            mode=options.mode.value)
+    session, workers = open_local(settings.model, device=settings.device,
+                                  workers=settings.workers, threads=settings.threads,
+                                  mode=options.mode.value, precision=settings.precision)
     # A closed stdout (| head) raises BrokenPipeError out of here: cli.main ends quietly.
-    with bgremove.new_session(settings.model, device=settings.device, threads=threads) as session:
+    with session:
         return video.run(session, options, sys.stdin.buffer, width, height, sink,
                          workers=workers)
 
@@ -106,6 +75,7 @@ def _run(video, settings, sink, width: int, height: int):
 def register(app: typer.Typer) -> None:
     app.command(
         "frames",
+        cls=SectionedCommand,
         help="Remove the background of raw video frames piped in, in order.\n\n"
         "Reads rgb24 frames of WIDTH x HEIGHT on stdin (ffmpeg -f rawvideo -pix_fmt rgb24) and "
         "writes a PNG stream on stdout (ffmpeg -f image2pipe), raw frames with --raw, or "

@@ -17,7 +17,8 @@ DbOption = Annotated[str | None, typer.Option(
     "--db", metavar="PATH|URL", envvar=DB_ENV,
     help="The key database: a SQLite file (PATH or sqlite:///PATH), or postgresql://USER@HOST/DB "
     "shared by several servers (the password from PGPASSWORD or ~/.pgpass).",
-    show_default="$XDG_DATA_HOME/bgremove/keys.sqlite3", show_envvar=True)]
+    show_default="$XDG_DATA_HOME/bgremove/keys.sqlite3", show_envvar=True,
+    rich_help_panel="Server")]
 
 
 keys_app = typer.Typer(

@@ -9,24 +9,23 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field, fields
-from enum import Enum
 from importlib import import_module
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperArgument, TyperCommand
+from typer.core import TyperArgument
 
 import bgremove
-from bgremove.cli.commands import ConfigOption, reported_errors
-from bgremove.cli.settings import DEFAULTS, SETTING_NAMES, Settings
-from bgremove.cli.settings import load as load_settings
-from bgremove.errors import UsageError
+from bgremove.cli.commands import reported_errors
 from bgremove.cli.exits import in_flags
-from bgremove.naming import STDIO
-from bgremove.options import Mode, OutputFormat
-from bgremove.plan import Shard
+from bgremove.cli.params import Given, SectionedCommand, takes_settings
 from bgremove.cli.redirect import stdout_file_name
+from bgremove.cli.settings import MESSAGES, OUTPUT, RUNS, SETTING_NAMES, Settings
+from bgremove.errors import UsageError
+from bgremove.naming import STDIO
+from bgremove.options import OutputFormat
+from bgremove.plan import Shard
 
 
 @dataclass
@@ -149,11 +148,11 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
     `summary.abandoned` set while worker threads may still be busy: exit with
     `interrupts.exit_now` then, not a normal exit that would wait for them."""
     from bgremove.cli import interrupts
+    from bgremove.cli.progress import ConsoleReporter
+    from bgremove.cli.report import JsonLinesReporter, PlanListing, Reporters, ReportWriter
     from bgremove.inputs import read_file_list
     from bgremove.parallel import plan
     from bgremove.precision import model_file
-    from bgremove.cli.progress import ConsoleReporter
-    from bgremove.cli.report import JsonLinesReporter, PlanListing, Reporters, ReportWriter
     from bgremove.stamps import local_model_id, remote_model_id
 
     job.validate()
@@ -256,12 +255,7 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
     return summary
 
 
-class Backend(str, Enum):
-    local = "local"
-    remote = "remote"
-
-
-class InputsCommand(TyperCommand):
+class InputsCommand(SectionedCommand):
     """Shows `INPUT...` in the usage and help without typer's `<list[str]>` type label."""
 
     def __init__(self, *args, **kwargs):
@@ -272,145 +266,71 @@ class InputsCommand(TyperCommand):
                 param._usage_display_name = lambda shown=f"[{param.metavar}]": shown
 
 
+@takes_settings(*SETTING_NAMES)
 def remove(
     ctx: typer.Context,
+    given: Given,
     inputs: Annotated[list[str] | None, typer.Argument(
         help="Image files, folders, or - for stdin.", metavar="INPUT...",
         show_default=False)] = None,
     output: Annotated[str | None, typer.Option(
         "-o", "--output", metavar="PATH", help="Output folder (mirrors input sub-folders), "
-        "or a file for one input (.png, .webp or .jpg), or - for stdout.")] = None,
-    mode: Annotated[Mode, typer.Option(help="fast | balanced | quality.",
-                                       case_sensitive=False)] = DEFAULTS.mode,
-    output_format: Annotated[str | None, typer.Option(
-        "--output-format", "--format", "-f", metavar="png|webp|jpeg",
-        help="Output format [default: webp, or the -o file's extension]. JPEG has no "
-        "transparency: the background is filled.", show_default=False)] = None,
-    include_mask: Annotated[bool, typer.Option(
-        help="Transparent background (RGBA); off: background filled with --background-color."
-    )] = DEFAULTS.include_mask,
-    smooth_edges: Annotated[bool, typer.Option(
-        help="Anti-aliased soft edges; off: hard edges, each pixel fully in or out.",
-    )] = DEFAULTS.smooth_edges,
-    preserve_shadows: Annotated[bool, typer.Option(
-        help="Keep the subject's cast shadow as a soft semi-transparent layer.",
-    )] = DEFAULTS.preserve_shadows,
-    background_color: Annotated[str, typer.Option(
-        metavar="COLOUR", help="Fill the background with this colour (#rrggbb or a name); "
-        "implies --no-include-mask.")] = DEFAULTS.background_color,
-    max_size: Annotated[int | None, typer.Option(
-        metavar="PIXELS", help="Shrink photos whose longer side is bigger to this size first "
-        "(instead of refusing those over the size limit).", show_default=False, min=1)] = None,
-    only_mask: Annotated[bool, typer.Option(
-        "--only-mask", "-om", help="Write the matte (8-bit greyscale: the alpha of the "
-        "cut-out), not the cut-out. JPEG works too.")] = DEFAULTS.only_mask,
-    model: Annotated[str | None, typer.Option(
-        metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
-        show_default="u2netp, bundled")] = None,
-    device: Annotated[str | None, typer.Option(
-        metavar="DEVICE", help="Where the model runs: auto | cpu | cuda | rocm | directml | "
-        "coreml | openvino | tensorrt (onnxruntime execution providers; auto: the best "
-        "installed accelerator, else cpu).", show_default="auto")] = None,
-    precision: Annotated[str | None, typer.Option(
-        metavar="fp32|int8|auto", help="The bundled model's arithmetic: int8 is its quantised "
-        "build, about twice as fast on CPUs with VNNI or AMX; auto is fp32 for now.",
-        show_default="auto")] = None,
-    workers: Annotated[int | None, typer.Option(
-        metavar="N", help="Images processed at once.",
-        show_default="one per core, by memory; GPU: half the cores; remote: 8", min=1)] = None,
-    threads: Annotated[int | None, typer.Option(
-        metavar="N", help="onnxruntime threads per image.", show_default="cores / workers",
-        min=1)] = None,
-    backend: Annotated[Backend, typer.Option(
-        help="local: the model on this machine; remote: the Background Removal API.",
-    )] = Backend.local,
-    api_url: Annotated[str | None, typer.Option(
-        metavar="URL", help="API endpoint (remote backend), e.g. a `bgremove serve`.",
-        show_default=DEFAULTS.api_url)] = None,
-    api_key: Annotated[str | None, typer.Option(
-        metavar="KEY", help="API key (remote backend). Prefer --api-key-file or BGREMOVE_API_KEY: "
-        "a command line is visible to other users of the machine.", show_default=False)] = None,
-    api_key_file: Annotated[Path | None, typer.Option(
-        metavar="FILE", help="File holding the API key.", show_default=False)] = None,
-    rate_limit: Annotated[int | None, typer.Option(
-        metavar="N", help="Requests started per --rate-window at most (remote backend).",
-        show_default=str(DEFAULTS.rate_limit), min=1)] = None,
-    rate_window: Annotated[float | None, typer.Option(
-        metavar="SECONDS", help="The window --rate-limit counts in.",
-        show_default=f"{DEFAULTS.rate_window:g}", min=0.001)] = None,
-    max_credits: Annotated[int | None, typer.Option(
-        metavar="N", help="Stop once this many credits are spent (remote backend).",
-        show_default=False, min=1)] = None,
-    cluster: Annotated[str | None, typer.Option(
-        metavar="local[:N]|ADDRESS|FILE", help="Process the images on Dask workers: local:N "
-        "starts N worker processes here; tcp://HOST:8786 or a scheduler .json file joins a "
-        "running cluster that shares the filesystem. Needs bgremove[cluster].",
-        show_default=False)] = None,
+        "or a file for one input (.png, .webp or .jpg), or - for stdout.",
+        rich_help_panel=OUTPUT)] = None,
     overwrite: Annotated[bool, typer.Option(
-        help="Redo every output, even those that are up to date.")] = False,
+        help="Redo every output, even those that are up to date.", rich_help_panel=RUNS)] = False,
     keep_unstamped: Annotated[bool, typer.Option(
         "--keep-unstamped", help="Keep outputs that carry no bgremove stamp (made by hand, or "
-        "by a bgremove before 0.3) instead of making them again.")] = False,
+        "by a bgremove before 0.3) instead of making them again.", rich_help_panel=RUNS)] = False,
     prune: Annotated[bool, typer.Option(
         "--prune", help="After a run without failures, remove the outputs under -o whose input "
-        "is gone (only files bgremove stamped).")] = False,
+        "is gone (only files bgremove stamped).", rich_help_panel=RUNS)] = False,
     files_from: Annotated[str | None, typer.Option(
         metavar="FILE", help="Also process the paths listed in FILE (- for stdin), one per line; "
-        "blank lines and # comments are ignored.")] = None,
+        "blank lines and # comments are ignored.", rich_help_panel=RUNS)] = None,
     watch: Annotated[bool, typer.Option(
         "--watch", "-w", help="After the run, keep running: process every image that appears "
-        "or changes in the input folders, until Ctrl-C.")] = False,
-    json_lines: Annotated[bool, typer.Option(
-        "--json", help="Print one JSON object per file on stdout as each finishes.")] = False,
-    report: Annotated[Path | None, typer.Option(
-        metavar="FILE", help="Write the whole run's summary to FILE as one JSON document.")] = None,
+        "or changes in the input folders, until Ctrl-C.", rich_help_panel=RUNS)] = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="List what would be processed and skipped (and the credits it "
-        "would cost); write nothing.")] = False,
+        "would cost); write nothing.", rich_help_panel=RUNS)] = False,
     check: Annotated[bool, typer.Option(
         "--check", help="Write nothing; list every output that is missing or stale and exit 1 "
-        "if there is one, 0 when all are up to date (for CI).")] = False,
+        "if there is one, 0 when all are up to date (for CI).", rich_help_panel=RUNS)] = False,
     shard: Annotated[str | None, typer.Option(
         metavar="K/N", help="Process only part K of N of the inputs, for a CI matrix of N jobs.",
-    )] = None,
-    config: ConfigOption = None,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only report failures.")] = False,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="List every file.")] = False,
+        rich_help_panel=RUNS)] = None,
+    json_lines: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object per file on stdout as each finishes.",
+        rich_help_panel=MESSAGES)] = False,
+    report: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="Write the whole run's summary to FILE as one JSON document.",
+        rich_help_panel=MESSAGES)] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only report failures.",
+                                        rich_help_panel=MESSAGES)] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="List every file.",
+                                          rich_help_panel=MESSAGES)] = False,
 ) -> None:
-    # The parameters are named after the Job's fields and the settings, and flow to them by
-    # name: the settings typed on the command line win over the environment and config file.
+    # The parameters are named after the Job's fields: they flow to it by name.
     params = ctx.params
     with reported_errors():
-        given = _given_on_command_line(ctx)
         job = Job(**{f.name: params[f.name] for f in fields(Job)})
         job.inputs = list(job.inputs or [])
         # `> y.png` names the output as `-o y.png` does, where the redirect's file can be named.
         redirect = stdout_file_name() if job.image_on_stdout else None
-        if "output_format" not in given:
-            implied = _format_from_output(params["output"] if redirect is None else redirect)
-            if implied is not None:
-                given["output_format"] = implied
+        implied = {}
+        if "output_format" not in given.flags:
+            named = _format_from_output(params["output"] if redirect is None else redirect)
+            if named is not None:
+                implied["output_format"] = named
         elif redirect is not None:
-            _warn_if_the_name_disagrees(redirect, given["output_format"])
-        settings = load_settings(given, config=params["config"])
-        summary = run(job, settings)
+            _warn_if_the_name_disagrees(redirect, given.flags["output_format"])
+        summary = run(job, given.load(**implied))
     if summary.abandoned:
         from bgremove.cli.interrupts import exit_now
 
         exit_now(summary.exit_code)
     raise typer.Exit(summary.exit_code)
-
-
-def _given_on_command_line(ctx: typer.Context) -> dict[str, object]:
-    """The settings the user typed: they win over the environment and the config file."""
-    given = {}
-    for param in ctx.command.params:
-        source = ctx.get_parameter_source(param.name)
-        name = param.name
-        if name in SETTING_NAMES and source is not None and source.name == "COMMANDLINE":
-            value = ctx.params[name]
-            given[name] = str(value) if isinstance(value, Path) else value
-    return given
 
 
 def _format_from_output(output: str | None) -> OutputFormat | None:

@@ -14,51 +14,51 @@ import typer
 
 from bgremove.cli.commands import fail, reported_errors
 from bgremove.cli.commands.keys import DbOption, open_key_store
-from bgremove.contract import RATE_LIMIT
 from bgremove.cli.exits import FAILED
-from bgremove.precision import Precision
+from bgremove.cli.params import Given, SectionedCommand, takes_settings
+from bgremove.contract import RATE_LIMIT
 
+SERVER = "Server"  # the --help section of the server's own options
 SERVER_MODULES = {"fastapi", "starlette", "uvicorn", "multipart", "python_multipart",
                   "python-multipart"}  # the last: its pip name, said when starlette lacks it
 
 
+@takes_settings("model", "precision", "device", "workers", "threads")
 def serve(
+    given: Given,
     host: Annotated[str, typer.Option(
-        metavar="HOST", help="Address to listen on (0.0.0.0: every interface).")]
-    = "127.0.0.1",
+        metavar="HOST", help="Address to listen on (0.0.0.0: every interface).",
+        rich_help_panel=SERVER)] = "127.0.0.1",
     port: Annotated[int, typer.Option(
-        metavar="PORT", help="Port to listen on.", min=1, max=65535)] = 8000,
+        metavar="PORT", help="Port to listen on.", min=1, max=65535,
+        rich_help_panel=SERVER)] = 8000,
     db: DbOption = None,
+    # Not the `rate_limit` setting, which paces this machine's requests to an API: the limit
+    # this server puts on its clients.
     rate_limit: Annotated[int, typer.Option(
         metavar="N", help="Requests per minute per key, across every server sharing the "
-        "database; 0: no limit.", min=0)] = RATE_LIMIT,
+        "database; 0: no limit.", min=0, rich_help_panel=SERVER)] = RATE_LIMIT,
     cors_origin: Annotated[list[str] | None, typer.Option(
         "--cors-origin", metavar="ORIGIN", show_default=False,
-        help="Let browser pages on this origin call the API (repeatable; * for any).")] = None,
-    workers: Annotated[int | None, typer.Option(
-        metavar="N", help="Images processed at once.", show_default="as bgremove's --workers",
-        min=1)] = None,
-    model: Annotated[str | None, typer.Option(
-        metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
-        show_default="u2netp, bundled")] = None,
-    precision: Annotated[Precision, typer.Option(
-        help="The bundled model's arithmetic: int8 is its quantised build, about twice as fast "
-        "on CPUs with VNNI or AMX; auto is fp32 for now.", case_sensitive=False)] = Precision.auto,
+        help="Let browser pages on this origin call the API (repeatable; * for any).",
+        rich_help_panel=SERVER)] = None,
     replica_timeout: Annotated[float, typer.Option(
         metavar="SECONDS", min=1.0,
         help="A server sharing the database that is silent this long is presumed dead, and the "
-        "credits it had reserved are given back.")] = 60.0,
+        "credits it had reserved are given back.", rich_help_panel=SERVER)] = 60.0,
 ) -> None:
     with reported_errors():
+        settings = given.load()
         uvicorn, app_module = _load_server()
         from bgremove.server import sizing
         from bgremove.server.http import bind, uvicorn_config
 
         sock = bind(host, port)  # a taken port fails now, not after loading the model
         store = open_key_store(db)
-        concurrency = workers or sizing.default_workers()
+        concurrency = settings.workers or sizing.default_workers(settings.device)
         # The model is loaded and has run every mode once before the server listens.
-        session = sizing.local_session(concurrency, model, precision)
+        session = sizing.local_session(concurrency, settings.model, settings.precision,
+                                       device=settings.device, threads=settings.threads)
         sizing.warm_up(session)
         app = app_module.create_app(store, rate_limit=rate_limit, max_concurrency=concurrency,
                                     cors_origins=cors_origin or (), session=session,
@@ -117,6 +117,7 @@ def _log_json_lines() -> None:
 def register(app: typer.Typer) -> None:
     app.command(
         "serve",
+        cls=SectionedCommand,
         help="Serve the Background Removal API on this machine's engine.\n\n"
         "The same endpoint, fields, headers and errors as the hosted API.\n\n"
         "Example: bgremove serve --port 8000 --cors-origin https://app.example.com",
