@@ -124,8 +124,8 @@ def test_a_batch_s_output_mistake_names_output_and_the_command_line_says_o(tmp_p
 def test_errors_cross_processes_with_their_parts():
     import pickle
 
-    from bgremove.errors import Option
     from bgremove.cli.exits import in_flags
+    from bgremove.errors import Option
 
     error = bgremove.AuthenticationFailed("check ", Option("api_key"), " or BGREMOVE_API_KEY")
     again = pickle.loads(pickle.dumps(error))
@@ -157,8 +157,8 @@ def test_import_and_decode_leave_pillows_limit_and_warnings_alone():
 def test_a_device_warning_names_the_keyword_and_the_command_line_the_flag():
     import pickle
 
-    from bgremove.devices import Placement, warning
     from bgremove.cli.exits import in_flags
+    from bgremove.devices import Placement, warning
 
     said = warning(Placement("cuda", ["CPUExecutionProvider"], "CUDAExecutionProvider"),
                    ["CPUExecutionProvider"])

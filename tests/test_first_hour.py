@@ -16,12 +16,12 @@ from PIL import Image
 from rich.console import Console
 
 import bgremove
+from bgremove.cli.progress import ConsoleReporter
 from bgremove.errors import ImageError
 from bgremove.imaging.decode import decode
 from bgremove.options import Mode, OutputFormat, RemovalOptions
 from bgremove.outcomes import Outcome, Status, Summary
 from bgremove.plan import Planner, WorkItem
-from bgremove.cli.progress import ConsoleReporter
 from tests.conftest import cli_env
 from tests.test_truncated_jpeg import with_jpeg_size
 

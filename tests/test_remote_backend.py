@@ -21,6 +21,8 @@ from rich.console import Console
 
 from bgremove.backends.remote import RemoteSession
 from bgremove.batch import Batch
+from bgremove.cli.exits import exit_code
+from bgremove.cli.progress import ConsoleReporter
 from bgremove.errors import (
     AuthenticationFailed,
     FileFailed,
@@ -30,10 +32,8 @@ from bgremove.errors import (
     StopBatch,
     UsageError,
 )
-from bgremove.cli.exits import exit_code
 from bgremove.options import OutputFormat, RemovalOptions
 from bgremove.outcomes import Status
-from bgremove.cli.progress import ConsoleReporter
 
 KEY = "sk-test-7c1d9e0b4a5f42d1"
 URL = "http://api.test/api/remove-background/"

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from bgremove.backends.local import LocalSession
-from bgremove.options import Mode, RemovalOptions
 from bgremove.cli.progress import NAMED
+from bgremove.options import Mode, RemovalOptions
 from bgremove.server import create_app
 from bgremove.server.store import KeyStore, open_store
 from tests.api_front import ApiFront, MemoSession
