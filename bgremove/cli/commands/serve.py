@@ -35,9 +35,9 @@ def serve(
     db: DbOption = None,
     # Not the `rate_limit` setting, which paces this machine's requests to an API: the limit
     # this server puts on its clients.
-    rate_limit: Annotated[int, typer.Option(
-        metavar="N", help="Requests per minute per key, across every server sharing the "
-        "database; 0: no limit.", min=0, rich_help_panel=SERVER)] = RATE_LIMIT,
+    requests_per_key: Annotated[int, typer.Option(
+        "--rate-limit", metavar="N", help="Requests per minute per key, across every server "
+        "sharing the database; 0: no limit.", min=0, rich_help_panel=SERVER)] = RATE_LIMIT,
     cors_origin: Annotated[list[str] | None, typer.Option(
         "--cors-origin", metavar="ORIGIN", show_default=False,
         help="Let browser pages on this origin call the API (repeatable; * for any).",
@@ -60,15 +60,15 @@ def serve(
         session = sizing.local_session(concurrency, settings.model, settings.precision,
                                        device=settings.device, threads=settings.threads)
         sizing.warm_up(session)
-        app = app_module.create_app(store, rate_limit=rate_limit, max_concurrency=concurrency,
+        app = app_module.create_app(store, rate_limit=requests_per_key, max_concurrency=concurrency,
                                     cors_origins=cors_origin or (), session=session,
                                     replica_timeout=replica_timeout)
         server = uvicorn.Server(uvicorn_config(app, log_level="info"))
 
     _log_json_lines()
     typer.echo(f"bgremove: the API will be at http://{host}:{port}/api/remove-background/ "
-               f"(keys: {store.location}; {rate_limit or 'no limit on'} requests per minute per "
-               f"key; {concurrency} images at once)", err=True)
+               f"(keys: {store.location}; {requests_per_key or 'no limit on'} requests per minute "
+               f"per key; {concurrency} images at once on {session.model_name})", err=True)
     if store.count() == 0:
         typer.echo("bgremove: no API keys yet; create one with: bgremove keys create "
                    "--email you@example.com --credits 100", err=True)
