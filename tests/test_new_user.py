@@ -349,6 +349,14 @@ def test_a_mistyped_command_gets_a_suggestion(tmp_path, args, says):
     assert proc.returncode == 2 and says in proc.stderr.decode()
 
 
+@pytest.mark.parametrize("word", ["frame.jpg", "serve.png", "photos/", "./models", "Serve"])
+def test_a_missing_input_close_to_a_command_is_a_missing_input(tmp_path, word):
+    proc = invoke(word, "-o", str(tmp_path / "out"), cwd=tmp_path)
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 1 and "Did you mean" not in stderr, stderr
+    assert "no such file or folder" in stderr and word.strip("./") in stderr
+
+
 def test_help_shows_no_python_type_names():
     proc = run_cli("remove", "-h")
     assert "list[str]" not in proc.stdout.decode() and "INPUT..." in proc.stdout.decode()

@@ -81,18 +81,24 @@ def _plain_words(message: str, cause: BaseException | None) -> str:
 
 
 def _refuse_a_mistyped_command(args: list[str], commands: list[str]) -> None:
-    """`bgremove model list` or `bgremove remvoe x`: a word that names no file but is close to a
-    command is a typo, not an input that does not exist."""
+    """`bgremove model list` or `bgremove remvoe x`: a bare word that names no file but is close
+    to a command is a typo, not an input that does not exist. A word with an extension
+    (`frame.jpg`) or a path (`photos/`, `./serve`) is an input: a missing one is answered as
+    one, by the command."""
     from difflib import get_close_matches
 
     word = args[0]
-    if word.startswith("-") or os.path.lexists(word):
+    if word.startswith("-") or os.path.lexists(word) or not _could_be_a_command(word):
         return
     match = get_close_matches(word, commands, n=1, cutoff=0.6)
     if match:
         meant = " ".join([match[0], *args[1:3]])
         fail(f"no such command or file: {word!r}. Did you mean `bgremove {meant}`? "
-              "(see bgremove --help)", USAGE)
+             "(see bgremove --help)", USAGE)
+
+
+def _could_be_a_command(word: str) -> bool:
+    return word.isascii() and word.replace("-", "").isalpha() and word.islower()
 
 
 app = typer.Typer(
