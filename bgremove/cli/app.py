@@ -19,8 +19,9 @@ from bgremove import __version__
 from bgremove.cli.commands import config, fail, frames, keys, models, remove, serve
 from bgremove.cli.exits import USAGE
 
-if TYPE_CHECKING:  # typer vendors click; only its types are named here
-    import click
+if TYPE_CHECKING:  # typer vendors click: its types are typer's
+    from typer._click import Context
+    from typer._click.shell_completion import CompletionItem
 
 
 class DefaultCommandGroup(TyperGroup):
@@ -30,20 +31,20 @@ class DefaultCommandGroup(TyperGroup):
     default_command = "remove"
     top_level_flags = {"--help", "-h", "--version", "--install-completion", "--show-completion"}
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in self.top_level_flags:
             _refuse_a_mistyped_command(args, list(self.commands))
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: Context) -> object:
         try:
             return super().invoke(ctx)  # parses the sub-command's arguments, then runs it
         except typer.BadParameter as exc:
             exc.message = _plain_words(exc.message, exc.__cause__)
             raise
 
-    def shell_complete(self, ctx: click.Context, incomplete: str) -> list:
+    def shell_complete(self, ctx: Context, incomplete: str) -> list[CompletionItem]:
         # `bgremove --mo<TAB>` offers the default command's options too, as `bgremove --mode`
         # runs that command.
         results = super().shell_complete(ctx, incomplete)

@@ -25,8 +25,8 @@ from typer.core import TyperCommand
 from bgremove.cli.settings import DECLARED, RUNS, SECTIONS, Settings
 from bgremove.cli.settings import load as load_settings
 
-if typing.TYPE_CHECKING:
-    import click
+if typing.TYPE_CHECKING:  # typer vendors click: its types are typer's
+    from typer._click import Context, HelpFormatter
 
 ConfigOption = Annotated[str | None, typer.Option(
     "--config", metavar="FILE", show_default=False, rich_help_panel=RUNS,
@@ -59,7 +59,10 @@ def _value_type(name: str) -> Any:
         return declared.choices
     kind = typing.get_type_hints(Settings)[name]
     args = [arg for arg in typing.get_args(kind) if arg is not type(None)]
-    return args[0] if args else kind
+    kind = args[0] if args else kind
+    # An enum without declared choices takes more spellings than its values (`-f jpg`): the
+    # setting's parser reads the text.
+    return str if isinstance(kind, type) and issubclass(kind, Enum) else kind
 
 
 def _default(name: str) -> Any:
@@ -138,7 +141,7 @@ class SectionedCommand(TyperCommand):
     """--help with the options in sections (Output, Model and engine, ...), as `docker run`
     and `ffmpeg` show a long list: each option's section is its `rich_help_panel`."""
 
-    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_options(self, ctx: Context, formatter: HelpFormatter) -> None:
         sections: dict[str, list[tuple[str, str]]] = {}
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,6 +15,7 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TextColumn,
 )
 from rich.table import Table
@@ -26,6 +27,11 @@ from bgremove.outcomes import Outcome, Status, Summary
 
 if TYPE_CHECKING:
     from bgremove.backends import Session
+    from bgremove.backends.local import LocalSession
+
+def _is_local(session: Session) -> TypeGuard[LocalSession]:
+    return session.kind == "local"
+
 
 # Name at most this many files in a line of the summary; --report and -v list them all.
 NAMED = 10
@@ -133,7 +139,7 @@ class ConsoleReporter:
         self.credits = credits
         self.inputs = list(inputs)
         self.progress: Progress | None = None
-        self.task = None
+        self.task = TaskID(0)
         self.said_watching = False
 
     @property
@@ -151,7 +157,7 @@ class ConsoleReporter:
 
         if session.device_warning:
             self.say(f"bgremove: warning: {in_flags(session.device_warning)}")
-        if session.kind != "local":
+        if not _is_local(session):
             return
         if self.verbose:
             where = "bundled" if session.model_name == registry.BUNDLED else session.model_path

@@ -3,9 +3,14 @@ sized for that, and a warm-up so the first request is as fast as the ones after 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bgremove.backends import Session
 from bgremove.options import RemovalOptions
 from bgremove.parallel import plan_local
+
+if TYPE_CHECKING:
+    from bgremove.backends.local import LocalSession
 
 
 def default_workers(device: str = "auto") -> int:
@@ -15,7 +20,7 @@ def default_workers(device: str = "auto") -> int:
 
 
 def local_session(concurrency: int, model: str | None = None, precision: str = "auto", *,
-                  device: str = "auto", threads: int | None = None) -> Session:
+                  device: str = "auto", threads: int | None = None) -> LocalSession:
     """The engine, sized for a server processing `concurrency` images at once: the one place the
     server obtains it."""
     from bgremove.api import open_local

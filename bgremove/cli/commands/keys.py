@@ -45,7 +45,7 @@ def keys_create(
     with reported_errors():
         with open_key_store(db) as store:
             key = store.create(email, credits)
-            info = store.get(key_id_of(key))
+            info = store.get(key_id_of(key) or key)  # a key it made is shaped as ours
     typer.echo(key)
     typer.echo(f"bgremove: created key {info.id} for {info.email} with {_credits(info.credits)}. "
                "Keep the key now: it cannot be shown again.", err=True)

@@ -7,12 +7,16 @@ httpx and onnxruntime are imported inside the commands that use them.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from bgremove import models as registry
 from bgremove.cli.commands import fail
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 models_app = typer.Typer(
     help="List the models bgremove can use, and download more.\n\nExample: bgremove models list",
@@ -30,6 +34,7 @@ def model_rows() -> list[dict[str, Any]]:
     """Every model `--model` can name, with where it is and what it is."""
     rows = []
     for info in registry.KNOWN.values():
+        path: Path | None
         if info.name == registry.BUNDLED:
             status, path = "bundled", registry.BUNDLED_PATH
         else:
@@ -199,8 +204,8 @@ class DownloadBar:
 
     def __init__(self, name: str):
         self.name = name
-        self.bar = None
-        self.task = None
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
 
     def __enter__(self):
         from rich.console import Console

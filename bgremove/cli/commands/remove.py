@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field, fields
+from functools import partial
 from importlib import import_module
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperArgument
@@ -26,6 +27,12 @@ from bgremove.errors import UsageError
 from bgremove.naming import STDIO
 from bgremove.options import OutputFormat
 from bgremove.plan import Shard
+
+if TYPE_CHECKING:
+    from bgremove.backends import Session
+    from bgremove.cli.progress import ConsoleReporter
+    from bgremove.cli.report import Reporter, Reporters
+    from bgremove.cluster import Cluster, DaskExecutor
 
 
 @dataclass
@@ -116,23 +123,25 @@ def check_cluster(job: Job, settings: Settings) -> None:
         import_module("bgremove.cluster")
 
 
-def open_cluster(settings: Settings, batch: bgremove.Batch, mode: str):
+def open_cluster(settings: Settings, batch: bgremove.Batch, mode: str,
+                 ) -> tuple[Cluster, DaskExecutor]:
     """The cluster the settings name, and the executor that runs `batch` on it."""
     from bgremove import cluster as dask_cluster
     from bgremove.devices import place
     from bgremove.parallel import plan_local
 
+    address = settings.cluster
+    assert address is not None
     if batch.output_folder is None:
         raise UsageError("--cluster writes into an output folder (-o FOLDER), not one file")
     place(settings.device)  # an unknown device is a usage error here, not on every worker
-    local = settings.cluster.partition(":")[0] == "local"
-    if local:  # the workers share this machine: its models are theirs
+    if address.partition(":")[0] == "local":  # the workers share this machine: its models
         from bgremove.models import resolve
 
         resolve(settings.model)
     workers = settings.workers or plan_local(None, None, device=settings.device, mode=mode,
                                              images=batch.known_count)[0]
-    cluster = dask_cluster.connect(settings.cluster, local_workers=workers)
+    cluster = dask_cluster.connect(address, local_workers=workers)
     try:
         executor = dask_cluster.DaskExecutor(batch, cluster, model=settings.model,
                                              device=settings.device, threads=settings.threads,
@@ -143,21 +152,16 @@ def open_cluster(settings: Settings, batch: bgremove.Batch, mode: str):
     return cluster, executor
 
 
-def run(job: Job, settings: Settings) -> bgremove.Summary:
-    """Run the job to the end, or until interrupted. On a second interrupt this returns with
-    `summary.abandoned` set while worker threads may still be busy: exit with
-    `interrupts.exit_now` then, not a normal exit that would wait for them."""
-    from bgremove.cli import interrupts
-    from bgremove.cli.progress import ConsoleReporter
-    from bgremove.cli.report import JsonLinesReporter, PlanListing, Reporters, ReportWriter
+def new_batch(job: Job, settings: Settings) -> bgremove.Batch:
+    """The batch the job and the settings describe, checked before anything is loaded."""
     from bgremove.inputs import read_file_list
-    from bgremove.parallel import plan
     from bgremove.precision import model_file
     from bgremove.stamps import local_model_id, remote_model_id
 
     job.validate()
     options = settings.removal_options()
-    if settings.backend == "remote" and settings.model is not None:
+    remote = settings.backend == "remote"
+    if remote and settings.model is not None:
         raise UsageError("--model is for the local backend; the API picks its own model")
     if settings.cluster is not None:
         check_cluster(job, settings)
@@ -165,31 +169,106 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
         from bgremove.watch import refuse
 
         refuse(job, settings)
-    batch = bgremove.Batch(
+    return bgremove.Batch(
         job.inputs, job.output, options=options,
         listed=read_file_list(job.files_from) if job.files_from is not None else None,
         shard=Shard.parse(job.shard) if job.shard is not None else None,
         overwrite=job.overwrite, keep_unstamped=job.keep_unstamped, dry_run=job.dry_run,
-        check=job.check, prune=job.prune, max_credits=settings.max_credits,
-        remote=settings.backend == "remote",
-        model_id=(remote_model_id(settings.api_url) if settings.backend == "remote"
+        check=job.check, prune=job.prune, max_credits=settings.max_credits, remote=remote,
+        model_id=(remote_model_id(settings.api_url) if remote
                   else local_model_id(model_file(settings.model, settings.precision,
                                                  settings.device))))
-    dry_run = batch.dry_run  # --check is a dry run too
 
-    remote = settings.backend == "remote"
-    console = ConsoleReporter(quiet=job.quiet, verbose=job.verbose, credits=remote,
-                              inputs=job.inputs, silent_on_success=job.image_on_stdout)
-    reporters = [console]
+
+def new_reporter(job: Job, settings: Settings, dry_run: bool,
+                 ran: dict[str, Any]) -> tuple[ConsoleReporter, Reporters]:
+    """The console (progress, summary) and every reporter the job asks for, in order."""
+    from bgremove.cli.progress import ConsoleReporter
+    from bgremove.cli.report import JsonLinesReporter, PlanListing, Reporters, ReportWriter
+
+    console = ConsoleReporter(quiet=job.quiet, verbose=job.verbose,
+                              credits=settings.backend == "remote", inputs=job.inputs,
+                              silent_on_success=job.image_on_stdout)
+    reporters: list[Reporter] = [console]
     if job.json_lines:
         reporters.insert(0, JsonLinesReporter())
     elif dry_run:
         reporters.insert(0, PlanListing(check=job.check))
-    ran = {**job.describe(), **settings.public()}  # for the report: the workers are sized below
     if job.report is not None:
         reporters.append(ReportWriter(job.report, ran))
-    reporter = Reporters(*reporters)
+    return console, Reporters(*reporters)
 
+
+@dataclass
+class Engine:
+    """What runs the images: a session (local or remote) and how many images it keeps in
+    flight, or a Dask cluster and its executor. Nothing for a dry run."""
+
+    session: Session | None = None
+    workers: int = 1
+    cluster: Cluster | None = None
+    executor: DaskExecutor | None = None
+
+    def close(self, abandoned: bool) -> None:
+        # An abandoned batch may still have threads inside the session: leave it open.
+        if self.session is not None and not abandoned:
+            self.session.close()
+        if self.cluster is not None:  # a local cluster's workers end here, abandoned or not
+            self.cluster.close()
+
+
+def open_engine(job: Job, settings: Settings, batch: bgremove.Batch, console: ConsoleReporter,
+                ran: dict[str, Any]) -> Engine:
+    """The one place a run opens what does its work; `ran` (the report's settings) learns how
+    it was sized."""
+    from bgremove.parallel import plan
+
+    mode = batch.options.mode.value
+    if settings.cluster is not None:
+        engine = Engine()
+        try:
+            engine.cluster, engine.executor = open_cluster(settings, batch, mode)
+        except Exception:
+            # A Ctrl-C to the terminal while a local cluster starts reaches its workers too
+            # (they ignore it only once started): the start fails, and the run is over.
+            if not batch.stops:
+                raise
+            return engine
+        executor = engine.executor
+        ran.update(workers=executor.workers, threads=executor.threads)
+        for warning in executor.warnings:
+            console.say(f"bgremove: warning: on the Dask workers: {in_flags(warning)}")
+        if job.verbose:
+            console.say(f"cluster {settings.cluster}: {executor.workers} worker threads, "
+                        f"{executor.chunk_size} files per task")
+        return engine
+    if settings.backend == "remote":
+        workers, threads = plan(settings.workers, settings.threads, remote=True)
+        session: Session = open_remote(settings)
+        ran.update(workers=workers, threads=threads)
+    else:
+        from bgremove.api import open_local
+
+        local, workers = open_local(settings.model, device=settings.device,
+                                    workers=settings.workers, threads=settings.threads,
+                                    mode=mode, images=batch.known_count,
+                                    precision=settings.precision)
+        session = local
+        ran.update(workers=workers, threads=local.threads)
+    console.announce(session, settings.model, mode)
+    return Engine(session, workers)
+
+
+def run(job: Job, settings: Settings) -> bgremove.Summary:
+    """Run the job to the end, or until interrupted. On a second interrupt this returns with
+    `summary.abandoned` set while worker threads may still be busy: exit with
+    `interrupts.exit_now` then, not a normal exit that would wait for them."""
+    from bgremove.cli import interrupts
+
+    batch = new_batch(job, settings)
+    dry_run = batch.dry_run  # --check is a dry run too
+    ran = {**job.describe(), **settings.public()}  # for the report: the workers are sized below
+    console, reporter = new_reporter(job, settings, dry_run, ran)
     loading = True
 
     def on_signal() -> None:
@@ -202,55 +281,22 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
     with interrupts.calling(on_signal):
         for _ in range(interrupts.take_early()):  # Ctrl-C while Python was starting
             on_signal()
-        session = cluster = executor = None
-        workers = 1
-        if not dry_run and settings.cluster is not None:
-            try:
-                cluster, executor = open_cluster(settings, batch, options.mode.value)
-            except Exception:
-                # A Ctrl-C to the terminal while a local cluster starts reaches its workers too
-                # (they ignore it only once started): the start fails, and the run is over.
-                if not batch.stops:
-                    raise
-            if executor is not None:
-                ran.update(workers=executor.workers, threads=executor.threads)
-                for warning in executor.warnings:
-                    console.say(f"bgremove: warning: on the Dask workers: {in_flags(warning)}")
-                if job.verbose:
-                    console.say(f"cluster {settings.cluster}: {executor.workers} worker "
-                                f"threads, {executor.chunk_size} files per task")
-        elif not dry_run and remote:
-            workers, threads = plan(settings.workers, settings.threads, remote=True)
-            ran.update(workers=workers, threads=threads)
-            session = open_remote(settings)
-            console.announce(session, settings.model, options.mode.value)
-        elif not dry_run:
-            from bgremove.api import open_local
-
-            local, workers = open_local(settings.model, device=settings.device,
-                                        workers=settings.workers, threads=settings.threads,
-                                        mode=options.mode.value, images=batch.known_count,
-                                        precision=settings.precision)
-            session = local
-            ran.update(workers=workers, threads=local.threads)
-            console.announce(session, settings.model, options.mode.value)
+        engine = Engine() if dry_run else open_engine(job, settings, batch, console, ran)
         loading = False
         summary = None
         try:
             console.start()
-            summary = batch.run(session, workers=workers, on_progress=reporter.update,
-                                count_ahead=console.animated, executor=executor)
-            if job.watch and not (summary.interrupted or summary.stopped):
+            summary = batch.run(engine.session, workers=engine.workers,
+                                on_progress=reporter.update, count_ahead=console.animated,
+                                executor=engine.executor)
+            if job.watch and engine.session is not None and not (
+                    summary.interrupted or summary.stopped):
                 from bgremove.watch import follow
 
-                summary = follow(batch, session, summary, workers=workers,
+                summary = follow(batch, engine.session, summary, workers=engine.workers,
                                  on_progress=reporter.update, on_wait=console.waiting)
         finally:
-            # An abandoned batch may still have threads inside the session: leave it open.
-            if session is not None and not (summary is not None and summary.abandoned):
-                session.close()
-            if cluster is not None:  # a local cluster's workers end here, abandoned or not
-                cluster.close()
+            engine.close(abandoned=summary is not None and summary.abandoned)
     reporter.finish(summary)
     return summary
 
@@ -258,12 +304,13 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
 class InputsCommand(SectionedCommand):
     """Shows `INPUT...` in the usage and help without typer's `<list[str]>` type label."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         for param in self.params:
             if isinstance(param, TyperArgument):
-                param.display_type_rich = lambda ctx: None
-                param._usage_display_name = lambda shown=f"[{param.metavar}]": shown
+                shown = f"[{param.metavar}]"
+                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+                param._usage_display_name = partial(str, shown)  # type: ignore[method-assign]
 
 
 @takes_settings(*SETTING_NAMES)
