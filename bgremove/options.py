@@ -154,9 +154,8 @@ class RemovalOptions:
     def __post_init__(self) -> None:
         if self.only_mask and not self.include_mask:
             raise OptionError(Option("only_mask"), " writes the matte of the transparent "
-                              "cut-out: it cannot be combined with a filled background (",
-                              Option("include_mask", "False"), ", ",
-                              Option("background_color"), ")", option="only_mask")
+                              "cut-out, not a filled background: drop ",
+                              Option("include_mask", "False"), option="only_mask")
         if self.include_mask and not self.output_format.has_alpha and not self.only_mask:
             raise OptionError("JPEG has no transparency: use it with the mask off (",
                               Option("include_mask", "False"), ", or a ",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bgremove.contract import DEFAULT_API_URL, RATE_LIMIT, RATE_WINDOW
-from bgremove.errors import OptionError, UsageError
+from bgremove.errors import Option, OptionError, UsageError
 from bgremove.options import Mode, OutputFormat, RemovalOptions, parse_bool, parse_color
 from bgremove.precision import Precision
 
@@ -250,14 +250,22 @@ class Settings:
         """The options of a run. A colour asked for on the command line fills the background,
         as rembg's --bgcolor does; one from the environment or the config file is only the
         colour used when the mask is off. JPEG, which has no transparency, turns the mask off
-        unless it was asked for (which is then an error)."""
+        unless it was asked for (which is then an error). The rules between options are
+        RemovalOptions.build's; only which of two values wins, by where each came from, is
+        decided here."""
         mask_source = self.sources.get("include_mask", "default")
         colour_asked = self.sources.get("background_color") == "command line"
+        values = {f.name: getattr(self, f.name) for f in fields(RemovalOptions)}
         if self.only_mask:
-            return self._mask_options(mask_source, colour_asked)
+            # The matte has no background: a colour or a mask typed on the command line
+            # contradicts it (build says how); from the environment or config file, they
+            # are moot.
+            values["background_color"] = self.background_color if colour_asked else None
+            values["include_mask"] = self.include_mask if mask_source == "command line" else None
+            return _built(values)
         if colour_asked and mask_source == "command line" and self.include_mask:
-            raise UsageError("--background-color fills the background and --include-mask keeps "
-                             "it transparent: give one of them")
+            raise OptionError(Option("background_color"), " fills the background and ",
+                              Option("include_mask"), " keeps it transparent: give one of them")
         if mask_source == "command line" or (mask_source != "default" and not colour_asked):
             include_mask = self.include_mask
             # JPEG asked for where it outranks the mask (--format jpeg on the command line over
@@ -267,30 +275,7 @@ class Settings:
                 include_mask = False
         else:
             include_mask = not colour_asked and self.output_format.has_alpha
-        try:
-            values = {f.name: getattr(self, f.name) for f in fields(RemovalOptions)}
-            return RemovalOptions.build(**{**values, "include_mask": include_mask})
-        except OptionError:
-            raise
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-
-    def _mask_options(self, mask_source: str, colour_asked: bool) -> RemovalOptions:
-        """--only-mask writes the alpha of the transparent cut-out: a background asked for on
-        the command line contradicts it; one from the environment or config file is moot."""
-        if colour_asked:
-            raise UsageError("--only-mask writes the matte, which has no background to fill: "
-                             "drop --background-color")
-        if mask_source == "command line" and not self.include_mask:
-            raise UsageError("--only-mask writes the matte of the transparent cut-out: drop "
-                             "--no-include-mask")
-        try:
-            return RemovalOptions.build(
-                mode=self.mode, output_format=self.output_format, include_mask=True,
-                smooth_edges=self.smooth_edges, preserve_shadows=self.preserve_shadows,
-                max_size=self.max_size, only_mask=True)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        return _built({**values, "include_mask": include_mask})
 
     def items(self) -> Iterator[tuple[str, Any, str]]:
         """(name, value, source) of every setting, secrets masked."""
@@ -304,6 +289,15 @@ class Settings:
         """The settings as plain JSON values, secrets masked: safe for reports and logs."""
         return {name: value.value if isinstance(value, Enum) else value
                 for name, value, _ in self.items()}
+
+
+def _built(values: dict[str, Any]) -> RemovalOptions:
+    try:
+        return RemovalOptions.build(**values)
+    except OptionError:
+        raise
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def rank(source: str) -> int:
