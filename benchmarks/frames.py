@@ -40,7 +40,7 @@ BENCH = ROOT / ".bench"
 WORK = BENCH / "frames"
 U2NET_HOME = BENCH / "u2net"
 MODEL = ROOT / "bgremove" / "models" / "u2netp.onnx"
-WIDTH, HEIGHT = 1280, 720  # 720p, the README's example
+WIDTH, HEIGHT = 1280, 720  # 720p, the example of docs/hot-folder-and-frames.md
 REMBG_B = """
 import importlib.util, sys
 import rembg

@@ -28,7 +28,7 @@ DEVICES = {
 AUTO = ("cuda", "rocm", "directml")
 # onnxruntime and onnxruntime-gpu install the same `onnxruntime` folder: whichever pip wrote
 # last wins, and pip cannot drop bgremove's onnxruntime for an extra. So the GPU build goes in
-# over the CPU one, in one command (README "Devices").
+# over the CPU one, in one command (docs/models-and-devices.md, "Devices").
 GPU_BUILD = "pip install --force-reinstall --no-deps onnxruntime-gpu"
 INSTALL_HINT = {
     "cuda": f"For NVIDIA GPUs put the GPU build of onnxruntime in place: {GPU_BUILD}",

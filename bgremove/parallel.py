@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 # Remote work waits on the network, not the CPU; the API's rate limit is the real bound.
 REMOTE_WORKERS = 8  # enough to keep the cap busy with ~0.25 s answers (benchmarks/remote_rate.py)
 # Peak memory one image in flight adds, at the API's largest photo (4000x4000), by mode (the
-# README's Performance section; the loaded model is counted once, apart).
+# docs/performance.md; the loaded model is counted once, apart).
 IMAGE_BYTES = {"fast": 350 << 20, "balanced": 350 << 20, "quality": 1000 << 20}
 # Leave this share of the available memory to everything else.
 MEMORY_SHARE = 0.8

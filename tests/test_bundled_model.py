@@ -76,10 +76,10 @@ def test_checksum_documented_everywhere():
     digest = hashlib.sha256(BUNDLED_PATH.read_bytes()).hexdigest()
     assert KNOWN[BUNDLED].checksum == f"sha256:{digest}"
     licence = (BUNDLED_PATH.parent / "LICENSE-u2netp.md").read_text()
-    readme = (ROOT / "README.md").read_text()
-    for text in (licence, readme):
+    reference = (ROOT / "docs" / "models-and-devices.md").read_text()  # "The bundled model"
+    for text in (licence, reference):
         assert digest in text and ORIGINAL_MD5 in text
     # every sha256 the licence note gives is the original's, this file's or its int8 build's
     int8 = hashlib.sha256(INT8_PATH.read_bytes()).hexdigest()
-    assert int8 in licence and int8 in readme
+    assert int8 in licence and int8 in reference
     assert len(set(re.findall(r"\b[0-9a-f]{64}\b", licence))) == 3

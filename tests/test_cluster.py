@@ -262,7 +262,8 @@ def test_a_chunk_that_kills_its_workers_is_tried_file_by_file():
 
 
 class Scheduler:
-    """A scheduler and its workers, started as the README says (`--preload bgremove.cluster`)."""
+    """A scheduler and its workers, started as docs/dask-cluster.md says
+    (`--preload bgremove.cluster`)."""
 
     def __init__(self, folder: Path):
         self.folder = folder

@@ -396,9 +396,9 @@ def test_an_empty_folder_says_no_images_were_found(tmp_path):
     assert proc.returncode == 0 and "no images found in" in proc.stderr.decode()
 
 
-def test_readme_lists_every_exit_code():
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("| exit code | meaning |")[1].split("\n\n")[0]
+def test_the_reference_lists_every_exit_code():
+    page = (ROOT / "docs" / "exit-codes.md").read_text()
+    table = page.split("| exit code | meaning |")[1].split("\n\n")[0]
     for code in (0, 1, 2, 3, 4, 5, 130):
         assert f"\n| {code} |" in table
 

@@ -1,5 +1,5 @@
-"""The README cannot rot: its Python examples run as they are written, and every option of every
-command is documented in it."""
+"""The README and the reference in docs/ cannot rot: their Python examples run as they are written,
+the README's tour runs as written, and every option of every command is documented."""
 
 from __future__ import annotations
 
@@ -16,7 +16,11 @@ from tests.conftest import ROOT, cli_env
 from tests.test_help import COMMANDS
 
 README = (ROOT / "README.md").read_text()
-EXAMPLES = re.findall(r"```python\n(.*?)```", README, re.S)
+# The README first, then the reference's pages: what a user reads, as one text.
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCUMENTED = "\n".join(page.read_text() for page in PAGES)
+EXAMPLES = [(f"{page.relative_to(ROOT)}:{i}", code) for page in PAGES
+            for i, code in enumerate(re.findall(r"```python\n(.*?)```", page.read_text(), re.S))]
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +44,11 @@ def run_example(code: str, cwd, env) -> str:
 
 
 def test_there_are_python_examples():
-    assert len(EXAMPLES) >= 4
+    assert len(EXAMPLES) >= 6
+    assert any(name.startswith("README.md:") for name, _ in EXAMPLES)
 
 
-@pytest.mark.parametrize("code", EXAMPLES, ids=[f"example{i}" for i in range(len(EXAMPLES))])
+@pytest.mark.parametrize("code", [code for _, code in EXAMPLES], ids=[name for name, _ in EXAMPLES])
 def test_python_examples_run_as_written(code, tmp_path, api_server):
     shutil.copytree(ROOT / "samples", tmp_path / "samples")
     url, key = api_server
@@ -73,10 +78,11 @@ def options_of(command) -> list[str]:
 
 @pytest.mark.parametrize("path, command", COMMANDS,
                          ids=[" ".join(p) or "bgremove" for p, _ in COMMANDS])
-def test_every_option_is_in_the_readme(path, command):
+def test_every_option_is_documented(path, command):
     missing = [" / ".join(longs) for longs in options_of(command)
-               if not any(re.search(rf"(?<![\w-]){re.escape(o)}\b", README) for o in longs)]
-    assert not missing, f"`bgremove {' '.join(path)}` options missing from README.md: {missing}"
+               if not any(re.search(rf"(?<![\w-]){re.escape(o)}\b", DOCUMENTED) for o in longs)]
+    assert not missing, \
+        f"`bgremove {' '.join(path)}` options missing from README.md and docs/: {missing}"
 
 
 
@@ -98,3 +104,51 @@ def test_ci_runs_the_readmes_set_up_commands_as_written():
     assert sorted(extras) == sorted(project["project"]["optional-dependencies"])
     assert "dev" not in project["project"]["optional-dependencies"]
     assert any(tool.startswith("pytest") for tool in project["dependency-groups"]["dev"])
+
+
+# The tour's commands that run until stopped (a server, a hot folder) have tests of their own
+# (test_server.py, test_watch.py, and `serve`'s flags are in its --help test).
+RUN_UNTIL_STOPPED = ("bgremove serve", "--watch")
+
+
+def tour_commands() -> list[str]:
+    section = README.split("## A short tour", 1)[1].split("\n## ", 1)[0]
+    return [block.strip() for block in re.findall(r"```\n(.*?)```", section, re.S)]
+
+
+def test_the_tour_is_one_command_per_job():
+    commands = tour_commands()
+    assert len(commands) >= 8 and all("\n" not in command for command in commands)
+    assert any("--check" in command for command in commands)
+
+
+@pytest.mark.parametrize("command", [c for c in tour_commands()
+                                     if not any(long in c for long in RUN_UNTIL_STOPPED)])
+def test_the_tours_commands_run_as_written(command, tmp_path, api_server, samples):
+    # The folders and the photo the tour names, each with a small photo in it, and `bgremove` on
+    # the PATH as this checkout; the API key placeholder is a real key of a local server.
+    photo = Image.open(samples / "astronaut.jpg")
+    photo.thumbnail((128, 128))
+    for folder in re.findall(r"(\w+)/ -o", command):
+        (tmp_path / folder).mkdir()
+        photo.save(tmp_path / folder / "a.jpg")
+    photo.save(tmp_path / "photo.jpg")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "bgremove").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m bgremove "$@"\n')
+    (bin_dir / "bgremove").chmod(0o755)
+    url, key = api_server
+    env = cli_env(BGREMOVE_API_URL=url)
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    proc = subprocess.run(["bash", "-c", command.replace("sk-...", key)], cwd=tmp_path, env=env,
+                          capture_output=True, timeout=300)
+    outputs = re.findall(r"(?:-o|>) (\S+)", command)
+    assert outputs, f"the tour's command names no output: {command}"
+    if "--check" in command:  # nothing made yet: it lists what is missing, makes nothing
+        assert proc.returncode == 1 and b"missing: " in proc.stdout, proc.stderr.decode()
+        assert not any((tmp_path / out).exists() for out in outputs)
+        return
+    assert proc.returncode == 0, proc.stderr.decode()
+    for out in outputs:
+        made = [tmp_path / out] if not out.endswith("/") else [*(tmp_path / out).iterdir()]
+        assert made and all(Image.open(path).size == photo.size for path in made), out

@@ -1,5 +1,5 @@
-"""How the command line ends and speaks: its exit codes (the README's table), and its words for
-the library's errors, whose messages name options by keyword (`max_size`) where the command
+"""How the command line ends and speaks: its exit codes (docs/exit-codes.md's table), and its words
+for the library's errors, whose messages name options by keyword (`max_size`) where the command
 line names its flags (`--max-size`). Errors carry no exit code: what a failure means to a
 shell is decided here, once.
 

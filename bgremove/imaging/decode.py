@@ -22,7 +22,7 @@ FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "AVIF", "HEIF",
 READS = "JPEG, PNG, WebP, AVIF, GIF, BMP, TIFF, JPEG 2000, PPM, QOI (and HEIC with pillow-heif)"
 
 # The largest image the local engine processes as it is (a 4000x4000 photo, the API's largest, is
-# 16 MP; memory per image is in the README's Performance section). Bigger ones are refused from
+# 16 MP; memory per image is in docs/performance.md). Bigger ones are refused from
 # their header, before a byte is decoded, unless `max_size` asks to shrink them.
 MAX_PIXELS = 50_000_000
 # What may be decoded at all, to be shrunk: beyond this a header is taken for a decompression bomb.
