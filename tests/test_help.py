@@ -1,5 +1,6 @@
 """Every command and sub-command, including ones added later, explains itself: a one-line
-description that fits the command list, and an example. `--help` stays instant."""
+description that fits the command list, an example, and where its reference lives in docs/.
+`--help` stays instant."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from bgremove.cli.app import app
+from tests.conftest import ROOT as REPOSITORY
 from tests.conftest import cli_env
 
 
@@ -39,6 +41,18 @@ def test_help_has_a_one_line_description_and_an_example(path, command):
     assert first and "\n" not in first, f"{path}: the first paragraph is the one-line description"
     assert first in " ".join(result.output.split()), "the description is shown"
     assert re.search(r"^\s*Example: .*\bbgremove\b", result.output, re.M), f"{path}: no Example:"
+
+
+@pytest.mark.parametrize("path, command", COMMANDS,
+                         ids=[" ".join(p) or "bgremove" for p, _ in COMMANDS])
+def test_help_ends_with_where_the_reference_lives(path, command):
+    result = CliRunner().invoke(app, [*path, "--help"], prog_name="bgremove", terminal_width=80)
+    last = result.output.rstrip().splitlines()[-1].strip()  # one line, even at 80 columns
+    where = re.fullmatch(r"Reference: (.+?) in bgremove's source distribution\.", last)
+    assert where, f"`bgremove {' '.join(path)} --help` ends with {last!r}"
+    if path:  # a command's own page, not the whole reference
+        assert re.fullmatch(r"docs/[\w-]+\.md", where[1]), where[1]
+    assert all((REPOSITORY / part).exists() for part in where[1].split(" and "))
 
 
 @pytest.mark.parametrize("path, group", [(p, c) for p, c in COMMANDS if hasattr(c, "commands")])

@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from bgremove import __version__
 from bgremove.cli.commands import config, fail, frames, keys, models, remove, serve
 from bgremove.cli.exits import USAGE
+from bgremove.cli.reference import attach as attach_reference
 
 if TYPE_CHECKING:  # typer vendors click: its types are typer's
     from typer._click import Context
@@ -135,6 +136,7 @@ def _root(
 # In the order `bgremove --help` lists them (the commands first, then the groups).
 for command in (remove, config, serve, keys, models, frames):
     command.register(app)
+attach_reference(app)  # each --help ends with where the reference lives
 
 
 def main() -> None:
