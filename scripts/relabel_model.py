@@ -10,7 +10,8 @@ are, and at 320 x 320 the outputs are the original's (tests/test_bundled_model.p
 
 Needs the `onnx` package (a development tool only: bgremove itself never imports it). Prints the
 md5 of the original (rembg pins 8e83ca70e441ab06c318d82300c84806) and the sha256 of the result,
-which bgremove/models/__init__.py, bgremove/models/LICENSE-u2netp.md and the README record.
+which bgremove/models/__init__.py, bgremove/models/LICENSE-u2netp.md and
+docs/models-and-devices.md record.
 """
 
 from __future__ import annotations
