@@ -62,6 +62,13 @@ def test_every_page_of_the_reference_is_linked_from_the_readme():
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_each_page_has_one_title(page):
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.S | re.M)
+    titles = [line for line in text.splitlines() if line.startswith("# ")]
+    assert text.startswith("# ") and len(titles) == 1, titles
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_links_work_on_any_git_host(page):
     for target in links(page):
         if re.match(r"[a-z]+:", target):  # https:, mailto:
