@@ -57,7 +57,7 @@ DESCRIPTION = (
 
 
 def _read(name: str) -> bytes:
-    return resources.files("bgremove.server").joinpath("page", name).read_bytes()
+    return resources.files("bgremove.server").joinpath("page").joinpath(name).read_bytes()
 
 
 def add_page(app: FastAPI) -> None:

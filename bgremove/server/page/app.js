@@ -409,7 +409,10 @@
     const original = el.querySelector(".original");
     item.originalUrl = URL.createObjectURL(item.file);
     original.alt = "Photo: " + item.path;
-    original.addEventListener("error", () => { original.hidden = true; }, { once: true });
+    original.addEventListener("error", () => {  // not an image the browser can show
+      original.hidden = true;
+      el.querySelector(".no-preview").hidden = false;
+    }, { once: true });
     original.src = item.originalUrl;
     ui.results.append(el);
     return el;
@@ -419,7 +422,7 @@
     item.el.classList.remove("waiting", "sending", "done", "failed", "unsent");
     item.el.classList.add(state);
     item.el.querySelector(".state").textContent = text;
-    item.el.querySelector(".placeholder").textContent =
+    item.el.querySelector(".backdrop-frame .placeholder").textContent =
       state === "failed" ? "No cut-out" : state === "done" ? "" : state === "sending" ? "Working…" : "Waiting";
   }
   function showResult(item) {
@@ -429,7 +432,7 @@
     cutout.alt = "Cut-out of " + item.path;
     cutout.src = item.url;
     cutout.hidden = false;
-    item.el.querySelector(".placeholder").hidden = true;
+    item.el.querySelector(".backdrop-frame .placeholder").hidden = true;
     const link = item.el.querySelector(".download");
     link.href = item.url;
     link.download = item.outName;
