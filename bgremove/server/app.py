@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from bgremove import __version__
 from bgremove.backends import Session
 from bgremove.contract import RATE_LIMIT, RATE_WINDOW
-from bgremove.server import openapi, page
+from bgremove.server import openapi, webpage
 from bgremove.server.credits import REPLICA_TIMEOUT, ApiError, RemovalService
 from bgremove.server.middleware import RequestContext, error_response
 from bgremove.server.sizing import default_workers
@@ -97,7 +97,7 @@ def create_app(
     it. `session` defaults to the local engine with `model` (the bundled one by default), loaded
     and warmed up before the server takes requests. A replica silent for `replica_timeout`
     seconds is presumed dead and its reserved credits are given back. `ui`: serve the page for
-    people at / (page.py).
+    people at / (webpage.py).
     """
     owns_store = not isinstance(store, KeyStore)
     service = RemovalService(
@@ -125,7 +125,7 @@ def create_app(
     app = FastAPI(
         title="Background Removal API (bgremove)",
         version=__version__,
-        description=openapi.DESCRIPTION + (page.DESCRIPTION if ui else ""),
+        description=openapi.DESCRIPTION + (webpage.DESCRIPTION if ui else ""),
         lifespan=lifespan,
         docs_url=None,  # the page below works offline; Swagger UI would load from a CDN
         redoc_url=None,
@@ -161,7 +161,7 @@ def create_app(
 
     app.add_api_route("/docs", docs, methods=["GET"], include_in_schema=False)
     if ui:
-        page.add_page(app)
+        webpage.add_page(app)
 
     if cors_origins:
         app.add_middleware(

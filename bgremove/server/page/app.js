@@ -1,7 +1,7 @@
 // The page at /: photos in, cut-outs out, through the API this page is served beside.
 //
 // Everything the page shows that came from outside (file names, the API's messages) is set as
-// textContent, never as markup; the Content-Security-Policy (server/page.py) forbids inline
+// textContent, never as markup; the Content-Security-Policy (server/webpage.py) forbids inline
 // script as a second wall. The key lives in this tab's sessionStorage and travels only in the
 // x-api-key header of same-origin requests.
 "use strict";
@@ -43,6 +43,7 @@
   const items = [];        // every photo shown, in the order added
   const queue = [];        // photos waiting to be sent, next first
   let inFlight = 0;
+  let waveCredits = null;  // the lowest balance told since requests began to overlap
   let pausedUntil = 0;     // a 429 said: send nothing before this time (ms since epoch)
   let pauseTimer = null;
   let halted = null;       // why sending stopped ({kind, text}), until the user acts
@@ -284,7 +285,12 @@
     while (inFlight < AT_ONCE && queue.length && !halted) {
       const item = queue.shift();
       inFlight++;
-      send(item).finally(() => { inFlight--; pump(); render(); });
+      send(item).finally(() => {
+        inFlight--;
+        if (!inFlight) waveCredits = null;
+        pump();
+        render();
+      });
     }
   }
 
@@ -311,8 +317,14 @@
       return;
     }
     if (item.removed) return;
-    const credits = response.headers.get("x-user-credits");
-    if (credits !== null) showCredits(credits);
+    const credits = Number(response.headers.get("x-user-credits") ?? NaN);
+    // Answers to requests in flight together come back in any order, and each tells the balance
+    // after its own credit was taken: the lowest is the latest. A new wave starts afresh (credits
+    // may have been added meanwhile).
+    if (Number.isFinite(credits) && (waveCredits === null || credits < waveCredits)) {
+      waveCredits = credits;
+      showCredits(String(credits));
+    }
     if (response.ok) {
       const type = (response.headers.get("content-type") || "").split(";")[0].trim();
       item.blob = await response.blob();

@@ -1,10 +1,10 @@
 """The page at `/`: a drag-and-drop front for people who do not use a shell (`serve --no-ui` turns
 it off).
 
-The page is plain HTML, CSS and JavaScript shipped in `page/` as package data: no build step, no
-CDN, nothing from another origin, so it works on an offline network. It calls the API it is served
-beside, with the key the user types (kept in the tab's sessionStorage), and builds its option
-controls from /openapi.json, so it offers exactly the fields the endpoint takes.
+The page is plain HTML, CSS and JavaScript, shipped as package data in `page/` beside this module:
+no build step, no CDN, nothing from another origin, so it works on an offline network. It calls
+the API it is served beside, with the key the user types (kept in the tab's sessionStorage), and
+builds its option controls from /openapi.json, so it offers exactly the fields the endpoint takes.
 
 Every answer carries a Content-Security-Policy that allows only this origin: the page's own
 script and style files, images from blob: URLs (the cut-outs) and data: URLs, requests to this
