@@ -481,3 +481,35 @@ def test_the_page_fits_a_phone_and_works_from_the_keyboard(browser, served, stor
         assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE[0]
     assert balance(store, key) == 1
     browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_a_folder_with_the_options_chosen(browser, served, store, photos, downloads):
+    from selenium.webdriver.support.select import Select
+
+    shoot = photos["coffee.png"].parent.parent / "shoot"
+    (shoot / "day two").mkdir(parents=True)
+    (shoot / "coffee.png").write_bytes(photos["coffee.png"].read_bytes())
+    (shoot / "day two" / "rocket.jpg").write_bytes(photos["rocket.jpg"].read_bytes())
+    (shoot / "notes.txt").write_text("not a photo")
+    (shoot / ".DS_Store").write_bytes(b"\0")
+    key = store.create("folder@example.com", 5)
+    open_page(browser, served)
+    enter_key(browser, key)
+    Select(browser.find_element("id", "option-outputFormat")).select_by_value("png")
+    Select(browser.find_element("id", "option-mode")).select_by_value("fast")
+    # The folder picker takes the folder's photos only, with their paths in it.
+    browser.find_element("id", "folder").send_keys(str(shoot))
+    wait_for(browser, lambda: count(browser, "done") == 2, "the folder's two cut-outs")
+    names = sorted(card.find_element("css selector", ".name").text for card in cards(browser))
+    assert names == ["shoot/coffee.png", "shoot/day two/rocket.jpg"]
+    browser.find_element("id", "download-all").click()
+    with zipfile.ZipFile(io.BytesIO(downloaded(downloads, "cutouts.zip"))) as archive:
+        assert sorted(archive.namelist()) == ["shoot/coffee.png", "shoot/day two/rocket.png"]
+        for name in archive.namelist():
+            assert assert_cutout(archive.read(name)) == "PNG"
+    assert balance(store, key) == 3
+    # The choices are remembered for the next visit.
+    browser.get(served + "/")
+    wait_for(browser, lambda: browser.find_elements("id", "option-mode"), "the options")
+    assert Select(browser.find_element("id", "option-outputFormat")).first_selected_option.text \
+        == "png"
