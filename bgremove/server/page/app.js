@@ -49,6 +49,7 @@
   let halted = null;       // why sending stopped ({kind, text}), until the user acts
   let fields = [];         // [{name, read()}] built from the API's description
   let nextId = 1;
+  let tick = null;         // the rate-limit countdown's next update
 
   // ---- the key ---------------------------------------------------------------------------
   let memoryKey = "";      // where sessionStorage is unavailable (some private modes)
@@ -72,7 +73,8 @@
     if (!key) return;
     ui.keyInput.value = "";
     setKey(key);
-    if (halted && halted.kind === "key") resume();
+    // A new key is a reason to go on after a refusal, not after the user's own Stop.
+    if (halted && halted.kind !== "stopped") resume();
     else pump();
     render();
   });
@@ -488,6 +490,7 @@
     if (waiting && !halted && !storedKey()) line += " Enter your API key above to start.";
     else if (waiting && !halted && Date.now() < pausedUntil) {
       line += " Rate limit reached: going on in " + Math.ceil((pausedUntil - Date.now()) / 1000) + " s.";
+      if (!tick) tick = setTimeout(() => { tick = null; render(); }, 1000);  // the countdown
     }
     ui.status.textContent = line;
     ui.downloadAll.disabled = !done;
