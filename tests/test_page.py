@@ -438,6 +438,13 @@ def test_hostile_text_stays_text(browser, served, hostile, store, photos):
     assert_nothing_ran(browser)
     assert balance(store, key) == 4
 
+    # The second wall: were markup ever inserted as such, the policy would stop its script.
+    browser.execute_script("""document.getElementById("results").insertAdjacentHTML("beforeend",
+        '<li><img src="x" onerror="window.__ran = 1"><script>window.__ran = 2</script></li>')""")
+    wait_for(browser, lambda: seen(browser)["violations"], "the policy to refuse the handler")
+    assert browser.execute_script("return window.__ran") is None
+    assert seen(browser)["violations"] == ["script-src-attr inline"]
+
 
 def test_the_page_fits_a_phone_and_works_from_the_keyboard(browser, served, store, photos):
     from selenium.webdriver.common.action_chains import ActionChains
