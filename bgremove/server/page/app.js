@@ -329,7 +329,14 @@
     }
     if (response.ok) {
       const type = (response.headers.get("content-type") || "").split(";")[0].trim();
-      item.blob = await response.blob();
+      try {
+        item.blob = await response.blob();
+      } catch (error) {  // the connection broke while the cut-out came in
+        setState(item, "failed", "Failed: the answer was cut off (" + error.message + ").");
+        item.retry = true;
+        return;
+      }
+      if (item.removed) return;
       item.suffix = type === "image/webp" ? ".webp" : type === "image/jpeg" ? ".jpg" : ".png";
       showResult(item);
       return;
