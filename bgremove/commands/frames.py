@@ -41,6 +41,10 @@ def frames(
     model: Annotated[str | None, typer.Option(
         metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
         show_default="u2netp, bundled")] = None,
+    # issue 37: how a model file of your own is fed (models/architectures.py)
+    model_type: Annotated[str | None, typer.Option(
+        metavar="u2net|isnet|birefnet|ben", help="The architecture of a model file of your own, "
+        "which says how it is fed and read.", show_default="told from its graph")] = None,
     device: Annotated[str | None, typer.Option(
         metavar="DEVICE", help="Where the model runs: auto | cpu | cuda | ...",
         show_default="auto")] = None,
@@ -98,7 +102,8 @@ def _run(video, settings, sink, width: int, height: int):
     workers, threads = plan(settings.workers, settings.threads, accelerator=accelerator,
                             mode=options.mode.value)
     # A closed stdout (| head) raises BrokenPipeError out of here: cli.main ends quietly.
-    with bgremove.new_session(settings.model, device=settings.device, threads=threads) as session:
+    with bgremove.new_session(settings.model, device=settings.device, threads=threads,
+                              model_type=settings.model_type) as session:
         return video.run(session, options, sys.stdin.buffer, width, height, sink,
                          workers=workers)
 

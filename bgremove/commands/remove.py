@@ -137,7 +137,8 @@ def open_cluster(settings: Settings, batch: bgremove.Batch, mode: str):
     try:
         executor = dask_cluster.DaskExecutor(batch, cluster, model=settings.model,
                                              device=settings.device, threads=settings.threads,
-                                             precision=settings.precision)
+                                             precision=settings.precision,
+                                             model_type=settings.model_type)
     except BaseException:
         cluster.close()
         raise
@@ -160,6 +161,9 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
     options = settings.removal_options()
     if settings.backend == "remote" and settings.model is not None:
         raise UsageError("--model is for the local backend; the API picks its own model")
+    if settings.backend == "remote" and settings.model_type is not None:
+        raise UsageError("--model-type is for the local backend's model files; the API picks "
+                         "its own model")
     if settings.cluster is not None:
         check_cluster(job, settings)
     if job.watch:
@@ -175,7 +179,7 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
         remote=settings.backend == "remote",
         model_id=(remote_model_id(settings.api_url) if settings.backend == "remote"
                   else local_model_id(model_file(settings.model, settings.precision,
-                                                 settings.device))))
+                                                 settings.device), settings.model_type)))
     dry_run = batch.dry_run  # --check is a dry run too
 
     remote = settings.backend == "remote"
@@ -231,7 +235,8 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
             local, workers = open_local(settings.model, device=settings.device,
                                         workers=settings.workers, threads=settings.threads,
                                         mode=options.mode.value, images=batch.known_count,
-                                        precision=settings.precision)
+                                        precision=settings.precision,
+                                        model_type=settings.model_type)
             session = local
             ran.update(workers=workers, threads=local.threads)
             console.announce(session, settings.model, options.mode.value)
@@ -307,6 +312,10 @@ def remove(
     model: Annotated[str | None, typer.Option(
         metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
         show_default="u2netp, bundled")] = None,
+    # issue 37: how a model file of your own is fed (models/architectures.py)
+    model_type: Annotated[str | None, typer.Option(
+        metavar="u2net|isnet|birefnet|ben", help="The architecture of a model file of your own, "
+        "which says how it is fed and read.", show_default="told from its graph")] = None,
     device: Annotated[str | None, typer.Option(
         metavar="DEVICE", help="Where the model runs: auto | cpu | cuda | rocm | directml | "
         "coreml | openvino | tensorrt (onnxruntime execution providers; auto: the best "

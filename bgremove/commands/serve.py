@@ -41,6 +41,10 @@ def serve(
     model: Annotated[str | None, typer.Option(
         metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
         show_default="u2netp, bundled")] = None,
+    # issue 37: how a model file of your own is fed (models/architectures.py)
+    model_type: Annotated[str | None, typer.Option(
+        metavar="u2net|isnet|birefnet|ben", help="The architecture of a model file of your own, "
+        "which says how it is fed and read.", show_default="told from its graph")] = None,
     precision: Annotated[Precision, typer.Option(
         help="The bundled model's arithmetic: int8 is its quantised build, about twice as fast "
         "on CPUs with VNNI or AMX; auto is fp32 for now.", case_sensitive=False)] = Precision.auto,
@@ -58,7 +62,7 @@ def serve(
         store = open_key_store(db)
         concurrency = workers or sizing.default_workers()
         # The model is loaded and has run every mode once before the server listens.
-        session = sizing.local_session(concurrency, model, precision)
+        session = sizing.local_session(concurrency, model, precision, model_type)
         sizing.warm_up(session)
         app = app_module.create_app(store, rate_limit=rate_limit, max_concurrency=concurrency,
                                     cors_origins=cors_origin or (), session=session,

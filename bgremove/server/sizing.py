@@ -15,14 +15,15 @@ def default_workers() -> int:
 
 
 def local_session(concurrency: int, model: str | None = None,
-                  precision: str = "auto") -> Session:
+                  precision: str = "auto", model_type: str | None = None) -> Session:
     """The engine, sized for a server processing `concurrency` images at once: the one place the
     server obtains it."""
     from bgremove.api import open_local
 
     # The cores are split between the images in flight rather than each inference given all of
     # them: a busy server then does not oversubscribe the CPU.
-    return open_local(model, workers=concurrency, precision=precision)[0]
+    return open_local(model, workers=concurrency, precision=precision,
+                      model_type=model_type)[0]
 
 
 def warm_up(session: Session) -> None:
