@@ -104,6 +104,8 @@ def _fields(f: _Reader, end: int):
     the caller reads or skips each one's value before asking for the next."""
     while f.tell() < end:
         key = _varint(f)
+        if key == 0:  # protobuf's own parser ends a message at a zero tag, as onnxruntime's does
+            return
         number, wire = key >> 3, key & 7
         if number == 0 or wire not in (_VARINT, _FIXED64, _BYTES, _FIXED32):
             raise NotOnnx("not an ONNX model (no protobuf message)")
