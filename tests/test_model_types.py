@@ -323,7 +323,7 @@ def test_a_file_is_stamped_with_its_architecture_unless_u2net(tmp_path):
         assert session.model_id == f"{content} as isnet"
 
 
-# -- models pulled under a name, and `models list` ---------------------------------------------------
+# -- models pulled under a name, and `models list` ------------------------------------------------
 
 def test_a_custom_model_in_the_cache_shows_and_runs_as_its_architecture(tmp_path, samples):
     cache = tmp_path / "cache"

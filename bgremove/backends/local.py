@@ -61,7 +61,8 @@ class OnnxSaliency:
         self.input_name = model_input.name
         outputs = self.session.get_outputs()
         self.output_name = outputs[architecture.output_index(len(outputs))].name
-        height, width = model_input.shape[-2:]
+        shape = list(model_input.shape or [])
+        height, width = shape[-2:] if len(shape) == 4 else (None, None)
         # The graph's own size where it fixes one, else the square the architecture was
         # trained on.
         fixed = isinstance(height, int) and isinstance(width, int)
@@ -70,8 +71,8 @@ class OnnxSaliency:
         # A graph whose height and width are symbolic (the bundled one: scripts/relabel_model.py)
         # runs at any size, which quality mode's second, finer view needs.
         self.any_size = architecture.multiscale and all(
-            isinstance(d, str) for d in model_input.shape[-2:])
-        self.batches = isinstance(model_input.shape[0], str)  # takes N inputs in one run
+            isinstance(d, str) for d in (height, width))
+        self.batches = bool(shape) and isinstance(shape[0], str)  # takes N inputs in one run
 
     def prepare(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         """The model's input for one photo: a 1 x 3 x H x W batch at `size` (width, height),
