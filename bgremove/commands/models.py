@@ -85,7 +85,8 @@ def _providers() -> dict[str, Any]:
 @models_app.command(
     "list",
     help="List every model: bundled, downloaded or downloadable.\n\n"
-    "With its path, size, input resolution and licence.\n\nExample: bgremove models list --json",
+    "With its path, size, input resolution, architecture and licence.\n\nExample: bgremove models "
+    "list --json",
 )
 def list_models(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

@@ -7,6 +7,8 @@ neither onnxruntime (which builds the whole session) nor the `onnx` package (not
 and it parses every weight). An ONNX file is a protobuf `ModelProto`; this walks its fields and
 seeks past everything but the graph's inputs, outputs and the names of its initializers (older
 exporters list every weight among the graph's inputs too: those are not inputs to feed).
+Measured on a 900 MB file of 90 weights: 1 ms of CPU, against 1.6 s for `onnx.load` (and 1.2 s
+for the SHA-256 a stamp takes of a model file anyway).
 
 Field numbers are onnx.proto's (onnx/onnx.proto, stable since IR version 3).
 """
