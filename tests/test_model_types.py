@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ from bgremove.models.architectures import (
     recognise,
 )
 from bgremove.models.graph import read_signature
-from tests.conftest import cli_env
+from tests.conftest import cli_env, run_cli
 from tests.inprocess import invoke
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -354,3 +355,46 @@ def test_a_custom_model_in_the_cache_shows_and_runs_as_its_architecture(tmp_path
     proc = invoke(str(photo_path), "-o", str(out), "--model", "acme-ben", "--mode", "fast",
                   env={**env, "BGREMOVE_MODEL_TYPE": "ben"})
     assert proc.returncode == 0, proc.stderr.decode()
+
+
+# -- the other commands that load a model -------------------------------------------------------
+
+def test_frames_runs_a_model_file_as_named(tmp_path):
+    path = one_output(tmp_path / "ben.onnx")
+    frames = np.concatenate([photo(30, 12)] * 2).tobytes()  # two 30 x 12 frames
+    args = ("frames", "30", "12", "--raw", "--only-mask", "--mode", "fast", "--no-smooth-edges",
+            "--model", str(path))
+    refused = run_cli(*args, input=frames)
+    assert refused.returncode == 2 and b"--model-type" in refused.stderr
+    result = run_cli(*args, "--model-type", "ben", input=frames)
+    assert result.returncode == 0, result.stderr.decode()
+    masks = np.frombuffer(result.stdout, dtype=np.uint8).reshape(2, 12, 30)
+    # red, normalised as BEN is fed, is highest in the red band: the matte's one opaque band
+    assert (masks[:, :, 1:9] == 255).all() and (masks[:, :, 11:] == 0).all()
+
+
+def test_serve_refuses_an_unrecognisable_model_file_naming_model_type(tmp_path):
+    db = str(tmp_path / "keys.sqlite3")
+    assert invoke("keys", "create", "--email", "a@example.com", "--credits", "1",
+                  "--db", db).returncode == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    proc = invoke("serve", "--port", port, "--db", db, "--model",
+                  str(one_output(tmp_path / "ben.onnx")))
+    assert proc.returncode == 2 and "--model-type" in proc.stderr.decode()
+
+
+def test_a_cluster_runs_a_model_file_as_named(tmp_path, samples):
+    pytest.importorskip("distributed")
+    path = one_output(tmp_path / "ben.onnx")
+    out = tmp_path / "out"
+    args = (str(samples / "coffee.png"), "-o", str(out), "--mode", "fast", "--model", str(path),
+            "--cluster", "local:1")
+    refused = run_cli(*args)
+    assert refused.returncode == 2 and b"--model-type" in refused.stderr
+    # The worker loads the file itself, and would refuse it unnamed: it got the type.
+    result = run_cli(*args, "--model-type", "ben")
+    assert result.returncode == 0, result.stderr.decode()
+    stamp = json.loads(stamps.read(out / "coffee.webp"))
+    assert stamp["model"].endswith(" as ben")
