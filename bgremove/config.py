@@ -21,7 +21,7 @@ from typing import Any
 
 from bgremove.contract import DEFAULT_API_URL, RATE_LIMIT, RATE_WINDOW
 from bgremove.errors import OptionError, UsageError
-from bgremove.models.architectures import ModelType
+from bgremove.models import MODEL_TYPES
 from bgremove.options import Mode, OutputFormat, RemovalOptions, parse_bool, parse_color
 
 if sys.version_info >= (3, 11):
@@ -155,7 +155,7 @@ class Settings:
     only_mask: bool = _setting(_REMOVAL.only_mask, _bool,
                                "write the matte (greyscale), not the cut-out")
     model: str | None = _setting(None, _text, "model name or .onnx path (local backend)")
-    model_type: str | None = _setting(None, _choice(*(t.value for t in ModelType)),
+    model_type: str | None = _setting(None, _choice(*MODEL_TYPES),
                                       "how a model file of your own is fed: u2net | isnet | "
                                       "birefnet | ben (default: told from its graph)")
     device: str = _setting("auto", _text, "where the model runs: auto | cpu | cuda | ...")

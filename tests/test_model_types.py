@@ -26,7 +26,7 @@ from bgremove import stamps
 from bgremove.backends.local import LocalSession, OnnxSaliency
 from bgremove.config import load as load_settings
 from bgremove.errors import ModelUnavailable, UsageError
-from bgremove.models import BUNDLED_PATH, KNOWN
+from bgremove.models import BUNDLED_PATH, KNOWN, MODEL_TYPES
 from bgremove.models.architectures import (
     ARCHITECTURES,
     U2NET,
@@ -268,6 +268,7 @@ def test_model_type_contradicting_a_known_model_is_refused():
 
 
 def test_model_type_is_a_setting(tmp_path):
+    assert MODEL_TYPES == tuple(t.value for t in ModelType)  # the settings' list is the enum's
     settings = load_settings({}, environ={"BGREMOVE_MODEL_TYPE": "isnet",
                                           "XDG_CONFIG_HOME": str(tmp_path)})
     assert settings.model_type == "isnet"
