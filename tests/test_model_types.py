@@ -26,13 +26,14 @@ from bgremove import stamps
 from bgremove.backends.local import LocalSession, OnnxSaliency
 from bgremove.config import load as load_settings
 from bgremove.errors import ModelUnavailable, UsageError
-from bgremove.models import BUNDLED_PATH, KNOWN, MODEL_TYPES
+from bgremove.models import BUNDLED_PATH, KNOWN, MODEL_TYPES, ModelInfo
 from bgremove.models.architectures import (
     ARCHITECTURES,
     U2NET,
     ModelType,
     for_file,
     recognise,
+    recognise_file,
 )
 from bgremove.models.graph import read_signature
 from tests.conftest import cli_env, run_cli
@@ -151,6 +152,21 @@ def test_what_the_graph_tells(tmp_path, make, expected):
     found = recognise(read_signature(make(tmp_path / "m.onnx")))
     assert (found.architecture.type if found.architecture else None) is expected, found.reason
     assert found.reason
+
+
+def test_rembgs_own_files_are_known_by_their_checksum(tmp_path, monkeypatch):
+    # A file whose graph does not tell, pinned in the registry as an IS-Net of rembg's: as an
+    # isnet-general-use.onnx given by path would be, were its graph not IS-Net's shape.
+    path = one_output(tmp_path / "rembgs.onnx")
+    digest = hashlib.md5(path.read_bytes()).hexdigest()
+    size_mb = path.stat().st_size / 2**20
+    monkeypatch.setitem(KNOWN, "isnet-test", ModelInfo(
+        "isnet-test", "isnet-test.onnx", 1024, size_mb, f"md5:{digest}", architecture="isnet"))
+    found = recognise_file(path)
+    assert found.architecture is ARCHITECTURES[ModelType.isnet]
+    assert found.reason == "rembg's isnet-test file, by its checksum"
+    path.write_bytes(path.read_bytes() + b"\0")  # one byte more: another file, not told
+    assert recognise_file(path).architecture is None
 
 
 def test_the_bundled_model_and_rembgs_u2netp_are_u2net():

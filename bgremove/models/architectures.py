@@ -34,6 +34,8 @@ What is reliable enough to tell them apart (`recognise`), and what is not:
 - Not used: other names (every exporter picks its own: `input`, `input.1`, numbers), the
   opset and operators (a conversion or simplification changes them), and sizes other than 320
   (an IS-Net, a BiRefNet and a BEN are all 1024 px).
+- Where the graph does not tell, one of rembg's own files (given by path rather than by name)
+  is known by the checksum the registry pins for it.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ from bgremove.models.graph import NotOnnx, Signature, read_signature
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from bgremove.models import ModelInfo
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -172,13 +176,42 @@ def parse_type(value: ModelType | str | None) -> ModelType | None:
 
 
 def recognise_file(path: str | os.PathLike[str]) -> Recognition:
-    """The recognition of the file's graph; a file that is not ONNX at all is refused."""
+    """The recognition of the file's graph, else of its content: one of rembg's own files, given
+    by path, is known by its checksum whatever its graph looks like. A file that is not ONNX at
+    all is refused."""
     try:
-        return recognise(read_signature(path))
+        found = recognise(read_signature(path))
+        if found.architecture is None:
+            info = rembg_file(path)
+            if info is not None:
+                return Recognition(ARCHITECTURES[ModelType(info.architecture)],
+                                   f"rembg's {info.name} file, by its checksum")
+        return found
     except NotOnnx as exc:
         raise ModelUnavailable(f"model file {path}: {exc}", path=path) from None
     except OSError as exc:
         raise ModelUnavailable(f"model file {path}: {exc.strerror or exc}", path=path) from None
+
+
+def rembg_file(path: str | os.PathLike[str]) -> ModelInfo | None:
+    """The registry's entry whose pinned checksum the file has, if any. Only files within 10% of
+    a registry model's size are hashed (a second or two for the largest), and only where the
+    graph did not tell: a run hashes a model file for its stamps anyway."""
+    import hashlib
+
+    from bgremove.models import KNOWN
+
+    size = os.path.getsize(path)
+    candidates = [i for i in KNOWN.values() if abs(i.size_mb * 2**20 - size) <= 0.1 * size]
+    if not candidates:
+        return None
+    digests = {"md5": hashlib.md5(), "sha256": hashlib.sha256()}
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            for digest in digests.values():
+                digest.update(block)
+    hexes = {f"{name}:{digest.hexdigest()}" for name, digest in digests.items()}
+    return next((i for i in candidates if i.checksum in hexes), None)
 
 
 def for_file(path: str | os.PathLike[str], model_type: ModelType | str | None = None,
