@@ -152,8 +152,9 @@ def recognise(signature: Signature) -> Recognition:
         return Recognition(U2NET, "one output from a fixed 320-px input, as only U²-Net takes")
     side = shape[-1] if shape else None
     at = f" at {side} px" if isinstance(side, int) else ""
-    return Recognition(None, f"{count} output{'s' if count != 1 else ''}{at} fit no "
-                       "architecture bgremove can tell from the graph alone")
+    outputs_text = "1 output" + at + " fits" if count == 1 else f"{count} outputs{at} fit"
+    return Recognition(None, f"{outputs_text} no architecture bgremove can tell from the graph "
+                       "alone")
 
 
 def _multichannel(shape: tuple | None) -> bool:
