@@ -23,7 +23,7 @@ SERVER_MODULES = {"fastapi", "starlette", "uvicorn", "multipart", "python_multip
                   "python-multipart"}  # the last: its pip name, said when starlette lacks it
 
 
-@takes_settings("model", "precision", "device", "workers", "threads")
+@takes_settings("model", "model_type", "precision", "device", "workers", "threads")
 def serve(
     given: Given,
     host: Annotated[str, typer.Option(
@@ -61,7 +61,8 @@ def serve(
         concurrency = settings.workers or sizing.default_workers(settings.device)
         # The model is loaded and has run every mode once before the server listens.
         session = sizing.local_session(concurrency, settings.model, settings.precision,
-                                       device=settings.device, threads=settings.threads)
+                                       settings.model_type, device=settings.device,
+                                       threads=settings.threads)
         sizing.warm_up(session)
         app = app_module.create_app(store, rate_limit=requests_per_key, max_concurrency=concurrency,
                                     cors_origins=cors_origin or (), session=session,
