@@ -24,7 +24,7 @@ from PIL import Image
 import bgremove
 from bgremove import stamps
 from bgremove.backends.local import LocalSession, OnnxSaliency
-from bgremove.config import load as load_settings
+from bgremove.cli.settings import load as load_settings
 from bgremove.errors import ModelUnavailable, UsageError
 from bgremove.models import BUNDLED_PATH, KNOWN, MODEL_TYPES, ModelInfo
 from bgremove.models.architectures import (

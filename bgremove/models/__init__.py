@@ -26,7 +26,7 @@ RELEASES = "https://github.com/danielgatis/rembg/releases/download/v0.0.0"
 MIRROR_ENV = "BGREMOVE_MODEL_MIRROR"
 # The architectures a model file can have (`model_type`; models/architectures.py runs them),
 # here for the settings, which `bgremove --help` imports: importing architectures.py there
-# cost it 4.5 ms (of ~16 ms for bgremove.config).
+# cost it 4.5 ms (of ~16 ms for bgremove.cli.settings).
 MODEL_TYPES = ("u2net", "isnet", "birefnet", "ben")
 # A custom model's name becomes its file name: keep it to characters that are safe in both.
 CUSTOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
