@@ -24,25 +24,30 @@ _default_lock = threading.Lock()
 
 
 def new_session(model: str | None = None, *, device: str = "auto",
-                threads: int | None = None, precision: str = "auto") -> LocalSession:
+                threads: int | None = None, precision: str = "auto",
+                model_type: str | None = None) -> LocalSession:
     """Load a model to remove backgrounds with, on this machine; reuse it for every image.
 
     `model`: a name from `bgremove models list` or a path to an .onnx file (default: the bundled
     u2netp, which works offline). `device`: `auto` (a GPU when one is usable, else the CPU),
     `cpu`, `cuda`, `cuda:1`, ... `threads`: onnxruntime threads per image (default: all cores).
     `precision`: `fp32`, `int8` (the bundled model quantised) or `auto` (int8 only where this CPU
-    makes it faster; bgremove/precision.py). The session is safe to share between threads;
+    makes it faster; bgremove/precision.py). `model_type`: the architecture of a model file of
+    your own, `u2net`, `isnet`, `birefnet` or `ben`, which says how it is fed and read (default:
+    told from its graph; where the graph does not tell, the file is refused with a
+    ModelUnavailable naming `model_type`). The session is safe to share between threads;
     `close()` it, or use it in a `with` block.
     """
     from bgremove.backends.local import LocalSession
 
-    return LocalSession(model, device=device, threads=threads, precision=precision)
+    return LocalSession(model, device=device, threads=threads, precision=precision,
+                        model_type=model_type)
 
 
 def open_local(model: str | None = None, *, device: str = "auto", workers: int | None = None,
                threads: int | None = None, mode: str = "balanced",
                images: int | None = None, precision: str = "auto",
-               ) -> tuple[LocalSession, int]:
+               model_type: str | None = None) -> tuple[LocalSession, int]:
     """A session of `model` on `device`, sized for this machine, and how many images to keep in
     flight on it: `workers` and `threads` where given, the rest planned (parallel.plan_local)
     for `mode` and, when known, the number of `images`. The one place that sizes a local
@@ -50,7 +55,8 @@ def open_local(model: str | None = None, *, device: str = "auto", workers: int |
     from bgremove.parallel import plan_local
 
     workers, threads = plan_local(workers, threads, device=device, mode=mode, images=images)
-    return new_session(model, device=device, threads=threads, precision=precision), workers
+    return new_session(model, device=device, threads=threads, precision=precision,
+                       model_type=model_type), workers
 
 
 def _default_session() -> LocalSession:

@@ -111,17 +111,27 @@ _model_hashes: dict[tuple[str, int, int], str] = {}
 _model_hashes_lock = threading.Lock()
 
 
-def local_model_id(model: str | None) -> str:
+def local_model_id(model: str | None, model_type: str | None = None) -> str:
     """What identifies a local model in a stamp: its content, whatever its file is called. A
     model named from the registry (the bundled one too) by its pinned checksum: no need to read
-    170 MB, and the same on every machine of a cluster. Any other file by its SHA-256."""
+    170 MB, and the same on every machine of a cluster. Any other file by its SHA-256, and by its
+    architecture unless that is U²-Net: the same file fed as another architecture makes other
+    pixels, and before bgremove knew architectures every file ran as U²-Net (so a U²-Net file's
+    outputs stay up to date, and those of the others are made again, now the right way).
+    `model_type`: as given to the session (None: recognised from the graph; a file whose graph
+    does not tell is refused here, before anything runs)."""
     from bgremove.models import BUNDLED, KNOWN, resolve
+    from bgremove.models.architectures import U2NET, of_model
 
     name = model or BUNDLED
     if name in KNOWN:
+        if model_type is not None:
+            of_model(name, None, model_type)  # refuses a type that contradicts the registry
         return KNOWN[name].checksum
     _, path = resolve(model)
-    return f"sha256:{file_sha256(path)}"
+    content = f"sha256:{file_sha256(path)}"
+    architecture = of_model("custom", path, model_type)
+    return content if architecture is U2NET else f"{content} as {architecture.type.value}"
 
 
 REMOTE_MODEL = "api "

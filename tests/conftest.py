@@ -16,7 +16,8 @@ SAMPLES = ROOT / "samples"
 # The files that take longest (each a minute to ten seconds on 2 cores), run first: the two
 # workers (pyproject.toml) then share out the short files at the end and finish together.
 HEAVY_FIRST = ["test_cluster", "test_replicas", "test_remote_cli", "test_new_user", "test_matte",
-               "test_stamps", "test_frames", "test_server", "test_batching", "test_watch"]
+               "test_stamps", "test_frames", "test_server", "test_page", "test_batching",
+               "test_watch"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -55,7 +55,7 @@ def test_bash_completion_completes_commands_options_and_values(tmp_path):
     env = bgremove_on_path(tmp_path)
     assert {"remove", "config"} <= set(complete(env, "bgremove", ""))
     # The default command's options complete right after `bgremove`, as they run there.
-    assert complete(env, "bgremove", "--mo") == ["--mode", "--model"]
+    assert complete(env, "bgremove", "--mo") == ["--mode", "--model", "--model-type"]
     assert complete(env, "bgremove", "photos/", "--files") == ["--files-from"]
     assert complete(env, "bgremove", "photos/", "--mode", "") == ["fast", "balanced", "quality"]
     assert complete(env, "bgremove", "config", "s") == ["show"]

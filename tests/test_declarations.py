@@ -149,7 +149,7 @@ def test_serve_reads_the_model_precision_and_workers_from_config_and_environment
         assert server.stderr is not None
         deadline = time.monotonic() + 120
         line = ""
-        while "will be at" not in line and time.monotonic() < deadline:
+        while "the API will be at" not in line and time.monotonic() < deadline:
             line = server.stderr.readline()
             assert line or server.poll() is None, "the server ended before it listened"
     finally:

@@ -16,16 +16,18 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 PAGES = [README, *sorted(DOCS.glob("*.md"))]
 
-# Every `##` and `###` heading of the README before it was split (commit 9cec68d), each of which
-# must still head a section of the README or of a page in docs/, at any level. A heading renamed
-# on its way is listed with its new name.
+# Every `##` and `###` heading of the README before it was split (commit 9cec68d, and main's
+# 80b15cc, which added the page for people and the model guide), each of which must still head a
+# section of the README or of a page in docs/, at any level. A heading renamed on its way is
+# listed with its new name.
 HEADINGS_BEFORE_THE_SPLIT = [
     "Set up on a fresh machine", "Usage", "Options", "What the modes do on the local engine",
     "Progress, summary and exit codes", "Python", "Remote backend",
-    "Self-hosted server (`bgremove serve`)", "Managing keys", "Calling it", "Errors and limits",
-    "Several replicas on PostgreSQL", "Pipelines and CI jobs", "Hot folder (`--watch`)",
-    "Video frames (`bgremove frames`)", "Batches on a Dask cluster", "Configuration",
-    "Shell completion", "Models", "Devices", "Performance", "Install size", "The bundled model",
+    "Self-hosted server (`bgremove serve`)", "The page for people", "Managing keys", "Calling it",
+    "Errors and limits", "Several replicas on PostgreSQL", "Pipelines and CI jobs",
+    "Hot folder (`--watch`)", "Video frames (`bgremove frames`)", "Batches on a Dask cluster",
+    "Configuration", "Shell completion", "Models", "Which model", "Model files of your own",
+    "Devices", "Performance", "Install size", "The bundled model",
 ]
 RENAMED = {"Python": "Python library"}
 

@@ -122,6 +122,7 @@ def test_pull_from_mirror_verifies_and_main_command_uses_it(mirror, cache, sampl
     assert pulled.read_bytes() == BUNDLED_PATH.read_bytes()
     assert files_in(cache) == ["acme-products.onnx"]  # no .part file left beside it
     assert f"{base}/acme-products.onnx" in proc.stderr.decode()
+    assert "(runs as u2net)" in proc.stderr.decode()  # what its graph says it is (issue 37)
 
     rows = {r["name"]: r for r in json.loads(invoke("models", "list", "--json", env=env).stdout)
             ["models"]}

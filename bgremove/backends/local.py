@@ -18,12 +18,10 @@ from bgremove.imaging.compose import compose, encode
 from bgremove.imaging.decode import MAX_PIXELS, Decoded, decode, from_pil
 from bgremove.imaging.matte import compute_alpha
 from bgremove.models import BUNDLED, KNOWN, resolve
+from bgremove.models.architectures import U2NET, Architecture, ModelType, of_model
 from bgremove.options import RemovalOptions
 from bgremove.parallel import usable_cores
 from bgremove.precision import Precision, for_placement
-
-_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def session_options(threads: int | None):
@@ -41,15 +39,19 @@ def session_options(threads: int | None):
 
 
 class OnnxSaliency:
-    """A U^2-Net-style model run directly with onnxruntime.
+    """A model file run directly with onnxruntime, fed and read as its `architecture` says
+    (models/architectures.py; default U²-Net, as the bundled model is).
 
-    Only the fused output is fetched: asking onnxruntime for one output instead of all seven lets it
-    skip the side branches' upsampling, about a third of the model's time.
+    Only the output the architecture reads is fetched: asking onnxruntime for one output instead
+    of all seven of U²-Net's lets it skip the side branches' upsampling, about a third of the
+    model's time.
     """
 
-    def __init__(self, path: Path, threads: int | None = None, providers: list | None = None):
+    def __init__(self, path: Path, threads: int | None = None, providers: list | None = None,
+                 architecture: Architecture = U2NET):
         import onnxruntime as ort
 
+        self.architecture = architecture
         self.session = ort.InferenceSession(
             str(path), sess_options=session_options(threads),
             providers=providers or ["CPUExecutionProvider"],
@@ -57,43 +59,44 @@ class OnnxSaliency:
         self.providers = self.session.get_providers()  # what actually runs, best first
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
-        self.output_name = self.session.get_outputs()[0].name
-        side = model_input.shape[-1]
-        self.side = side if isinstance(side, int) else 320
+        outputs = self.session.get_outputs()
+        self.output_name = outputs[architecture.output_index(len(outputs))].name
+        shape = list(model_input.shape or [])
+        height, width = shape[-2:] if len(shape) == 4 else (None, None)
+        # The graph's own size where it fixes one, else the square the architecture was
+        # trained on.
+        fixed = isinstance(height, int) and isinstance(width, int)
+        self.size = (width, height) if fixed else (architecture.side, architecture.side)
+        self.side = self.size[0]
         # A graph whose height and width are symbolic (the bundled one: scripts/relabel_model.py)
         # runs at any size, which quality mode's second, finer view needs.
-        self.any_size = all(isinstance(d, str) for d in model_input.shape[-2:])
-        self.batches = isinstance(model_input.shape[0], str)  # takes N inputs in one run
+        self.any_size = architecture.multiscale and all(
+            isinstance(d, str) for d in (height, width))
+        self.batches = bool(shape) and isinstance(shape[0], str)  # takes N inputs in one run
 
     def prepare(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         """The model's input for one photo: a 1 x 3 x H x W batch at `size` (width, height),
-        by default the square the model was trained on."""
+        by default the size the model takes."""
         # Lanczos, as rembg shrinks the photo: the model's maps are measurably better
         # for it (sod-dev maxF 0.837 against 0.830 with bilinear, BENCHMARKS.md). reducing_gap
         # box-shrinks very large photos first, which keeps the cost near a bilinear resize.
         small = Image.fromarray(rgb).resize(
-            size or (self.side, self.side), Image.Resampling.LANCZOS, reducing_gap=3.0
+            size or self.size, Image.Resampling.LANCZOS, reducing_gap=3.0
         )
-        x = np.asarray(small, dtype=np.float32)
-        x *= 1.0 / max(float(x.max()), 1e-6)
-        x -= _MEAN
-        x /= _STD
-        return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+        return self.architecture.normalise(np.asarray(small))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """The model's fused maps (its sigmoid outputs, not rescaled) for an N x 3 x H x W batch
-        of prepared inputs: N x H x W."""
+        """The model's maps (its chosen output, as it comes: U²-Net's are sigmoid outputs, not
+        rescaled) for an N x 3 x H x W batch of prepared inputs: N x H x W."""
         (out,) = self.session.run([self.output_name], {self.input_name: batch})
         return out[:, 0]
 
     def predict_raw(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-        """The model's fused map for one photo at `size` (width, height), not rescaled."""
+        """The model's map for one photo at `size` (width, height), not rescaled."""
         return self.run(self.prepare(rgb, size))[0]
 
     def predict(self, rgb: np.ndarray) -> np.ndarray:
-        pred = self.predict_raw(rgb)
-        lo, hi = float(pred.min()), float(pred.max())
-        return (pred - lo) / max(hi - lo, 1e-6)
+        return self.architecture.to_map(self.predict_raw(rgb))
 
 
 def rembg_sessions():
@@ -154,12 +157,16 @@ class RembgSaliency:
 
 
 def load_segmenter(model: str | None, threads: int | None = None,
-                   providers: list | None = None) -> OnnxSaliency | RembgSaliency:
+                   providers: list | None = None,
+                   model_type: ModelType | str | None = None) -> OnnxSaliency | RembgSaliency:
+    """rembg's models through rembg's sessions; the bundled model, and files of your own (by
+    path, or pulled from a mirror under a name), as their architecture says: `model_type`, else
+    their graph (models/architectures.py)."""
     name, path = resolve(model)
+    architecture = of_model(name, path, model_type)
     if name in KNOWN and name != BUNDLED:
         return RembgSaliency(name, path, threads, providers)
-    # the bundled model, and custom files (by path, or pulled from a mirror): U^2-Net-style
-    return OnnxSaliency(path, threads, providers)
+    return OnnxSaliency(path, threads, providers, architecture)
 
 
 class LocalSession(SessionBase):
@@ -172,15 +179,20 @@ class LocalSession(SessionBase):
     `max_size` in the options shrinks them. `batch`: run the images in flight through the model
     together (backends/batching.py; default: on an accelerator, with a model that takes batches).
     `precision`: `fp32`, `int8` (the bundled model's quantised build) or `auto` (int8 where this
-    CPU has the instructions that make it faster: bgremove/precision.py).
+    CPU has the instructions that make it faster: bgremove/precision.py). `model_type`: how a
+    model file of your own is fed and read, `u2net`, `isnet`, `birefnet` or `ben` (default:
+    recognised from its graph; a file whose graph does not tell is refused).
     """
 
     kind = "local"
 
     def __init__(self, model: str | None = None, *, device: str = "auto",
                  threads: int | None = None, max_pixels: int = MAX_PIXELS,
-                 batch: bool | None = None, precision: Precision | str = Precision.auto):
+                 batch: bool | None = None, precision: Precision | str = Precision.auto,
+                 model_type: ModelType | str | None = None):
         placement = place(device)
+        # Checked against the model asked for, before the int8 build may stand in for it.
+        self.architecture = of_model(*resolve(model), model_type)
         # the int8 build is a U^2-Net file like any custom one; stamps hash its bytes
         self.precision, model = for_placement(model, precision, placement)
         self.model_name, self.model_path = resolve(model)
@@ -189,7 +201,8 @@ class LocalSession(SessionBase):
         self.threads = threads or usable_cores()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.segmenter = load_segmenter(model, self.threads, placement.providers)
+            self.segmenter = load_segmenter(model, self.threads, placement.providers,
+                                            self.architecture.type)
         self.providers: list[str] = self.segmenter.providers
         # set when an accelerator was asked for but the model runs on the CPU
         self.device_warning = warning(placement, self.providers)
@@ -206,7 +219,7 @@ class LocalSession(SessionBase):
         from bgremove.stamps import local_model_id
 
         return local_model_id(self.model_name if self.model_name in KNOWN else
-                              str(self.model_path))
+                              str(self.model_path), self.architecture.type)
 
     def close(self) -> None:
         if self.batcher is not None:

@@ -162,8 +162,9 @@ class ConsoleReporter:
         if self.verbose:
             where = "bundled" if session.model_name == registry.BUNDLED else session.model_path
             providers = ", ".join(short(p) for p in session.providers)
-            self.say(f"model {session.model_name} ({where}) on {short(session.providers[0])} "
-                     f"(onnxruntime providers: {providers})")
+            architecture = session.architecture.type.value
+            self.say(f"model {session.model_name} ({where}) as {architecture} on "
+                     f"{short(session.providers[0])} (onnxruntime providers: {providers})")
         if model is None and mode == "quality" and not (self.quiet or self.silent_on_success):
             better = registry.suggest_upgrade()
             if better:

@@ -21,6 +21,7 @@ from typing import Any
 
 from bgremove.contract import DEFAULT_API_URL, RATE_LIMIT, RATE_WINDOW
 from bgremove.errors import Option, OptionError, UsageError
+from bgremove.models import MODEL_TYPES
 from bgremove.options import Mode, OutputFormat, RemovalOptions, parse_bool, parse_color
 from bgremove.precision import Precision
 
@@ -208,6 +209,10 @@ class Settings:
     model: str | None = declare(None, _text, "Model name (see `bgremove models list`) or an "
                                 ".onnx file.", ENGINE, metavar="NAME|PATH",
                                 shows="u2netp, bundled")
+    model_type: str | None = declare(None, _choice(*MODEL_TYPES), "The architecture of a model "
+                                     "file of your own, which says how it is fed and read.",
+                                     ENGINE, metavar="|".join(MODEL_TYPES),
+                                     shows="told from its graph")
     device: str = declare("auto", _text, "Where the model runs: auto | cpu | cuda | rocm | "
                           "directml | coreml | openvino | tensorrt (onnxruntime execution "
                           "providers; auto: the best installed accelerator, else cpu).", ENGINE,

@@ -127,7 +127,7 @@ class DaskExecutor:
 
     def __init__(self, batch: Batch, cluster: Cluster, *, model: str | None = None,
                  device: str = "auto", threads: int | None = None, chunk_size: int = CHUNK,
-                 precision: str = "auto"):
+                 precision: str = "auto", model_type: str | None = None):
         if batch.output_folder is None:
             raise UsageError("--cluster writes into an output folder (-o FOLDER), not one file")
         self.batch = batch
@@ -142,8 +142,9 @@ class DaskExecutor:
         # Chosen here, once: every worker then runs (and every stamp names) the same model file.
         precision = choose(precision, model, on_cpu=not wants_gpu(device)).value
         self.job = ChunkJob(self.token, batch.options, model, device, self.threads,
-                            batch.overwrite, started_ns=0, precision=precision)
-        self.model_id = local_model_id(model_file(model, precision, device))
+                            batch.overwrite, started_ns=0, precision=precision,
+                            model_type=model_type)
+        self.model_id = local_model_id(model_file(model, precision, device), model_type)
         self._refresh(force=True)
         if self.workers == 0:
             raise SetupError("no worker of the Dask cluster advertises the resource GPU: start "
@@ -152,8 +153,10 @@ class DaskExecutor:
         # Returns once every worker has loaded the model (or raises the first one's error).
         self.client.register_plugin(ModelPlugin(model, device, threads or 1,
                                                 local=cluster.local is not None,
-                                                resources=self.resources, precision=precision))
-        said = self.client.run(device_warning, model, device, threads or 1, precision)
+                                                resources=self.resources, precision=precision,
+                                                model_type=model_type))
+        said = self.client.run(device_warning, model, device, threads or 1, precision,
+                               model_type)
         self.warnings = sorted({warning for warning in said.values() if warning})
         self.stop_event = Event(self.job.stop_event, client=self.client)
         self._held: list[tuple[WorkItem, Future[Outcome]]] = []

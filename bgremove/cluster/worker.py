@@ -32,15 +32,15 @@ if TYPE_CHECKING:
 # How often a running chunk asks the scheduler whether the job was stopped.
 STOP_POLL = 0.5
 
-_sessions: dict[tuple[str | None, str, int], LocalSession] = {}
+_sessions: dict[tuple[str | None, str, int, str, str | None], LocalSession] = {}
 _sessions_lock = threading.Lock()
 
 
 def worker_session(model: str | None, device: str, threads: int,
-                   precision: str = "auto") -> LocalSession:
+                   precision: str = "auto", model_type: str | None = None) -> LocalSession:
     """The model of this worker process, loaded once, shared by its threads and kept for the next
     job with the same settings (a job with other settings replaces it: one model per worker)."""
-    key = (model, device, threads, precision)
+    key = (model, device, threads, precision, model_type)
     with _sessions_lock:
         session = _sessions.get(key)
         if session is None:
@@ -51,7 +51,8 @@ def worker_session(model: str | None, device: str, threads: int,
             _sessions.clear()
             # One image at a time per worker thread (the cluster's own sizing), `threads` each.
             session = _sessions[key] = open_local(model, device=device, workers=1,
-                                                  threads=threads, precision=precision)[0]
+                                                  threads=threads, precision=precision,
+                                                  model_type=model_type)[0]
         return session
 
 
@@ -63,9 +64,10 @@ class ModelPlugin(WorkerPlugin):
     name = "bgremove-model"
 
     def __init__(self, model: str | None, device: str, threads: int, local: bool = False,
-                 resources: dict[str, float] | None = None, precision: str = "auto"):
+                 resources: dict[str, float] | None = None, precision: str = "auto",
+                 model_type: str | None = None):
         self.model, self.device, self.threads = model, device, threads
-        self.precision = precision
+        self.precision, self.model_type = precision, model_type
         # Workers of a `local` cluster share the command's terminal: Ctrl-C there is meant for
         # the command (which stops the job cleanly), not for them.
         self.local = local
@@ -83,7 +85,7 @@ class ModelPlugin(WorkerPlugin):
         loop = asyncio.get_running_loop()
         try:  # off the worker's event loop, which must keep answering the scheduler
             await loop.run_in_executor(None, worker_session, self.model, self.device,
-                                       self.threads, self.precision)
+                                       self.threads, self.precision, self.model_type)
         except BgRemoveError as exc:
             raise SetupError(f"Dask worker {worker.address}: ", *exc.parts) from None
 
@@ -95,9 +97,9 @@ def _offers(worker: Any, resources: dict[str, float]) -> bool:
 
 
 def device_warning(model: str | None, device: str, threads: int,
-                   precision: str = "auto") -> str | None:
+                   precision: str = "auto", model_type: str | None = None) -> str | None:
     """What this worker's model says about its device (an accelerator asked for, the CPU used)."""
-    session = _sessions.get((model, device, threads, precision))
+    session = _sessions.get((model, device, threads, precision, model_type))
     return session.device_warning if session is not None else None
 
 
@@ -121,6 +123,7 @@ class ChunkJob:
     started_ns: int  # the job's start, as the output folder's filesystem tells time (ns)
     recipe: Recipe | None = None  # what the outputs' stamps say they are made from
     precision: str = "auto"  # fp32 or int8, as the command chose it (bgremove/precision.py)
+    model_type: str | None = None  # a model file's architecture, if named (models/architectures)
 
     @property
     def stop_event(self) -> str:
@@ -135,7 +138,8 @@ Answer = tuple[str, str | None, int, float, str | None] | StopBatch | None
 def run_chunk(job: ChunkJob, files: list[tuple[str, str, bool]]) -> list[Answer]:
     """Process one chunk, `(source, output, walked)` each, on a worker: an answer per file."""
     try:
-        session = worker_session(job.model, job.device, job.threads, job.precision)
+        session = worker_session(job.model, job.device, job.threads, job.precision,
+                                 job.model_type)
     except BgRemoveError as exc:
         raise SetupError("Dask worker: ", *exc.parts) from None
     remove_leftovers(Path(dest) for _, dest, _ in files)

@@ -24,6 +24,10 @@ BUNDLED = "u2netp"
 BUNDLED_PATH = Path(__file__).with_name("u2netp.onnx")
 RELEASES = "https://github.com/danielgatis/rembg/releases/download/v0.0.0"
 MIRROR_ENV = "BGREMOVE_MODEL_MIRROR"
+# The architectures a model file can have (`model_type`; models/architectures.py runs them),
+# here for the settings, which `bgremove --help` imports: importing architectures.py there
+# cost it 4.5 ms (of ~16 ms for bgremove.cli.settings).
+MODEL_TYPES = ("u2net", "isnet", "birefnet", "ben")
 # A custom model's name becomes its file name: keep it to characters that are safe in both.
 CUSTOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -38,6 +42,8 @@ class ModelInfo:
     licence: str = "Apache-2.0"
     restriction: str = ""  # set when the licence restricts use
     note: str = ""
+    # how it is fed and read (models/architectures.py); rembg's session for it does the same
+    architecture: str = "u2net"
 
     @property
     def filename(self) -> str:
@@ -65,29 +71,35 @@ KNOWN: dict[str, ModelInfo] = {
         ModelInfo("silueta", "silueta.onnx", 320, 43, "md5:55e59e0d8062d2f5d013f4725ee84782",
                   note="u2net, pruned"),
         ModelInfo("isnet-general-use", "isnet-general-use.onnx", 1024, 170,
-                  "md5:fc16ebd8b0c10d971d3513d564d01e29", note="general; fine edges"),
+                  "md5:fc16ebd8b0c10d971d3513d564d01e29", note="general; fine edges",
+                  architecture="isnet"),
         ModelInfo("isnet-anime", "isnet-anime.onnx", 1024, 168,
-                  "md5:6f184e756bb3bd901c8849220a83e38e", note="anime characters"),
+                  "md5:6f184e756bb3bd901c8849220a83e38e", note="anime characters",
+                  architecture="isnet"),
         ModelInfo("birefnet-general", "BiRefNet-general-epoch_244.onnx", 1024, 928,
-                  "md5:7a35a0141cbbc80de11d9c9a28f52697", "MIT", note="general; high quality"),
+                  "md5:7a35a0141cbbc80de11d9c9a28f52697", "MIT", note="general; high quality",
+                  architecture="birefnet"),
         ModelInfo("birefnet-general-lite", "BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx",
                   1024, 214, "md5:4fab47adc4ff364be1713e97b7e66334", "MIT",
-                  note="general; lighter"),
+                  note="general; lighter", architecture="birefnet"),
         ModelInfo("birefnet-portrait", "BiRefNet-portrait-epoch_150.onnx", 1024, 928,
-                  "md5:c3a64a6abf20250d090cd055f12a3b67", "MIT", note="portraits, hair"),
+                  "md5:c3a64a6abf20250d090cd055f12a3b67", "MIT", note="portraits, hair",
+                  architecture="birefnet"),
         ModelInfo("birefnet-dis", "BiRefNet-DIS-epoch_590.onnx", 1024, 928,
-                  "md5:2d4d44102b446f33a4ebb2e56c051f2b", "MIT", note="fine structures (DIS)"),
+                  "md5:2d4d44102b446f33a4ebb2e56c051f2b", "MIT", note="fine structures (DIS)",
+                  architecture="birefnet"),
         ModelInfo("birefnet-hrsod", "BiRefNet-HRSOD_DHU-epoch_115.onnx", 1024, 928,
                   "md5:c017ade5de8a50ff0fd74d790d268dda", "MIT",
-                  note="high-resolution salient objects"),
+                  note="high-resolution salient objects", architecture="birefnet"),
         ModelInfo("birefnet-cod", "BiRefNet-COD-epoch_125.onnx", 1024, 928,
-                  "md5:f6d0d21ca89d287f17e7afe9f5fd3b45", "MIT", note="concealed objects"),
+                  "md5:f6d0d21ca89d287f17e7afe9f5fd3b45", "MIT", note="concealed objects",
+                  architecture="birefnet"),
         ModelInfo("birefnet-massive", "BiRefNet-massive-TR_DIS5K_TR_TEs-epoch_420.onnx", 1024, 928,
                   "md5:33e726a2136a3d59eb0fdf613e31e3e9", "MIT",
-                  note="trained on a massive dataset"),
+                  note="trained on a massive dataset", architecture="birefnet"),
         ModelInfo("bria-rmbg", "bria-rmbg-2.0.onnx", 1024, 977,
                   "sha256:5b486f08200f513f460da46dd701db5fbb47d79b4be4b708a19444bcd4e79958",
-                  "CC BY-NC 4.0", _NC, note="BRIA RMBG-2.0"),
+                  "CC BY-NC 4.0", _NC, note="BRIA RMBG-2.0", architecture="birefnet"),
     )
 }
 
@@ -163,7 +175,7 @@ def resolve(model: str | None) -> tuple[str, Path]:
     """Map `--model` (a name, a path to an .onnx file, or None) to (name, file) or say what's wrong.
 
     The name is "custom" for a file given by path; a custom model pulled from a mirror keeps its
-    name. Either kind runs as a U^2-Net-style model (see backends/local.py).
+    name. Either kind runs as its architecture (models/architectures.py) says.
     """
     if model is None or model == BUNDLED:
         return BUNDLED, BUNDLED_PATH

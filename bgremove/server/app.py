@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from bgremove import __version__
 from bgremove.backends import Session
 from bgremove.contract import RATE_LIMIT, RATE_WINDOW
-from bgremove.server import openapi
+from bgremove.server import openapi, webpage
 from bgremove.server.credits import REPLICA_TIMEOUT, ApiError, RemovalService
 from bgremove.server.middleware import RequestContext, error_response
 from bgremove.server.sizing import default_workers
@@ -86,6 +86,7 @@ def create_app(
     session: Session | None = None,
     model: str | None = None,
     replica_timeout: float = REPLICA_TIMEOUT,
+    ui: bool = True,
 ) -> FastAPI:
     """The API as an ASGI app, serving the keys in `store` (a KeyStore, or where one is: a path,
     `sqlite:///PATH` or `postgresql://...`).
@@ -95,7 +96,8 @@ def create_app(
     `bgremove` sizes its workers for this machine); browsers on `cors_origins` (or "*") may call
     it. `session` defaults to the local engine with `model` (the bundled one by default), loaded
     and warmed up before the server takes requests. A replica silent for `replica_timeout`
-    seconds is presumed dead and its reserved credits are given back.
+    seconds is presumed dead and its reserved credits are given back. `ui`: serve the page for
+    people at / (webpage.py).
     """
     owns_store = not isinstance(store, KeyStore)
     service = RemovalService(
@@ -123,7 +125,7 @@ def create_app(
     app = FastAPI(
         title="Background Removal API (bgremove)",
         version=__version__,
-        description=openapi.DESCRIPTION,
+        description=openapi.DESCRIPTION + (webpage.DESCRIPTION if ui else ""),
         lifespan=lifespan,
         docs_url=None,  # the page below works offline; Swagger UI would load from a CDN
         redoc_url=None,
@@ -158,6 +160,8 @@ def create_app(
         return HTMLResponse(openapi.docs_page(app.openapi()))
 
     app.add_api_route("/docs", docs, methods=["GET"], include_in_schema=False)
+    if ui:
+        webpage.add_page(app)
 
     if cors_origins:
         app.add_middleware(

@@ -19,8 +19,9 @@ def default_workers(device: str = "auto") -> int:
     return plan_local(None, None, device=device, mode="quality")[0]
 
 
-def local_session(concurrency: int, model: str | None = None, precision: str = "auto", *,
-                  device: str = "auto", threads: int | None = None) -> LocalSession:
+def local_session(concurrency: int, model: str | None = None, precision: str = "auto",
+                  model_type: str | None = None, *, device: str = "auto",
+                  threads: int | None = None) -> LocalSession:
     """The engine, sized for a server processing `concurrency` images at once: the one place the
     server obtains it."""
     from bgremove.api import open_local
@@ -28,7 +29,7 @@ def local_session(concurrency: int, model: str | None = None, precision: str = "
     # The cores are split between the images in flight rather than each inference given all of
     # them: a busy server then does not oversubscribe the CPU.
     return open_local(model, device=device, workers=concurrency, threads=threads,
-                      precision=precision)[0]
+                      precision=precision, model_type=model_type)[0]
 
 
 def warm_up(session: Session) -> None:

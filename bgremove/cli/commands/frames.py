@@ -17,7 +17,7 @@ from bgremove.errors import UsageError
 
 
 @takes_settings("mode", "only_mask", "smooth_edges", "preserve_shadows", "background_color",
-                "model", "device", "precision", "workers", "threads")
+                "model", "model_type", "device", "precision", "workers", "threads")
 def frames(
     given: Given,
     width: Annotated[int, typer.Argument(help="Frame width in pixels.", show_default=False)],
@@ -65,7 +65,8 @@ def _run(video, settings, sink, width: int, height: int):
     options = settings.removal_options()
     session, workers = open_local(settings.model, device=settings.device,
                                   workers=settings.workers, threads=settings.threads,
-                                  mode=options.mode.value, precision=settings.precision)
+                                  mode=options.mode.value, precision=settings.precision,
+                                  model_type=settings.model_type)
     # A closed stdout (| head) raises BrokenPipeError out of here: cli.main ends quietly.
     with session:
         return video.run(session, options, sys.stdin.buffer, width, height, sink,

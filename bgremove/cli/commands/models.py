@@ -53,15 +53,31 @@ def model_rows() -> list[dict[str, Any]]:
             "checksum": info.checksum,
             "url": registry.asset_url(info.asset),
             "note": info.note,
+            "architecture": info.architecture,
         })
     for name, path in registry.custom_models().items():
+        architecture, note = custom_architecture(path)
         rows.append({
             "name": name, "status": "custom", "path": str(path), "size_bytes": path.stat().st_size,
             "download_mib": None, "input_size": None, "licence": None, "commercial_use": None,
             "restriction": None, "checksum": None, "url": None,
-            "note": "your own model, run like U2-Net",
+            "note": note, "architecture": architecture,
         })
     return rows
+
+
+def custom_architecture(path) -> tuple[str | None, str]:
+    """A model file's architecture as its graph tells it (None: it does not), and why."""
+    from bgremove.errors import ModelUnavailable
+    from bgremove.models.architectures import recognise_file
+
+    try:
+        found = recognise_file(path)
+    except ModelUnavailable as exc:
+        return None, str(exc)
+    if found.architecture is None:
+        return None, f"your own model; run it with --model-type: {found.reason}"
+    return found.architecture.type.value, f"your own model: {found.reason}"
 
 
 def _providers() -> dict[str, Any]:
@@ -74,7 +90,8 @@ def _providers() -> dict[str, Any]:
 @models_app.command(
     "list",
     help="List every model: bundled, downloaded or downloadable.\n\n"
-    "With its path, size, input resolution and licence.\n\nExample: bgremove models list --json",
+    "With its path, size, input resolution, architecture and licence.\n\nExample: bgremove models "
+    "list --json",
 )
 def list_models(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
@@ -101,6 +118,7 @@ def list_models(
     table.add_column("status", no_wrap=True)
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("input", justify="right", no_wrap=True)
+    table.add_column("type", no_wrap=True)
     table.add_column("licence", min_width=10)
     table.add_column("notes / path", overflow="fold", min_width=12)
     for row in rows:
@@ -115,7 +133,7 @@ def list_models(
         where = row["path"] if row["status"] in ("downloaded", "custom") else row["note"]
         style = {"bundled": "green", "downloaded": "green", "custom": "cyan"}.get(row["status"], "")
         table.add_row(row["name"], Text(row["status"], style=style), size,
-                      f"{side}px" if side else "-", licence, where)
+                      f"{side}px" if side else "-", row["architecture"] or "?", licence, where)
     console = Console(highlight=False)
     if not console.is_terminal:  # piped: no terminal width to fit, so do not fold the names
         console.width = max(console.width, 132)
@@ -124,6 +142,8 @@ def list_models(
         if row["restriction"]:
             console.print(f"{row['name']}: {row['licence']}, {row['restriction']}.", style="red",
                           soft_wrap=True)
+        if row["status"] == "custom" and row["architecture"] is None:
+            console.print(f"{row['name']}: {row['note']}", soft_wrap=True, markup=False)
     console.print(f"cache: {registry.cache_dir()}   downloads from: {registry.mirror()}",
                   soft_wrap=True, markup=False)
     installed = ", ".join(providers["installed"]) or "none"
@@ -196,6 +216,10 @@ def pull(
     except DownloadFailed as exc:
         fail(str(exc), 1)
     typer.echo(f"saved {name} to {path} ({expected.algorithm} verified)", err=True)
+    if info is None:  # your own model: say how it will run
+        architecture, note = custom_architecture(path)
+        typer.echo(f"{name}: {note}" + (f" (runs as {architecture})" if architecture else ""),
+                   err=True)
     typer.echo(str(path))
 
 

@@ -145,7 +145,8 @@ def open_cluster(settings: Settings, batch: bgremove.Batch, mode: str,
     try:
         executor = dask_cluster.DaskExecutor(batch, cluster, model=settings.model,
                                              device=settings.device, threads=settings.threads,
-                                             precision=settings.precision)
+                                             precision=settings.precision,
+                                             model_type=settings.model_type)
     except BaseException:
         cluster.close()
         raise
@@ -163,6 +164,9 @@ def new_batch(job: Job, settings: Settings) -> bgremove.Batch:
     remote = settings.backend == "remote"
     if remote and settings.model is not None:
         raise UsageError("--model is for the local backend; the API picks its own model")
+    if remote and settings.model_type is not None:
+        raise UsageError("--model-type is for the local backend's model files; the API picks "
+                         "its own model")
     if settings.cluster is not None:
         check_cluster(job, settings)
     if job.watch:
@@ -177,7 +181,7 @@ def new_batch(job: Job, settings: Settings) -> bgremove.Batch:
         check=job.check, prune=job.prune, max_credits=settings.max_credits, remote=remote,
         model_id=(remote_model_id(settings.api_url) if remote
                   else local_model_id(model_file(settings.model, settings.precision,
-                                                 settings.device))))
+                                                 settings.device), settings.model_type)))
 
 
 def new_reporter(job: Job, settings: Settings, dry_run: bool,
@@ -252,7 +256,8 @@ def open_engine(job: Job, settings: Settings, batch: bgremove.Batch, console: Co
         local, workers = open_local(settings.model, device=settings.device,
                                     workers=settings.workers, threads=settings.threads,
                                     mode=mode, images=batch.known_count,
-                                    precision=settings.precision)
+                                    precision=settings.precision,
+                                    model_type=settings.model_type)
         session = local
         ran.update(workers=workers, threads=local.threads)
     console.announce(session, settings.model, mode)

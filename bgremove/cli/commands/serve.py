@@ -23,7 +23,7 @@ SERVER_MODULES = {"fastapi", "starlette", "uvicorn", "multipart", "python_multip
                   "python-multipart"}  # the last: its pip name, said when starlette lacks it
 
 
-@takes_settings("model", "precision", "device", "workers", "threads")
+@takes_settings("model", "model_type", "precision", "device", "workers", "threads")
 def serve(
     given: Given,
     host: Annotated[str, typer.Option(
@@ -46,6 +46,9 @@ def serve(
         metavar="SECONDS", min=1.0,
         help="A server sharing the database that is silent this long is presumed dead, and the "
         "credits it had reserved are given back.", rich_help_panel=SERVER)] = 60.0,
+    no_ui: Annotated[bool, typer.Option(
+        "--no-ui", help="Serve the API only: no web page for people at /.",
+        rich_help_panel=SERVER)] = False,
 ) -> None:
     with reported_errors():
         settings = given.load()
@@ -58,14 +61,17 @@ def serve(
         concurrency = settings.workers or sizing.default_workers(settings.device)
         # The model is loaded and has run every mode once before the server listens.
         session = sizing.local_session(concurrency, settings.model, settings.precision,
-                                       device=settings.device, threads=settings.threads)
+                                       settings.model_type, device=settings.device,
+                                       threads=settings.threads)
         sizing.warm_up(session)
         app = app_module.create_app(store, rate_limit=requests_per_key, max_concurrency=concurrency,
                                     cors_origins=cors_origin or (), session=session,
-                                    replica_timeout=replica_timeout)
+                                    replica_timeout=replica_timeout, ui=not no_ui)
         server = uvicorn.Server(uvicorn_config(app, log_level="info"))
 
     _log_json_lines()
+    if not no_ui:
+        typer.echo(f"bgremove: the page for people will be at http://{host}:{port}/", err=True)
     typer.echo(f"bgremove: the API will be at http://{host}:{port}/api/remove-background/ "
                f"(keys: {store.location}; {requests_per_key or 'no limit on'} requests per minute "
                f"per key; {concurrency} images at once on {session.model_name})", err=True)
