@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 
 from bgremove import stamps
 from bgremove.errors import (
-    CreditLimitReached,
     FileFailed,
     NotAnImage,
     Option,
     StopBatch,
     UsageError,
+    credit_limit,
 )
 from bgremove.executors import Executor, Threads, process_item
 from bgremove.files import check_header, check_writable, write_output
@@ -80,18 +80,19 @@ class Batch:
         prune: bool = False,
         remote: bool = False,
     ):
-        output = os.fspath(output) if output is not None else None
+        out = os.fspath(output) if output is not None else None
         if isinstance(inputs, (str, os.PathLike)):  # one folder, not its name's letters
             inputs = [inputs]
-        inputs = [os.fspath(p) for p in inputs]
+        named = [os.fspath(p) for p in inputs]
         if options is None:  # `out.jpg` for one input: its extension picks the format
-            implied = (OutputFormat.from_suffix(output_suffix(output))
-                       if listed is None and output_is_file(output, inputs) else None)
+            implied = (OutputFormat.from_suffix(output_suffix(out))
+                       if listed is None and output_is_file(out, named) else None)
             options = RemovalOptions.build(output_format=implied)
         self.options = options
-        self.planner = Planner(inputs, output, self.options.output_format,
+        self.planner = Planner(named, out, self.options.output_format,
                                listed=listed, shard=shard)
-        self.output_folder = None if self.planner.to_file else Path(output)
+        # The folder the outputs go into; None for one output file (or stdout).
+        self.output_folder = (None if self.planner.to_file or out is None else Path(out))
         if prune and (self.output_folder is None or listed is not None or shard is not None):
             raise UsageError(Option("prune"), " needs every input of the output folder: name its "
                              "folders, not a list (", Option("files_from"), "), a part (",
@@ -133,6 +134,7 @@ class Batch:
     # -- one item, on a worker thread ------------------------------------------------------------
 
     def process_one(self, item: WorkItem) -> Outcome:
+        assert self.session is not None  # run() has a session when its executor is Threads
         return process_item(self.session, self.options, item, self._write, self.recipe)
 
     def _write(self, item: WorkItem, data: bytes) -> bool:
@@ -177,11 +179,12 @@ class Batch:
         """The item with the reason it is made or kept, and its outcome if it needs no worker
         (None: process it)."""
         if item.error is not None:
-            return item, Outcome(item, Status.failed, item.error)
+            return item, Outcome(item, Status.failed, failure=item.error)
         if item.dest is not None:
             if self.overwrite:
                 reason = stamps.OVERWRITE if item.dest.exists() else stamps.NEW
             else:
+                assert self.recipe is not None  # settled by run() before the first item
                 verdict = stamps.verdict(item.source, item.dest, self.recipe,
                                          keep_unstamped=self.keep_unstamped)
                 if verdict.fresh:
@@ -196,11 +199,9 @@ class Batch:
             except NotAnImage as exc:
                 if item.skip_if_not_image:
                     return item, Outcome(item, Status.not_image)
-                return item, Outcome(item, Status.failed, str(exc), detail=exc.detail,
-                                     failure=exc)
+                return item, Outcome(item, Status.failed, failure=exc)
             except FileFailed as exc:
-                return item, Outcome(item, Status.failed, str(exc), detail=exc.detail,
-                                     failure=exc)
+                return item, Outcome(item, Status.failed, failure=exc)
             return item, Outcome(item, Status.would_process)
         return item, None
 
@@ -258,7 +259,7 @@ class Batch:
                         except StopBatch as exc:
                             summary.stopped = summary.stopped or exc
                             self.stopping.set()
-                            outcome = Outcome(item, Status.not_processed, str(exc))
+                            outcome = Outcome(item, Status.not_processed, failure=exc)
                         with self._writes:
                             self.written.discard(item)
                         self._record(outcome)
@@ -288,8 +289,7 @@ class Batch:
                 exhausted = True
             if left and summary.stopped is None and not summary.interrupted and (
                     self.max_credits is not None):
-                summary.stopped = CreditLimitReached(
-                    f"spent the {self.max_credits} credits this run may use (--max-credits)")
+                summary.stopped = credit_limit(self.max_credits)
         summary.walk_done = exhausted or summary.walk_done
         if self.prune:
             self._prune(exhausted)
@@ -305,6 +305,7 @@ class Batch:
                 Status.failed):
             summary.prune_skipped = "not pruned: the run did not go through without a failure"
             return
+        assert self.output_folder is not None  # prune needs one: refused in __init__ if not
         for path in stamps.orphans(self.output_folder, self._ours):
             item = WorkItem(None, path, reason=stamps.INPUT_GONE)
             if self.dry_run:
@@ -313,8 +314,8 @@ class Batch:
             try:
                 path.unlink()
             except OSError as exc:  # named as the file it is, not an output still wanted
-                self._record(Outcome(WorkItem(path, None), Status.failed,
-                                     f"cannot remove it: {exc.strerror or exc}"))
+                failure = FileFailed(f"cannot remove it: {exc.strerror or exc}", path=path)
+                self._record(Outcome(WorkItem(path, None), Status.failed, failure=failure))
             else:
                 self._record(Outcome(item, Status.pruned))
 
@@ -322,8 +323,9 @@ class Batch:
         if self.model_id is not None:
             return self.model_id
         for runner in (session, executor):
-            if getattr(runner, "model_id", None):
-                return runner.model_id
+            named: str | None = getattr(runner, "model_id", None)  # a DaskExecutor has one
+            if named:
+                return named
         from bgremove.precision import model_file  # the model a default session would load
 
         return stamps.local_model_id(model_file(None, "auto"))

@@ -48,11 +48,9 @@ def process_item(session: Session, options: RemovalOptions, item: WorkItem,
     except NotAnImage as exc:
         if item.skip_if_not_image:  # a folder's other files are no concern of ours
             return Outcome(item, Status.not_image)
-        return Outcome(item, Status.failed, str(exc), ms=_ms_since(started), detail=exc.detail,
-                       failure=exc)
+        return Outcome(item, Status.failed, ms=_ms_since(started), failure=exc)
     except FileFailed as exc:
-        return Outcome(item, Status.failed, str(exc), ms=_ms_since(started),
-                       request_id=exc.request_id, detail=exc.detail, failure=exc)
+        return Outcome(item, Status.failed, ms=_ms_since(started), failure=exc)
     return Outcome(item, Status.done, bytes=len(output), ms=_ms_since(started),
                    credits_remaining=result.credits_remaining, request_id=result.request_id,
                    credits_spent=result.credits_spent)

@@ -14,7 +14,7 @@ from typing import IO, Any, Protocol
 from bgremove import __version__, stamps
 from bgremove.atomic import create_part
 from bgremove.errors import SetupError, UsageError
-from bgremove.exits import in_flags, outcome_error
+from bgremove.exits import exit_code_of, in_flags, outcome_error
 from bgremove.files import probe_folder
 from bgremove.outcomes import Outcome, Status, Summary
 
@@ -153,7 +153,7 @@ class ReportWriter:
     def finish(self, summary: Summary) -> None:
         head = {
             "bgremove": __version__,
-            "exit_code": summary.exit_code,
+            "exit_code": exit_code_of(summary),
             "dry_run": summary.dry_run,
             "counts": counts(summary),
             "reasons": reasons(summary),

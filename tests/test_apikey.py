@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bgremove.apikey import Secret, api_key_from
-from bgremove.config import load
+from bgremove.apikey import Secret
+from bgremove.config import api_key_from, load
 from bgremove.errors import UsageError
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from bgremove.backends import Result, SessionBase
-from bgremove.backends.batching import Batcher
+from bgremove.backends.batching import Batcher, Run
 from bgremove.devices import CPU, place, warning
 from bgremove.errors import ModelUnavailable
 from bgremove.extras import needs_extra
@@ -64,6 +64,9 @@ class OnnxSaliency:
         # runs at any size, which quality mode's second, finer view needs.
         self.any_size = all(isinstance(d, str) for d in model_input.shape[-2:])
         self.batches = isinstance(model_input.shape[0], str)  # takes N inputs in one run
+        # What runs a batch of inputs: the model itself, or a Batcher in front of it that joins
+        # the inputs of several threads (LocalSession, on an accelerator).
+        self.run: Run = self.infer
 
     def prepare(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         """The model's input for one photo: a 1 x 3 x H x W batch at `size` (width, height),
@@ -80,7 +83,7 @@ class OnnxSaliency:
         x /= _STD
         return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def infer(self, batch: np.ndarray) -> np.ndarray:
         """The model's fused maps (its sigmoid outputs, not rescaled) for an N x 3 x H x W batch
         of prepared inputs: N x H x W."""
         (out,) = self.session.run([self.output_name], {self.input_name: batch})
@@ -121,11 +124,11 @@ def rembg_sessions():
         def complete(name: str):
             with once:
                 if "__getattr__" in vars(package):
-                    del package.__getattr__  # type: ignore[attr-defined]
+                    del package.__getattr__
                     loader.exec_module(package)
             return getattr(package, name)
 
-        package.__getattr__ = complete  # type: ignore[attr-defined]
+        package.__getattr__ = complete  # type: ignore[method-assign]
         sys.modules["rembg"] = package
     return importlib.import_module("rembg.sessions")
 
@@ -197,8 +200,8 @@ class LocalSession(SessionBase):
         if batch is None:
             batch = self.providers[0] != CPU and getattr(self.segmenter, "batches", False)
         self.batcher: Batcher | None = None
-        if batch:
-            self.batcher = Batcher(self.segmenter.run)
+        if batch and isinstance(self.segmenter, OnnxSaliency):  # rembg's sessions run alone
+            self.batcher = Batcher(self.segmenter.infer)
             self.segmenter.run = self.batcher
 
     @functools.cached_property

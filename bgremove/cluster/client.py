@@ -27,7 +27,7 @@ from bgremove.cluster.worker import (
     run_chunk,
     written_earlier,
 )
-from bgremove.errors import SetupError, StopBatch, UsageError
+from bgremove.errors import FileFailed, Option, SetupError, StopBatch, UsageError
 from bgremove.executors import ABANDONED
 from bgremove.outcomes import Outcome, Status
 from bgremove.plan import WorkItem
@@ -87,17 +87,17 @@ def connect(spec: str, *, local_workers: int | None = None) -> Cluster:
         from bgremove.parallel import usable_cores
 
         workers = int(count) if count else (local_workers or usable_cores())
-        cluster = LocalCluster(
+        local = LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
             dashboard_address=None, silence_logs=logging.ERROR,
             # The batch sizes its own memory use (bgremove.parallel); a limit per worker would
             # have Dask pause or restart a worker in the middle of a large photo.
             memory_limit=0)
-        return Cluster(Client(cluster, set_as_default=False), cluster, spec)
+        return Cluster(Client(local, set_as_default=False), local, spec)
     try:
         if spec.endswith(".json"):
             if not Path(spec).is_file():
-                raise SetupError(f"--cluster {spec}: no such scheduler file")
+                raise SetupError(Option("cluster"), f" {spec}: no such scheduler file")
             client = Client(scheduler_file=spec, set_as_default=False)
         else:
             client = Client(spec, set_as_default=False)
@@ -129,15 +129,20 @@ class DaskExecutor:
                  device: str = "auto", threads: int | None = None, chunk_size: int = CHUNK,
                  precision: str = "auto"):
         if batch.output_folder is None:
-            raise UsageError("--cluster writes into an output folder (-o FOLDER), not one file")
+            raise UsageError(Option("cluster"), " writes into an output folder (",
+                             Option("output", "FOLDER"), "), not one file")
         self.batch = batch
         self.cluster = cluster
         self.client = cluster.client
         self.chunk_size = chunk_size
-        self.resources = {"GPU": 1} if wants_gpu(device) and cluster.local is None else None
+        self.resources: dict[str, float] | None = (
+            {"GPU": 1} if wants_gpu(device) and cluster.local is None else None)
         if model is not None and (model.endswith(".onnx") or "/" in model or os.sep in model):
             model = os.path.abspath(os.path.expanduser(model))  # the workers' folder is not ours
         self.token = secrets.token_hex(6)
+        # Sized by _refresh(), from the workers the scheduler knows.
+        self.workers = self.window = self.capacity = 0
+        self._next_refresh = 0.0
         self.threads = threads or 1  # each worker thread's inference threads
         # Chosen here, once: every worker then runs (and every stamp names) the same model file.
         precision = choose(precision, model, on_cpu=not wants_gpu(device)).value
@@ -148,7 +153,7 @@ class DaskExecutor:
         if self.workers == 0:
             raise SetupError("no worker of the Dask cluster advertises the resource GPU: start "
                              "GPU workers with `dask worker ... --resources GPU=1`, or pick "
-                             "another --device")
+                             "another ", Option("device"))
         # Returns once every worker has loaded the model (or raises the first one's error).
         self.client.register_plugin(ModelPlugin(model, device, threads or 1,
                                                 local=cluster.local is not None,
@@ -183,7 +188,7 @@ class DaskExecutor:
 
     def submit(self, item: WorkItem) -> Future[Outcome]:
         if item.source is None or item.dest is None:
-            raise UsageError("--cluster sends files to Dask workers: not stdin or stdout")
+            raise UsageError(Option("cluster"), " sends files to Dask workers: not stdin or stdout")
         future: Future[Outcome] = Future()
         self._held.append((item, future))  # sent by flush(), which sees how many there are
         return future
@@ -225,8 +230,10 @@ class DaskExecutor:
             if future.done() and not future.cancelled() and future.exception() is None:
                 yield future.result()
                 continue
-            written = self.job.started_ns and written_earlier(item.source, item.dest, self.job)
-            if written and written[0] == Status.done.value:
+            assert item.source is not None and item.dest is not None  # refused by submit()
+            written = (written_earlier(item.source, item.dest, self.job)
+                       if self.job.started_ns else None)
+            if written is not None and written[0] == Status.done.value:
                 yield Outcome(item, Status.done, bytes=written[2])
             else:
                 yield Outcome(item, Status.not_processed, ABANDONED)
@@ -241,10 +248,13 @@ class DaskExecutor:
 
     def _submit(self, chunk: list[tuple[WorkItem, Future[Outcome]]]) -> None:
         if not self.job.started_ns:  # taken once the batch has checked the output folder
+            assert self.batch.output_folder is not None  # refused in __init__ if not
             self.job = replace(self.job, started_ns=filesystem_now(self.batch.output_folder),
                                recipe=self.batch.recipe)
-        files = [(os.path.abspath(item.source), os.path.abspath(item.dest), item.walked)
-                 for item, _ in chunk]
+        files = []
+        for item, _ in chunk:
+            assert item.source is not None and item.dest is not None  # refused by submit()
+            files.append((os.path.abspath(item.source), os.path.abspath(item.dest), item.walked))
         with self._lock:  # also called on Dask's callback thread (a chunk split up)
             self._sent += 1
             key = f"bgremove-chunk-{self.token}-{self._sent}"
@@ -269,8 +279,9 @@ class DaskExecutor:
                     self._submit([one])
                 return
             item, future = chunk[0]
-            future.set_result(Outcome(item, Status.failed, "its Dask worker died each time "
-                                      "it was processed (out of memory, or a crash)"))
+            died = FileFailed("its Dask worker died each time it was processed (out of memory, "
+                              "or a crash)", path=item.source)
+            future.set_result(Outcome(item, Status.failed, failure=died))
             return
         except CancelledError:
             error = SetupError("the Dask cluster dropped this job's work (scheduler lost?)")
@@ -287,11 +298,11 @@ class DaskExecutor:
             elif isinstance(answer, StopBatch):
                 future.set_exception(answer)
             else:
-                status, error, size, ms, detail = answer
+                status, error, size, ms = answer
                 if status == Status.skipped.value:  # made up to date by someone else meanwhile
                     item = replace(item, reason=UP_TO_DATE)
-                future.set_result(Outcome(item, Status(status), error, bytes=size, ms=ms,
-                                          detail=detail))
+                future.set_result(Outcome(item, Status(status), bytes=size, ms=ms,
+                                          failure=error))
 
 
 def filesystem_now(folder: Path) -> int:

@@ -11,6 +11,7 @@ import typer
 
 from bgremove.commands import reported_errors
 from bgremove.config import DB_ENV
+from bgremove.exits import in_flags
 from bgremove.server.store import KeyStore, StoreMissing, key_id_of, open_store, url_password
 
 DbOption = Annotated[str | None, typer.Option(
@@ -67,7 +68,7 @@ def keys_list(
         except StoreMissing as exc:
             if as_json:
                 typer.echo("[]")
-            typer.echo(f"bgremove: {exc}", err=True)
+            typer.echo(f"bgremove: {in_flags(exc)}", err=True)
             return
     if as_json:
         typer.echo(json.dumps([info.as_dict() for info in keys], indent=2))

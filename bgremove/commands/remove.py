@@ -22,7 +22,7 @@ from bgremove.commands import ConfigOption, reported_errors
 from bgremove.config import DEFAULTS, SETTING_NAMES, Settings
 from bgremove.config import load as load_settings
 from bgremove.errors import UsageError
-from bgremove.exits import in_flags
+from bgremove.exits import exit_code_of, in_flags
 from bgremove.naming import STDIO
 from bgremove.options import Mode, OutputFormat
 from bgremove.plan import Shard
@@ -91,7 +91,7 @@ class Job:
 
 def open_remote(settings: Settings) -> bgremove.RemoteSession:
     """The API client the settings ask for."""
-    from bgremove.apikey import api_key_from
+    from bgremove.config import api_key_from
 
     key = api_key_from(settings)
     if key is None:
@@ -242,10 +242,13 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
             summary = batch.run(session, workers=workers, on_progress=reporter.update,
                                 count_ahead=console.animated, executor=executor)
             if job.watch and not (summary.interrupted or summary.stopped):
-                from bgremove.watch import follow
+                from bgremove.watch import Watch, follow
 
-                summary = follow(batch, session, summary, workers=workers,
-                                 on_progress=reporter.update, on_wait=console.waiting)
+                watching = Watch()  # Ctrl-C and SIGTERM now stop the watch
+                with interrupts.calling(watching.stop):
+                    summary = follow(batch, session, summary, workers=workers,
+                                     on_progress=reporter.update, on_wait=console.waiting,
+                                     watch=watching)
         finally:
             # An abandoned batch may still have threads inside the session: leave it open.
             if session is not None and not (summary is not None and summary.abandoned):
@@ -397,8 +400,8 @@ def remove(
     if summary.abandoned:
         from bgremove.interrupts import exit_now
 
-        exit_now(summary.exit_code)
-    raise typer.Exit(summary.exit_code)
+        exit_now(exit_code_of(summary))
+    raise typer.Exit(exit_code_of(summary))
 
 
 def _given_on_command_line(ctx: typer.Context) -> dict[str, object]:

@@ -13,7 +13,7 @@ from io import BytesIO
 from typing import IO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from bgremove.errors import ImageError, NotAnImage, Option
 
@@ -80,13 +80,13 @@ class Decoded:
     alpha: np.ndarray | None  # uint8, H x W, or None when the input was opaque
 
 
-def open_image(data: bytes | IO[bytes]) -> Image.Image:
+def open_image(data: bytes | IO[bytes]) -> ImageFile.ImageFile:
     """Open image bytes, or a file of them, lazily (header only), refusing what is not an image
     we read."""
     return _open(BytesIO(data) if isinstance(data, bytes) else data)
 
 
-def _open(fp: IO[bytes]) -> Image.Image:
+def _open(fp: IO[bytes]) -> ImageFile.ImageFile:
     """`Image.open(fp, formats=...)` less its bomb check, which reads Pillow's process-wide
     MAX_IMAGE_PIXELS: headers past twice MAX_DECODE_PIXELS are refused here, and check_size
     holds the rest to MAX_DECODE_PIXELS or MAX_PIXELS."""
@@ -99,7 +99,7 @@ def _open(fp: IO[bytes]) -> Image.Image:
                 if not known or isinstance(known, str):  # a str: the format's plugin is missing
                     continue
                 fp.seek(0)
-                image = factory(fp, None)
+                image = factory(fp, "")  # as Image.open names a file object
             except (SyntaxError, IndexError, TypeError, struct.error):
                 continue  # not this format after all, as Image.open tries the next
             width, height = image.size
@@ -135,7 +135,8 @@ def check_header(file: IO[bytes], *, max_pixels: int = MAX_PIXELS,
     """Refuse, with the error `decode` would raise, what the header alone shows: no image, an
     empty file, an image over the size limit. Nothing is decoded (for --dry-run)."""
     with _open(file) as image:
-        check_size(*image.size, max_pixels, max_size)
+        width, height = image.size
+        check_size(width, height, max_pixels, max_size)
 
 
 def fitted_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:
@@ -177,7 +178,7 @@ def decode(data: bytes, *, max_pixels: int = MAX_PIXELS, max_size: int | None = 
         # least one bit on every 8x8 block, so fewer bits after the headers than the image has
         # blocks cannot be the whole image. Arithmetic-coded JPEGs (SOF9-15, rare) can go below
         # that bound, so they are let through.
-        if image.format == "JPEG":
+        if image.format == "JPEG" and image.fp is not None:  # open until loaded
             headers = image.fp.tell()  # where the first scan's data begins
             blocks = -(-image.width // 8) * -(-image.height // 8)
             arithmetic = any(marker in data[:headers] for marker in (

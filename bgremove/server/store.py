@@ -28,15 +28,18 @@ import os
 import re
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from bgremove.errors import Option, UsageError
 from bgremove.errors import StoreError as StoreError  # the store's errors, by their old address
 from bgremove.errors import StoreMissing as StoreMissing
 from bgremove.errors import StoreUnavailable as StoreUnavailable
 from bgremove.errors import UnknownKeyId as UnknownKeyId
-from bgremove.errors import UsageError
 
+# The key store of `bgremove serve` and `bgremove keys` (their --db): a server's, not a run's.
+DB_ENV = "BGREMOVE_DB"
 KEY_PREFIX = "bgr_"
 _ID_HEX = 12  # 48 bits: collisions are re-drawn, and ids are not secret anyway
 _KEY_RE = re.compile(rf"^{KEY_PREFIX}([0-9a-f]{{{_ID_HEX}}})_[A-Za-z0-9_-]{{43}}$")
@@ -121,10 +124,13 @@ def default_db_path() -> Path:
     return base / "bgremove" / "keys.sqlite3"
 
 
+def db_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The key store `$BGREMOVE_DB` names, if any (an empty variable counts as unset)."""
+    return (os.environ if environ is None else environ).get(DB_ENV) or None
+
+
 def default_location() -> str:
     """`$BGREMOVE_DB`, else the default SQLite file."""
-    from bgremove.config import db_from_env
-
     return db_from_env() or str(default_db_path())
 
 
@@ -189,8 +195,8 @@ def open_store(location: str | os.PathLike[str] | None = None, *,
         raise UsageError(f"unknown database {redact(text)!r}: use a file path, sqlite:///PATH "
                          "or postgresql://USER@HOST/DBNAME")
     if not create and not Path(text).exists():
-        raise StoreMissing(f"no key database at {text} (`bgremove keys create` makes one; "
-                           "--db or BGREMOVE_DB names another)")
+        raise StoreMissing(f"no key database at {text} (`bgremove keys create` makes one; ",
+                           Option("db"), " or BGREMOVE_DB names another)", path=text)
     from bgremove.server.sqlite_store import SqliteKeyStore
 
     return SqliteKeyStore(text)
