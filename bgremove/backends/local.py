@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,10 @@ def session_options(threads: int | None):
     # The memory pattern pre-plans one block per run, and every image in flight holds its own:
     # without it, peak memory with two images in flight is ~170 MB lower, at the same speed.
     opts.enable_mem_pattern = False
+    # Errors only from onnxruntime's logger, for this session alone: its warnings (nodes left on
+    # the CPU by an accelerator's provider, unused initialisers) are not for our users, and the
+    # session says itself what matters (LocalSession.device_warning).
+    opts.log_severity_level = 3
     return opts
 
 
@@ -190,9 +193,12 @@ class LocalSession(SessionBase):
         if self.precision is Precision.int8:
             self.model_name = f"{BUNDLED}-int8"
         self.threads = threads or usable_cores()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.segmenter = load_segmenter(model, self.threads, placement.providers)
+        # No warnings filter here: filters are process-wide (the host program's too) and a
+        # `catch_warnings` block is not thread-safe while sessions are built on worker threads.
+        # onnxruntime's own warnings go through its logger, quieted per session
+        # (session_options); the providers asked for are installed ones (devices.place), so its
+        # Python warning about missing ones does not arise.
+        self.segmenter = load_segmenter(model, self.threads, placement.providers)
         self.providers: list[str] = self.segmenter.providers
         # set when an accelerator was asked for but the model runs on the CPU
         self.device_warning = warning(placement, self.providers)

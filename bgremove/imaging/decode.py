@@ -8,6 +8,7 @@ formats with no signature to recognise them by (TGA), which would take stray fil
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from typing import IO
@@ -43,7 +44,13 @@ _SIGNATURES: tuple[tuple[str, bytes], ...] = (
 )
 SNIFF_BYTES = 16
 
-_formats: tuple[str, ...] | None = None
+# Pillow's opener of a format: (factory, accept), as Image.OPEN holds them.
+Opener = tuple[Callable[..., ImageFile.ImageFile], Callable[[bytes], bool | str] | None]
+_openers: dict[str, Opener] | None = None
+# The HEIF brands pillow-heif's own Pillow opener accepts (pillow_heif.as_plugin); AVIF, its
+# sibling, is Pillow's own.
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1",
+                b"msf1")
 
 
 def sniff(head: bytes) -> str | None:
@@ -57,19 +64,30 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def _readable_formats() -> tuple[str, ...]:
-    """FORMATS that this Pillow can open (HEIF with the optional pillow-heif plugin: iPhones)."""
-    global _formats
-    if _formats is None:
-        try:
-            from pillow_heif import register_heif_opener
-        except ImportError:
-            pass
-        else:
-            register_heif_opener()
+def _readable_openers() -> dict[str, Opener]:
+    """The openers of the FORMATS that this Pillow can open, in FORMATS' order (HEIF with the
+    optional pillow-heif plugin: iPhones).
+
+    pillow-heif's opener is used here without being registered with Pillow
+    (`register_heif_opener` would change what every `Image.open` of the host program opens,
+    and what it saves): only the images bgremove decodes go through it."""
+    global _openers
+    if _openers is None:
         Image.init()
-        _formats = tuple(f for f in FORMATS if f in Image.OPEN)
-    return _formats
+        found: dict[str, Opener] = dict(Image.OPEN)
+        if "HEIF" not in found:
+            try:
+                from pillow_heif import HeifImageFile
+            except ImportError:
+                pass
+            else:
+                found["HEIF"] = (HeifImageFile, _is_heif)
+        _openers = {name: found[name] for name in FORMATS if name in found}
+    return _openers
+
+
+def _is_heif(prefix: bytes) -> bool:
+    return prefix[4:8] == b"ftyp" and prefix[8:12] in _HEIF_BRANDS
 
 
 @dataclass
@@ -92,8 +110,7 @@ def _open(fp: IO[bytes]) -> ImageFile.ImageFile:
     holds the rest to MAX_DECODE_PIXELS or MAX_PIXELS."""
     try:
         prefix = fp.read(16)
-        for name in _readable_formats():
-            factory, accept = Image.OPEN[name]
+        for factory, accept in _readable_openers().values():
             try:
                 known = accept is None or accept(prefix)
                 if not known or isinstance(known, str):  # a str: the format's plugin is missing
