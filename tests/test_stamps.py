@@ -247,6 +247,32 @@ def test_unstamped_outputs_are_made_again_unless_kept(session, samples, tmp_path
     assert stamps.read(out / "coffee.webp") is not None
 
 
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp"])
+def test_an_output_cut_short_is_never_kept_as_up_to_date(session, samples, tmp_path, fmt):
+    """What a power cut can leave of an output written without fsync: its first bytes (a PNG's
+    or JPEG's stamp among them) and not its end. A re-run makes it again, and --check says so;
+    with --keep-unstamped too (a WebP keeps its stamp at its end, so a cut one has none)."""
+    src, out = assets(samples, tmp_path), tmp_path / "build"
+    options = bgremove.RemovalOptions.build(mode="fast", output_format=fmt,
+                                            include_mask=fmt != "jpg")  # JPEG: no transparency
+    assert why(bgremove.remove_batch([src], out, options=options, session=session)) == {
+        "done": {"new": 2}}
+    output = out / f"coffee.{fmt}"
+    whole = output.read_bytes()
+    output.write_bytes(whole[:len(whole) * 2 // 3])
+    assert (stamps.read(output) is not None) is (fmt != "webp")  # the stamp may well survive
+
+    assert check(src, out, options) == {"would process": {"incomplete": 1},
+                                        "skipped": {"up to date": 1}}
+    assert check(src, out, options, keep_unstamped=True) == {
+        "would process": {"incomplete": 1}, "skipped": {"up to date": 1}}
+    again = bgremove.remove_batch([src], out, options=options, session=session)
+    assert why(again) == {"done": {"incomplete": 1}, "skipped": {"up to date": 1}}
+    assert output.read_bytes()[-2:] == whole[-2:] and stamps.read(output) is not None
+    assert why(bgremove.remove_batch([src], out, options=options, session=session)) == {
+        "skipped": {"up to date": 2}}
+
+
 # -- the stamp inside each format -----------------------------------------------------------------
 
 def encoded(fmt: str, **save) -> bytes:
