@@ -32,26 +32,45 @@ def _png() -> bytes:
 
 class Gate(SessionBase):
     """Each image waits in `process` until the test releases it; `started` names each image as
-    it starts (the input's bytes are its name), `returned` as its cut-out is handed back."""
+    it starts (the input's bytes are its name), `returned` as its cut-out is handed back.
+    `cancelled` is set when the batch cancels the session (as it sees a stop). Any input's bytes
+    will do: the cut-out is always the same small PNG."""
 
     kind = "local"
     providers: list[str] = []
     device_warning = None
     model_id = "test gate"
+    model_name = "test gate"
+    threads = 1
     cutout = _png()
 
-    def __init__(self) -> None:
+    def __init__(self, *, open: bool = False) -> None:
         self.started: queue.Queue[str] = queue.Queue()
         self.returned: queue.Queue[str] = queue.Queue()
+        self.cancelled = threading.Event()
         self._open: dict[str, threading.Event] = {}
+        self._all_open = open
         self._lock = threading.Lock()
 
     def _gate(self, name: str) -> threading.Event:
         with self._lock:
-            return self._open.setdefault(name, threading.Event())
+            gate = self._open.setdefault(name, threading.Event())
+            if self._all_open:
+                gate.set()
+            return gate
+
+    def open_all(self) -> None:
+        """Release every image, those in flight and any that starts later."""
+        with self._lock:
+            self._all_open = True
+            for gate in self._open.values():
+                gate.set()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
 
     def process(self, data: bytes, options: RemovalOptions) -> Result:
-        name = data.decode()
+        name = data.decode(errors="replace")
         self.started.put(name)
         assert self._gate(name).wait(WAIT), f"{name} was never released"
         self.returned.put(name)
