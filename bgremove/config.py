@@ -23,9 +23,9 @@ from bgremove.contract import DEFAULT_API_URL, RATE_LIMIT, RATE_WINDOW
 from bgremove.errors import OptionError, UsageError
 from bgremove.options import Mode, OutputFormat, RemovalOptions, parse_bool, parse_color
 
-# The key store's variable (--db of `serve` and `keys`), declared by the store, which reads it.
-from bgremove.server.store import DB_ENV as DB_ENV
-from bgremove.server.store import db_from_env as db_from_env
+# The key store's variable (--db of `serve` and `keys`), declared where the store reads it.
+from bgremove.server.location import DB_ENV as DB_ENV
+from bgremove.server.location import db_from_env as db_from_env
 
 if TYPE_CHECKING:
     from bgremove.apikey import Secret

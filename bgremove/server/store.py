@@ -28,7 +28,6 @@ import os
 import re
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,9 +36,11 @@ from bgremove.errors import StoreError as StoreError  # the store's errors, by t
 from bgremove.errors import StoreMissing as StoreMissing
 from bgremove.errors import StoreUnavailable as StoreUnavailable
 from bgremove.errors import UnknownKeyId as UnknownKeyId
+from bgremove.server.location import DB_ENV as DB_ENV  # by their old address too
+from bgremove.server.location import db_from_env as db_from_env
+from bgremove.server.location import default_db_path as default_db_path
+from bgremove.server.location import default_location
 
-# The key store of `bgremove serve` and `bgremove keys` (their --db): a server's, not a run's.
-DB_ENV = "BGREMOVE_DB"
 KEY_PREFIX = "bgr_"
 _ID_HEX = 12  # 48 bits: collisions are re-drawn, and ids are not secret anyway
 _KEY_RE = re.compile(rf"^{KEY_PREFIX}([0-9a-f]{{{_ID_HEX}}})_[A-Za-z0-9_-]{{43}}$")
@@ -114,24 +115,6 @@ def key_id_of(key: str) -> str | None:
 
 def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8")).digest()
-
-
-def default_db_path() -> Path:
-    """`$XDG_DATA_HOME/bgremove/keys.sqlite3`, else `~/.local/share/bgremove/keys.sqlite3`."""
-    data_home = os.environ.get("XDG_DATA_HOME", "")
-    # The XDG spec says a relative value is invalid and must be ignored.
-    base = Path(data_home) if os.path.isabs(data_home) else Path.home() / ".local" / "share"
-    return base / "bgremove" / "keys.sqlite3"
-
-
-def db_from_env(environ: Mapping[str, str] | None = None) -> str | None:
-    """The key store `$BGREMOVE_DB` names, if any (an empty variable counts as unset)."""
-    return (os.environ if environ is None else environ).get(DB_ENV) or None
-
-
-def default_location() -> str:
-    """`$BGREMOVE_DB`, else the default SQLite file."""
-    return db_from_env() or str(default_db_path())
 
 
 def scheme_of(location: str) -> str:
