@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from bgremove.errors import FileFailed, Option, OptionError
 from bgremove.inputs import settle_output
@@ -89,6 +90,16 @@ class Shard:
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
+
+
+class Plan(Protocol):
+    """What a batch takes its work from: the work items in order (iterated once per run), and
+    how many there are when that is known without a walk (None otherwise)."""
+
+    def __iter__(self) -> Iterator[WorkItem]: ...
+
+    @property
+    def known_count(self) -> int | None: ...
 
 
 class Planner:

@@ -119,14 +119,11 @@ def _signature(path: str) -> tuple[int, int] | None:
 
 class Narrowed:
     """The run's plan narrowed to the files that arrived: each lands where the whole run would
-    put it (mirrored sub-folders, the same names for look-alike files)."""
-
-    listed = None
+    put it (mirrored sub-folders, the same names for look-alike files). A `Plan`."""
 
     def __init__(self, planner: Planner, paths: list[str]):
         self.planner = planner
         self.paths = {os.path.abspath(p) for p in paths}
-        self.inputs, self.output, self.shard = planner.inputs, planner.output, None
 
     @property
     def known_count(self) -> int:
@@ -202,9 +199,7 @@ def follow(first: Batch, session: Session, summary: Summary, *, workers: int,
             if budget <= 0:
                 summary.stopped = credit_limit(first.max_credits)
                 break
-        batch = _batch_like(first, budget)
-        # Narrowed has what a batch reads of its planner (iteration, known_count, listed).
-        batch.planner = Narrowed(planner, ready)  # type: ignore[assignment]
+        batch = _batch_like(first, budget, Narrowed(planner, ready))
         current.append(batch)
         if stop.is_set():  # stopped between the check above and now: its stop() missed it
             batch.stop()
@@ -227,10 +222,10 @@ def _same(a: Path, b: Path) -> bool:
     return os.path.abspath(a) == os.path.abspath(b)
 
 
-def _batch_like(first: Batch, budget: int | None) -> Batch:
-    """A batch with the first one's output and choices, whose plan is set by the caller."""
+def _batch_like(first: Batch, budget: int | None, plan: Narrowed) -> Batch:
+    """A batch with the first one's output and choices, running `plan`."""
     from bgremove.batch import Batch
 
     return Batch(first.planner.inputs, first.planner.output, options=first.options,
                  overwrite=first.overwrite, keep_unstamped=first.keep_unstamped,
-                 max_credits=budget, model_id=first.model_id)
+                 max_credits=budget, model_id=first.model_id, plan=plan)

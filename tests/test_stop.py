@@ -88,8 +88,8 @@ class WatchedThreads(Threads):
     executor (`stop`), drops the work queued and not started, and then asks the executor to
     start what it holds (`flush`), which it does once per turn."""
 
-    def __init__(self, batch: Batch, workers: int):
-        super().__init__(batch, workers)
+    def __init__(self, workers: int):
+        super().__init__(workers)
         self.told = False
         self.acted = threading.Event()
 
@@ -127,7 +127,7 @@ def test_a_stop_finishes_the_work_in_flight_and_drops_the_rest(photos, tmp_path)
     out = tmp_path / "out"
     session = Gate()
     batch = Batch([photos], out)
-    executor = WatchedThreads(batch, 2)
+    executor = WatchedThreads(2)
     runner, ran, outcomes = start(batch, session, executor)
     in_flight = session.take(2, session.started)  # both threads hold an image
     batch.stop()
@@ -155,7 +155,7 @@ def test_a_second_stop_abandons_the_work_in_flight_and_writes_nothing_more(photo
     out = tmp_path / "out"
     session = Gate()
     batch = Batch([photos], out)
-    executor = WatchedThreads(batch, 2)
+    executor = WatchedThreads(2)
     runner, ran, _ = start(batch, session, executor)
     in_flight = session.take(2, session.started)
     batch.stop()

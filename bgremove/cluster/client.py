@@ -35,7 +35,7 @@ from bgremove.precision import choose, model_file
 from bgremove.stamps import UP_TO_DATE, local_model_id
 
 if TYPE_CHECKING:
-    from bgremove.batch import Batch
+    from bgremove.executors import BatchJob
 
 # Files per Dask task. A task costs scheduler time and state, little against an image but not
 # nothing at millions of them; dozens per task make that negligible while a dead worker still
@@ -120,18 +120,16 @@ def wants_gpu(device: str) -> bool:
 class DaskExecutor:
     """Runs a batch's images on a Dask cluster, for `Batch.run(executor=...)`.
 
-    `model`, `device`, `threads`: the session each worker loads (once per worker process).
-    `chunk_size`: files per task. With a GPU `device` on a cluster not started here, tasks ask for
-    the Dask resource `GPU=1`: start GPU workers with `--resources GPU=1`.
+    `model`, `device`, `threads`: the session each worker loads (once per worker process),
+    loaded here, before the run. `chunk_size`: files per task. With a GPU `device` on a cluster
+    not started here, tasks ask for the Dask resource `GPU=1`: start GPU workers with
+    `--resources GPU=1`. The run's options, recipe and output folder come with its BatchJob
+    (`start`).
     """
 
-    def __init__(self, batch: Batch, cluster: Cluster, *, model: str | None = None,
+    def __init__(self, cluster: Cluster, *, model: str | None = None,
                  device: str = "auto", threads: int | None = None, chunk_size: int = CHUNK,
                  precision: str = "auto"):
-        if batch.output_folder is None:
-            raise UsageError(Option("cluster"), " writes into an output folder (",
-                             Option("output", "FOLDER"), "), not one file")
-        self.batch = batch
         self.cluster = cluster
         self.client = cluster.client
         self.chunk_size = chunk_size
@@ -146,8 +144,9 @@ class DaskExecutor:
         self.threads = threads or 1  # each worker thread's inference threads
         # Chosen here, once: every worker then runs (and every stamp names) the same model file.
         precision = choose(precision, model, on_cpu=not wants_gpu(device)).value
-        self.job = ChunkJob(self.token, batch.options, model, device, self.threads,
-                            batch.overwrite, started_ns=0, precision=precision)
+        self.model, self.device, self.precision = model, device, precision
+        self.job: ChunkJob | None = None  # the run's, from start()
+        self.output_folder: Path | None = None
         self.model_id = local_model_id(model_file(model, precision, device))
         self._refresh(force=True)
         if self.workers == 0:
@@ -160,7 +159,7 @@ class DaskExecutor:
                                                 resources=self.resources, precision=precision))
         said = self.client.run(device_warning, model, device, threads or 1, precision)
         self.warnings = sorted({warning for warning in said.values() if warning})
-        self.stop_event = Event(self.job.stop_event, client=self.client)
+        self.stop_event = Event(ChunkJob.stop_event_of(self.token), client=self.client)
         self._held: list[tuple[WorkItem, Future[Outcome]]] = []
         self._chunks: dict[Any, list[tuple[WorkItem, Future[Outcome]]]] = {}
         self._lock = threading.Lock()
@@ -185,6 +184,15 @@ class DaskExecutor:
         self.capacity = self.window * self.chunk_size
 
     # -- the Executor protocol --------------------------------------------------------------------
+
+    def start(self, job: BatchJob) -> None:
+        if job.output_folder is None:
+            raise UsageError(Option("cluster"), " writes into an output folder (",
+                             Option("output", "FOLDER"), "), not one file")
+        self.output_folder = job.output_folder
+        self.job = ChunkJob(self.token, job.options, self.model, self.device, self.threads,
+                            job.overwrite, started_ns=0, recipe=job.recipe,
+                            precision=self.precision)
 
     def submit(self, item: WorkItem) -> Future[Outcome]:
         if item.source is None or item.dest is None:
@@ -231,8 +239,9 @@ class DaskExecutor:
                 yield future.result()
                 continue
             assert item.source is not None and item.dest is not None  # refused by submit()
-            written = (written_earlier(item.source, item.dest, self.job)
-                       if self.job.started_ns else None)
+            job = self.job
+            written = (written_earlier(item.source, item.dest, job)
+                       if job is not None and job.started_ns else None)
             if written is not None and written[0] == Status.done.value:
                 yield Outcome(item, Status.done, bytes=written[2])
             else:
@@ -247,10 +256,9 @@ class DaskExecutor:
             self._submit(chunk)
 
     def _submit(self, chunk: list[tuple[WorkItem, Future[Outcome]]]) -> None:
+        assert self.job is not None and self.output_folder is not None, "start() comes first"
         if not self.job.started_ns:  # taken once the batch has checked the output folder
-            assert self.batch.output_folder is not None  # refused in __init__ if not
-            self.job = replace(self.job, started_ns=filesystem_now(self.batch.output_folder),
-                               recipe=self.batch.recipe)
+            self.job = replace(self.job, started_ns=filesystem_now(self.output_folder))
         files = []
         for item, _ in chunk:
             assert item.source is not None and item.dest is not None  # refused by submit()
@@ -293,8 +301,8 @@ class DaskExecutor:
                 future.set_exception(exc)
             return
         for (item, future), answer in zip(chunk, answers, strict=True):
-            if answer is None:
-                future.set_result(self.batch.not_processed(item))
+            if answer is None:  # the job was stopped first: the batch says why
+                future.set_result(Outcome(item, Status.not_processed))
             elif isinstance(answer, StopBatch):
                 future.set_exception(answer)
             else:

@@ -125,7 +125,12 @@ class ChunkJob:
 
     @property
     def stop_event(self) -> str:
-        return f"bgremove-stop-{self.token}"
+        return self.stop_event_of(self.token)
+
+    @staticmethod
+    def stop_event_of(token: str) -> str:
+        """The name of the Dask Event that stops the job `token`."""
+        return f"bgremove-stop-{token}"
 
 
 # One file's result, light to send back: (status, error, bytes, ms), the error as the object it

@@ -135,7 +135,7 @@ def open_cluster(settings: Settings, batch: bgremove.Batch, mode: str):
                                              images=batch.known_count)[0]
     cluster = dask_cluster.connect(settings.cluster, local_workers=workers)
     try:
-        executor = dask_cluster.DaskExecutor(batch, cluster, model=settings.model,
+        executor = dask_cluster.DaskExecutor(cluster, model=settings.model,
                                              device=settings.device, threads=settings.threads,
                                              precision=settings.precision)
     except BaseException:
