@@ -69,6 +69,7 @@ def start_up_and_chunk_cost(folder: Path, workers: int, chunks: int) -> tuple[fl
     from bgremove.atomic import write_atomic
     from bgremove.cluster.client import filesystem_now
     from bgremove.cluster.worker import run_chunk
+    from bgremove.executors import BatchJob, WriteGate
 
     src, out = folder / "one", folder / "one-out"
     make_photos(src, 1, 64)
@@ -76,8 +77,10 @@ def start_up_and_chunk_cost(folder: Path, workers: int, chunks: int) -> tuple[fl
     started = time.perf_counter()
     batch = bgremove.Batch([str(src)], out)
     with dc.connect(f"local:{workers}") as cluster:
-        executor = dc.DaskExecutor(batch, cluster)
+        executor = dc.DaskExecutor(cluster)
         up = time.perf_counter() - started
+        executor.start(BatchJob(None, batch.options, None, False, out, WriteGate()))
+        assert executor.job is not None
         job = replace(executor.job, started_ns=filesystem_now(out))
         source = next(src.iterdir())
         files = []

@@ -1,18 +1,14 @@
-"""Where the API key comes from, and a wrapper that keeps it out of every message.
+"""A wrapper that keeps the API key out of every message, and the reading of a key file.
 
-The key is a setting like any other (`--api-key`, `BGREMOVE_API_KEY`, `api_key` in the config
-file), or a file holding it (`--api-key-file`, `BGREMOVE_API_KEY_FILE`, `api_key_file`).
+Which of the settings gives the key (`api_key` or `api_key_file`, from the command line, the
+environment or the config file) is the command line's to decide (cli/settings.api_key_from).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from bgremove.errors import UsageError
-
-if TYPE_CHECKING:
-    from bgremove.cli.settings import Settings
+from bgremove.errors import Option, UsageError
 
 
 class Secret:
@@ -50,26 +46,14 @@ def read_key_file(path: Path) -> str:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"--api-key-file {path}: cannot read: {exc.strerror or exc}") from None
+        raise UsageError(Option("api_key_file"), f" {path}: cannot read: {exc.strerror or exc}",
+                         path=path) from None
     except UnicodeDecodeError:
-        raise UsageError(f"--api-key-file {path}: not a text file") from None
+        raise UsageError(Option("api_key_file"), f" {path}: not a text file", path=path) from None
     key = text.strip()
     if not key or any(c.isspace() for c in key):
         # Never quote the content: it may be a key with a typo in it.
-        raise UsageError(f"--api-key-file {path}: expected the key alone on one line")
+        raise UsageError(Option("api_key_file"), f" {path}: expected the key alone on one line",
+                         path=path)
     return key
 
-
-def api_key_from(settings: Settings) -> Secret | None:
-    """The key from `api_key` or `api_key_file`, whichever comes from the stronger source
-    (command line, then environment, then config file); the key itself when both tie."""
-    from bgremove.cli.settings import rank
-
-    def strength(name: str) -> int:
-        return rank(settings.sources.get(name, "default"))
-
-    key_file = settings.api_key_file
-    if key_file is not None and (
-            settings.api_key is None or strength("api_key_file") > strength("api_key")):
-        return Secret(read_key_file(Path(key_file)))
-    return Secret(settings.api_key) if settings.api_key else None

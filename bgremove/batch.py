@@ -11,7 +11,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import replace
 from pathlib import Path
@@ -19,19 +19,19 @@ from typing import TYPE_CHECKING
 
 from bgremove import stamps
 from bgremove.errors import (
-    CreditLimitReached,
     FileFailed,
     NotAnImage,
     Option,
     StopBatch,
     UsageError,
+    credit_limit,
 )
-from bgremove.executors import Executor, Threads, process_item
-from bgremove.files import check_header, check_writable, write_output
+from bgremove.executors import BatchJob, Executor, Threads, WriteGate
+from bgremove.files import check_header, check_writable
 from bgremove.naming import output_is_file, output_suffix
 from bgremove.options import OutputFormat, RemovalOptions
 from bgremove.outcomes import Outcome, Progress, Status, Summary
-from bgremove.plan import Planner, Shard, WorkItem
+from bgremove.plan import Plan, Planner, Shard, WorkItem
 
 if TYPE_CHECKING:
     from bgremove.backends import Session
@@ -47,7 +47,9 @@ class Batch:
     anything is loaded. `run(session)` processes it; `dry_run` says what would be done, without a
     session; `check` is a dry run whose exit code says whether any output is missing or stale;
     `max_credits` caps the credits spent on a remote session; `remote`: the batch is for a remote
-    session, so a dry run refuses what the API would refuse too.
+    session, so a dry run refuses what the API would refuse too. `plan`: the work items, instead
+    of those the inputs make (they still say where outputs go): the watch (watch.py) runs the
+    first run's plan narrowed to the files that arrived.
 
     Outputs that are up to date are kept (stamps.py: made from this input's content, with these
     options, by this model); the rest are made, all of them with `overwrite`. An output with no
@@ -79,19 +81,22 @@ class Batch:
         model_id: str | None = None,
         prune: bool = False,
         remote: bool = False,
+        plan: Plan | None = None,
     ):
-        output = os.fspath(output) if output is not None else None
+        out = os.fspath(output) if output is not None else None
         if isinstance(inputs, (str, os.PathLike)):  # one folder, not its name's letters
             inputs = [inputs]
-        inputs = [os.fspath(p) for p in inputs]
+        named = [os.fspath(p) for p in inputs]
         if options is None:  # `out.jpg` for one input: its extension picks the format
-            implied = (OutputFormat.from_suffix(output_suffix(output))
-                       if listed is None and output_is_file(output, inputs) else None)
+            implied = (OutputFormat.from_suffix(output_suffix(out))
+                       if listed is None and output_is_file(out, named) else None)
             options = RemovalOptions.build(output_format=implied)
         self.options = options
-        self.planner = Planner(inputs, output, self.options.output_format,
+        self.planner = Planner(named, out, self.options.output_format,
                                listed=listed, shard=shard)
-        self.output_folder = None if self.planner.to_file else Path(output)
+        self.plan: Plan = plan if plan is not None else self.planner  # what is run
+        # The folder the outputs go into; None for one output file (or stdout).
+        self.output_folder = (None if self.planner.to_file or out is None else Path(out))
         if prune and (self.output_folder is None or listed is not None or shard is not None):
             raise UsageError(Option("prune"), " needs every input of the output folder: name its "
                              "folders, not a list (", Option("files_from"), "), a part (",
@@ -111,16 +116,12 @@ class Batch:
         self._stops = 0  # counted, not signalled: bumped in a signal handler, polled by run()
         self.stopping = threading.Event()
         self.summary = Summary(dry_run=self.dry_run, check=check)
-        # Writes in progress, and whether new ones are refused (after a second stop).
-        self._writes = threading.Condition()
-        self._writing = 0
-        self._no_more_writes = False
-        self.written: set[WorkItem] = set()
+        self.gate = WriteGate()  # every output is written through it; closed on a second stop
 
     @property
     def known_count(self) -> int | None:
         """How many inputs there are, when known before the walk (files named one by one)."""
-        return self.planner.known_count
+        return self.plan.known_count
 
     def stop(self) -> None:
         """Stop the batch; called twice, abandon the work in flight. Safe in a signal handler."""
@@ -129,35 +130,6 @@ class Batch:
     @property
     def stops(self) -> int:
         return self._stops
-
-    # -- one item, on a worker thread ------------------------------------------------------------
-
-    def process_one(self, item: WorkItem) -> Outcome:
-        return process_item(self.session, self.options, item, self._write, self.recipe)
-
-    def _write(self, item: WorkItem, data: bytes) -> bool:
-        """Write the output unless writing has been stopped; say whether it was written."""
-        with self._writes:
-            if self._no_more_writes:
-                return False
-            self._writing += 1
-        written = False
-        try:
-            write_output(item, data)
-            written = True
-        finally:
-            with self._writes:  # one step with the count, so stop_writing sees both at once
-                self._writing -= 1
-                if written:
-                    self.written.add(item)
-                self._writes.notify_all()
-        return True
-
-    def stop_writing(self) -> None:
-        """Refuse new writes and wait for those under way: after this, no file changes."""
-        with self._writes:
-            self._no_more_writes = True
-            self._writes.wait_for(lambda: self._writing == 0)
 
     # -- the run, on the calling thread ----------------------------------------------------------
 
@@ -177,11 +149,12 @@ class Batch:
         """The item with the reason it is made or kept, and its outcome if it needs no worker
         (None: process it)."""
         if item.error is not None:
-            return item, Outcome(item, Status.failed, item.error)
+            return item, Outcome(item, Status.failed, failure=item.error)
         if item.dest is not None:
             if self.overwrite:
                 reason = stamps.OVERWRITE if item.dest.exists() else stamps.NEW
             else:
+                assert self.recipe is not None  # settled by run() before the first item
                 verdict = stamps.verdict(item.source, item.dest, self.recipe,
                                          keep_unstamped=self.keep_unstamped)
                 if verdict.fresh:
@@ -196,11 +169,9 @@ class Batch:
             except NotAnImage as exc:
                 if item.skip_if_not_image:
                     return item, Outcome(item, Status.not_image)
-                return item, Outcome(item, Status.failed, str(exc), detail=exc.detail,
-                                     failure=exc)
+                return item, Outcome(item, Status.failed, failure=exc)
             except FileFailed as exc:
-                return item, Outcome(item, Status.failed, str(exc), detail=exc.detail,
-                                     failure=exc)
+                return item, Outcome(item, Status.failed, failure=exc)
             return item, Outcome(item, Status.would_process)
         return item, None
 
@@ -214,57 +185,18 @@ class Batch:
         images elsewhere instead (a `bgremove.cluster.DaskExecutor`; then no session here)."""
         if session is None and executor is None and not (self.dry_run or self._stops):
             raise ValueError("a batch needs a session, unless it is a dry run (or stopped)")
-        from bgremove.parallel import workers_for
-
         self.session = session
-        self.recipe = stamps.Recipe.of(self.options, self._model_id(session, executor))
-        if executor is None:
-            self.workers = workers or workers_for(session, images=self.known_count,
-                                                  mode=self.options.mode.value)
-            executor = Threads(self, self.workers)
-        else:
-            self.workers = executor.workers
         self.on_progress = on_progress
+        executor = self._start(session, executor, workers)
         if count_ahead:
             threading.Thread(target=self._count, daemon=True, name="bgremove-count").start()
         summary = self.summary
         started = time.perf_counter()
-        items = iter(self.planner)
+        items = iter(self.plan)
         pending: dict[Future[Outcome], WorkItem] = {}
         exhausted = False
         try:
-            if self.output_folder is not None and not self.dry_run:
-                check_writable(self.output_folder)
-            while True:
-                try:
-                    if self._take_stops():
-                        break
-                    if self.stopping.is_set():
-                        executor.stop()
-                        # Queued work that has not started yet is dropped now, not waited for.
-                        for future in [f for f in pending if f.cancel()]:
-                            self._record(self.not_processed(pending.pop(future)))
-                    exhausted = self._feed(items, pending, executor) or exhausted
-                    executor.flush()
-                    if not pending:
-                        if exhausted or self.stopping.is_set():
-                            break
-                        continue
-                    done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        item = pending.pop(future)
-                        try:
-                            outcome = future.result()
-                        except StopBatch as exc:
-                            summary.stopped = summary.stopped or exc
-                            self.stopping.set()
-                            outcome = Outcome(item, Status.not_processed, str(exc))
-                        with self._writes:
-                            self.written.discard(item)
-                        self._record(outcome)
-                except KeyboardInterrupt:
-                    # Without a signal handler (see interrupts.py) Ctrl-C arrives as an exception.
-                    self.stop()
+            exhausted = self._loop(items, pending, executor)
         except StopBatch as exc:  # the output folder cannot be written
             summary.stopped = exc
         finally:
@@ -273,28 +205,99 @@ class Batch:
             for outcome in executor.abandon(pending):
                 self._record(outcome)
         if not exhausted:
-            # Name what is left, so the user knows what the next run will do: all of it when the
-            # API, the setup or the credit budget stopped the batch; after Ctrl-C, what a second
-            # of walking finds (the user wants out, not a walk of a million files).
-            deadline = time.monotonic() + (1.0 if summary.interrupted else math.inf)
-            left = 0
-            for item in items:
-                left += 1
-                summary.found += 1
-                self._record(self.not_processed(item))
-                if time.monotonic() > deadline:
-                    break
-            else:
-                exhausted = True
-            if left and summary.stopped is None and not summary.interrupted and (
-                    self.max_credits is not None):
-                summary.stopped = CreditLimitReached(
-                    f"spent the {self.max_credits} credits this run may use (--max-credits)")
+            exhausted = self._name_the_rest(items)
         summary.walk_done = exhausted or summary.walk_done
         if self.prune:
             self._prune(exhausted)
         summary.seconds = time.perf_counter() - started
         return summary
+
+    def _start(self, session: Session | None, executor: Executor | None,
+               workers: int | None) -> Executor:
+        """Settle the recipe the outputs are stamped with, size the executor (this process's
+        threads, unless one is given) and start it with the run's job."""
+        self.recipe = stamps.Recipe.of(self.options, self._model_id(session, executor))
+        if executor is None:
+            from bgremove.parallel import workers_for
+
+            self.workers = workers or workers_for(session, images=self.known_count,
+                                                  mode=self.options.mode.value)
+            executor = Threads(self.workers)
+        else:
+            self.workers = executor.workers
+        executor.start(BatchJob(session, self.options, self.recipe, self.overwrite,
+                                self.output_folder, self.gate))
+        return executor
+
+    def _loop(self, items: Iterator[WorkItem], pending: dict[Future[Outcome], WorkItem],
+              executor: Executor) -> bool:
+        """Feed the executor and record what it finishes until the plan is over (True), the
+        batch stops, or a second stop abandons the work in flight (False)."""
+        if self.output_folder is not None and not self.dry_run:
+            check_writable(self.output_folder)
+        exhausted = False
+        while True:
+            try:
+                if self._take_stops():
+                    return exhausted
+                if self.stopping.is_set():
+                    self._drop_queued(pending, executor)
+                exhausted = self._feed(items, pending, executor) or exhausted
+                executor.flush()
+                if not pending:
+                    if exhausted or self.stopping.is_set():
+                        return exhausted
+                    continue
+                self._settle(pending, timeout=0.2)
+            except KeyboardInterrupt:
+                # Without a signal handler (see interrupts.py) Ctrl-C arrives as an exception.
+                self.stop()
+
+    def _drop_queued(self, pending: dict[Future[Outcome], WorkItem],
+                     executor: Executor) -> None:
+        """Stopping: queued work that has not started yet is dropped now, not waited for."""
+        executor.stop()
+        for future in [f for f in pending if f.cancel()]:
+            self._record(self.not_processed(pending.pop(future)))
+
+    def _settle(self, pending: dict[Future[Outcome], WorkItem], timeout: float) -> None:
+        """Record the work that finishes within `timeout` seconds (at least one, if any does)."""
+        summary = self.summary
+        done, _ = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            item = pending.pop(future)
+            try:
+                outcome = future.result()
+            except StopBatch as exc:
+                summary.stopped = summary.stopped or exc
+                self.stopping.set()
+                outcome = Outcome(item, Status.not_processed, failure=exc)
+            if outcome.status is Status.not_processed and outcome.error is None:
+                outcome = self.not_processed(outcome.item)  # an executor's, in our words
+            self.gate.recorded(item)
+            self._record(outcome)
+
+    def _name_the_rest(self, items: Iterator[WorkItem]) -> bool:
+        """Name what is left, so the user knows what the next run will do: all of it when the
+        API, the setup or the credit budget stopped the batch; after Ctrl-C, what a second of
+        walking finds (the user wants out, not a walk of a million files). Say whether the plan
+        is over."""
+        summary = self.summary
+        deadline = time.monotonic() + (1.0 if summary.interrupted else math.inf)
+        left = 0
+        exhausted = False
+        for item in items:
+            left += 1
+            summary.found += 1
+            self._record(self.not_processed(item))
+            if time.monotonic() > deadline:
+                break
+        else:
+            exhausted = True
+        if left and summary.stopped is None and not summary.interrupted and (
+                self.max_credits is not None):
+            summary.stopped = credit_limit(self.max_credits)
+        return exhausted
 
     def _prune(self, exhausted: bool) -> None:
         """Remove (list, in a dry run) the stamped outputs that no input of this run made. Only
@@ -305,6 +308,7 @@ class Batch:
                 Status.failed):
             summary.prune_skipped = "not pruned: the run did not go through without a failure"
             return
+        assert self.output_folder is not None  # prune needs one: refused in __init__ if not
         for path in stamps.orphans(self.output_folder, self._ours):
             item = WorkItem(None, path, reason=stamps.INPUT_GONE)
             if self.dry_run:
@@ -313,8 +317,8 @@ class Batch:
             try:
                 path.unlink()
             except OSError as exc:  # named as the file it is, not an output still wanted
-                self._record(Outcome(WorkItem(path, None), Status.failed,
-                                     f"cannot remove it: {exc.strerror or exc}"))
+                failure = FileFailed(f"cannot remove it: {exc.strerror or exc}", path=path)
+                self._record(Outcome(WorkItem(path, None), Status.failed, failure=failure))
             else:
                 self._record(Outcome(item, Status.pruned))
 
@@ -322,16 +326,17 @@ class Batch:
         if self.model_id is not None:
             return self.model_id
         for runner in (session, executor):
-            if getattr(runner, "model_id", None):
-                return runner.model_id
+            named: str | None = getattr(runner, "model_id", None)  # a DaskExecutor has one
+            if named:
+                return named
         from bgremove.precision import model_file  # the model a default session would load
 
         return stamps.local_model_id(model_file(None, "auto"))
 
     def _count(self) -> None:
         """Count the inputs on a second walk (for the progress bar's total)."""
-        if self.planner.listed is not None:
-            return  # a list may be stdin, which can be read only once
+        if self.planner.listed is not None or self.plan is not self.planner:
+            return  # a list may be stdin, which can be read only once; a plan given is not ours
         found = 0
         for _ in Planner(self.planner.inputs, self.planner.output, self.options.output_format,
                          shard=self.planner.shard):
@@ -340,7 +345,7 @@ class Batch:
                 return
         self.summary.counted = found
 
-    def _feed(self, items, pending: dict[Future[Outcome], WorkItem],
+    def _feed(self, items: Iterator[WorkItem], pending: dict[Future[Outcome], WorkItem],
               executor: Executor) -> bool:
         """Take items from the plan until enough are in flight; say whether the plan is over.
 

@@ -159,6 +159,12 @@ class CreditLimitReached(StopBatch):
     reason = "credit limit reached"
 
 
+def credit_limit(spent: int) -> CreditLimitReached:
+    """The error of a run that spent the credits it was allowed (`max_credits`)."""
+    return CreditLimitReached(f"spent the {spent} credits this run may use (",
+                              Option("max_credits"), ")")
+
+
 class DownloadFailed(BgRemoveError):
     """The model could not be fetched or did not verify; nothing was saved."""
 

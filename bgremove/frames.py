@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from bgremove.backends.local import LocalSession
-from bgremove.errors import BgRemoveError, UsageError
+from bgremove.errors import BgRemoveError, Option, UsageError
 from bgremove.imaging.compose import encode
 from bgremove.imaging.decode import MAX_PIXELS
 from bgremove.options import OutputFormat, RemovalOptions
@@ -92,10 +92,10 @@ class FrameSink:
         except (TypeError, ValueError):
             numbered = False
         if not numbered:
-            raise UsageError(f"-o {pattern}: name the files with a number pattern, such as "
-                             "out/%05d.png")
+            raise UsageError(Option("output", pattern), ": name the files with a number "
+                             "pattern, such as out/%05d.png")
         if OutputFormat.from_suffix(Path(pattern).suffix) is None:
-            raise UsageError(f"-o {pattern}: end the name with .png, .webp or .jpg")
+            raise UsageError(Option("output", pattern), ": end the name with .png, .webp or .jpg")
 
     def encode(self, image: Image.Image) -> bytes:
         if self.raw:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from bgremove.errors import BgRemoveError, StopBatch
+from bgremove.errors import BgRemoveError, FileFailed, StopBatch
 from bgremove.plan import WorkItem
 
 
@@ -28,7 +28,12 @@ class Status(str, Enum):
 
 @dataclass(slots=True)
 class Outcome:
-    """What happened to one work item."""
+    """What happened to one work item.
+
+    A failure carries its error object (`failure`, with its parts and fields): `error` is its
+    message in the library's words, and `detail` and `request_id` come from it (a FileFailed's)
+    unless given. An outcome that is no failure may say why in `error` alone (`interrupted`).
+    """
 
     item: WorkItem
     status: Status
@@ -42,7 +47,18 @@ class Outcome:
     # The error behind `error`, with its parts: the command line says it with its flags.
     failure: BgRemoveError | None = field(default=None, repr=False, compare=False)
 
-    def as_dict(self) -> dict:
+    def __post_init__(self) -> None:
+        failure = self.failure
+        if failure is None:
+            return
+        if self.error is None:
+            self.error = str(failure)
+        if isinstance(failure, FileFailed):
+            self.detail = self.detail if self.detail is not None else failure.detail
+            self.request_id = (self.request_id if self.request_id is not None
+                               else failure.request_id)
+
+    def as_dict(self) -> dict[str, object]:
         return {
             "input": None if self.status in (Status.pruned, Status.would_prune)
             else self.item.name,
@@ -111,20 +127,16 @@ class Summary:
                   Status.not_processed: self.not_processed}.get(outcome.status)
         if listed is not None and len(listed) < LISTED:
             listed.append(outcome)
-        elif outcome.status is Status.not_image and len(self.not_images) < LISTED:
+        elif (outcome.status is Status.not_image and outcome.item.source is not None
+              and len(self.not_images) < LISTED):
             self.not_images.append(outcome.item.source)
 
     @property
-    def exit_code(self) -> int:
-        if self.interrupted:
-            return 130
-        if self.stopped is not None:
-            from bgremove.cli.exits import exit_code
-
-            return exit_code(self.stopped)
+    def failed(self) -> bool:
+        """Whether an input failed, or (`check`) an output is missing or stale."""
         stale = self.check and (self.counts[Status.would_process] or
                                 self.counts[Status.would_prune])
-        return 1 if self.counts[Status.failed] or stale else 0
+        return bool(self.counts[Status.failed] or stale)
 
     def why(self, status: Status) -> dict[str, int]:
         """How many outcomes of `status` there were for each reason, most first."""

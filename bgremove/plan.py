@@ -13,10 +13,11 @@ import os
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from bgremove.errors import Option, OptionError
+from bgremove.errors import FileFailed, Option, OptionError
 from bgremove.inputs import settle_output
 from bgremove.naming import IMAGE_SUFFIXES, STDIO, FolderNames, is_cutout_name, placed
 from bgremove.options import OutputFormat
@@ -28,6 +29,8 @@ class WorkItem:
 
     `error` is set for an input that cannot be processed at all (it does not exist, a folder that
     cannot be read, a second photo wanting the same output): it fails as it is, with no output.
+    It is the error itself (a FileFailed, its path set), so its message keeps its parts and the
+    command line can say an option's name as a flag.
     `walked` is set for files found in a folder, which are skipped when they are no image (notes,
     `.DS_Store`), unless their name says they are one: a `.jpg` that is not, like a file named by
     the user that is no image, is a failure. `reason` is set once the batch has compared the
@@ -36,7 +39,8 @@ class WorkItem:
 
     source: Path | None
     dest: Path | None
-    error: str | None = None
+    # compare=False: an error is equal only to itself; two items are alike by their paths.
+    error: FileFailed | None = field(default=None, compare=False)
     walked: bool = False
     reason: str | None = None
 
@@ -88,6 +92,16 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
+class Plan(Protocol):
+    """What a batch takes its work from: the work items in order (iterated once per run), and
+    how many there are when that is known without a walk (None otherwise)."""
+
+    def __iter__(self) -> Iterator[WorkItem]: ...
+
+    @property
+    def known_count(self) -> int | None: ...
+
+
 class Planner:
     """The work items of one run, in order: named inputs first, then listed ones (`listed`: the
     paths of `--files-from`, consumed as they are needed). Bad requests are refused here, when the
@@ -134,7 +148,7 @@ class Planner:
         if not self._keep(source.stem if source else "stdin"):
             return
         if source is not None and not source.exists():
-            yield WorkItem(source, None, error="no such file")
+            yield WorkItem(source, None, error=FileFailed("no such file", path=source))
         else:
             yield WorkItem(source, dest)
 
@@ -176,11 +190,11 @@ class Planner:
                 if not self._keep(key):
                     continue
                 if name is None:  # both its output names are taken by other files here
-                    yield WorkItem(path, None, error=f"same output as {names.owner(path.name)}")
+                    yield WorkItem(path, None, error=_same_output(path, names.owner(path.name)))
                     continue
                 yield _claim(WorkItem(path, out_dir / name), claimed)
             elif self._keep(raw):
-                yield WorkItem(path, None, error="no such file or folder")
+                yield WorkItem(path, None, error=_no_such(path))
 
     def _listed(self) -> Iterator[WorkItem]:
         """Listed paths land under -o at their path as written; a file is named among the files
@@ -196,7 +210,7 @@ class Planner:
                 continue
             if not path.exists():
                 if self._keep(raw):
-                    yield WorkItem(path, None, error="no such file or folder")
+                    yield WorkItem(path, None, error=_no_such(path))
                 continue
             if is_cutout_name(path.name):
                 continue  # bgremove's own output (`find shop -type f` lists them too)
@@ -216,7 +230,7 @@ class Planner:
             if not self._keep((base.parent / key).as_posix()):
                 continue
             if name is None:  # both its output names are taken by other files there
-                yield WorkItem(path, None, error=f"same output as {names.owner(path.name)}")
+                yield WorkItem(path, None, error=_same_output(path, names.owner(path.name)))
             else:
                 yield WorkItem(path, dest_dir / name)
 
@@ -235,7 +249,8 @@ class Planner:
             except OSError as exc:
                 if self._keep((rel_root / rel).as_posix()):
                     yield WorkItem(folder, None, walked=True,
-                                   error=f"cannot read this folder: {exc.strerror or exc}")
+                                   error=FileFailed("cannot read this folder: ",
+                                                    f"{exc.strerror or exc}", path=folder))
                 continue
             files, subfolders = [], []
             for entry in entries:
@@ -260,7 +275,7 @@ class Planner:
                 source = folder / entry.name
                 if name is None:
                     yield WorkItem(source, None, walked=True,
-                                   error=f"same output as {names.owner(entry.name)}")
+                                   error=_same_output(source, names.owner(entry.name)))
                 else:
                     yield WorkItem(source, dest_dir / name, walked=True)
             # The output folder is made when its first output is written, maybe during the walk.
@@ -279,8 +294,17 @@ def _claim(item: WorkItem, claimed: dict[str, str] | None) -> WorkItem:
     if first == str(item.source):
         return item
     return WorkItem(item.source, None, walked=item.walked,
-                    error=f"same output as {first}: {item.dest} (--files-from keeps each "
-                    "file's folders in its output's path)")
+                    error=FileFailed(f"same output as {first}: {item.dest} (",
+                                     Option("files_from"), " keeps each file's folders in its "
+                                     "output's path)", path=item.source))
+
+
+def _no_such(path: Path) -> FileFailed:
+    return FileFailed("no such file or folder", path=path)
+
+
+def _same_output(path: Path, owner: str) -> FileFailed:
+    return FileFailed(f"same output as {owner}", path=path)
 
 
 def _identity(path: Path) -> tuple[int, int]:

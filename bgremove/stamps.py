@@ -10,10 +10,14 @@ bytes of the file (plus a few seeks past a WebP's image data), never a decode:
      "input": {"sha256": "9f86...", "size": 48211, "mtime_ns": 1764780000000000000}}
 
 An output is up to date when its stamp has this pipeline version, this model, these options and
-this input. The input is compared by size and modification time first (a `stat`, no read); only
-when the time differs is the content hashed, and the hash decides (a fresh checkout or a copy
-touches every file without changing one). An output without a stamp (written by hand, or by a
-bgremove before stamps) is redone unless the batch keeps unstamped outputs.
+this input, and the file is whole: it ends as its format ends (PNG's IEND chunk, JPEG's EOI
+marker, WebP's RIFF size), so an output cut short after its stamp (the stamp of a PNG or JPEG is
+in its first bytes) is made again, never kept. atomic.py fsyncs each output before it gets its
+name; this check holds whatever else cut a file short. The input is compared by size and
+modification time first (a `stat`, no read); only when the time differs is the content hashed,
+and the hash decides (a fresh checkout or a copy touches every file without changing one). An
+output without a stamp (written by hand, or by a bgremove before stamps) is redone unless the
+batch keeps unstamped outputs.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
+from typing import BinaryIO
 from xml.sax.saxutils import escape, unescape
 
 from bgremove.options import RemovalOptions
@@ -51,6 +56,7 @@ OPTIONS_CHANGED = "options changed"
 INPUT_CHANGED = "input changed"
 FROM_STDIN = "stdin"  # an image piped in cannot be compared: always made
 INPUT_GONE = "input gone"  # a stamped output that no input of the run makes: pruned
+INCOMPLETE = "incomplete"  # its end is missing (a power cut while it was written): redone
 UP_TO_DATE = "up to date"
 
 _KEYWORD = b"bgremove"  # the PNG tEXt keyword, and the JPEG comment's first word
@@ -175,7 +181,7 @@ def verdict(source: Path | None, dest: Path, recipe: Recipe, *,
             keep_unstamped: bool = False) -> Verdict:
     """Whether the output `dest` is up to date for `source` made with `recipe`, and why (not)."""
     try:
-        text = read(dest)
+        text, kind, whole = _inspect(dest)
     except FileNotFoundError:
         return Verdict(False, NEW)
     except OSError:
@@ -184,7 +190,13 @@ def verdict(source: Path | None, dest: Path, recipe: Recipe, *,
         return Verdict(False, FROM_STDIN)
     stamp = _parse(text)
     if stamp is None:
+        if kind == "webp" and not whole:
+            # A WebP keeps its stamp at its end: one of ours cut short has lost it. Other
+            # unstamped files are the user's ("no stamp"), kept with keep_unstamped.
+            return Verdict(False, INCOMPLETE)
         return Verdict(keep_unstamped, KEPT_UNSTAMPED if keep_unstamped else UNSTAMPED)
+    if not whole:
+        return Verdict(False, INCOMPLETE)
     # What the user changed is named before what bgremove did: the pipeline's number depends on
     # the mode, so another mode is "options changed", not "bgremove changed".
     if stamp.get("options") != json.loads(recipe.options):
@@ -264,15 +276,34 @@ def embed(data: bytes, text: str) -> bytes:
 def read(path: Path) -> str | None:
     """The stamp in the image file at `path`, from its header (None: it has none, or it is no
     PNG, WebP or JPEG). Raises OSError when the file cannot be read (FileNotFoundError: none)."""
+    return _inspect(path)[0]
+
+
+_PNG_END = b"\0\0\0\0IEND\xaeB`\x82"  # the IEND chunk: empty, and its CRC
+_JPEG_END = b"\xff\xd9"  # EOI: Pillow's encoder writes nothing after it
+
+
+def _inspect(path: Path) -> tuple[str | None, str | None, bool]:
+    """The file's stamp (as `read`), its kind (png, webp, jpeg; None: none of them), and
+    whether it is whole: it ends as its kind ends. One open, and a seek to the end."""
     with open(path, "rb") as f:
         head = f.read(12)
         if head.startswith(b"\x89PNG\r\n\x1a\n"):
-            return _png_read(f)
+            return _png_read(f), "png", _ends_with(f, _PNG_END)
         if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-            return _webp_read(f)
+            riff_end = 8 + int.from_bytes(head[4:8], "little")
+            return _webp_read(f), "webp", os.fstat(f.fileno()).st_size == riff_end
         if head[:2] == b"\xff\xd8":
-            return _jpeg_read(f)
-    return None
+            return _jpeg_read(f), "jpeg", _ends_with(f, _JPEG_END)
+    return None, None, False
+
+
+def _ends_with(f: BinaryIO, end: bytes) -> bool:
+    size = os.fstat(f.fileno()).st_size
+    if size < len(end):
+        return False
+    f.seek(size - len(end))
+    return f.read(len(end)) == end
 
 
 def _decode(payload: bytes) -> str | None:

@@ -18,15 +18,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bgremove.cli import interrupts
-from bgremove.errors import CreditLimitReached, UsageError
+from bgremove.errors import Option, UsageError, credit_limit
 from bgremove.naming import STDIO, is_cutout_name
 from bgremove.plan import Planner, WorkItem
 
 if TYPE_CHECKING:
     from bgremove.backends import Session
     from bgremove.batch import Batch
-    from bgremove.outcomes import Progress, Summary
+    from bgremove.outcomes import Outcome, Progress, Summary
 
 # How long a changed file must stay unchanged (size and modification time) before it is read.
 # Copies and downloads write in bursts; half a second of quiet is long past a burst's gaps on a
@@ -42,22 +41,23 @@ TEMPORARY_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".dow
 def refuse(job, settings) -> None:
     """What --watch cannot do, said before anything is processed; and the watcher, imported."""
     if job.image_on_stdin or job.image_on_stdout or job.files_from is not None:
-        raise UsageError("--watch follows folders: name input folders and -o FOLDER, not stdin, "
-                         "stdout (-) or --files-from")
-    for flag, given in (("--dry-run", job.dry_run), ("--check", job.check),
-                        ("--prune", job.prune), ("--shard", job.shard is not None),
-                        ("--cluster", settings.cluster is not None)):
+        raise UsageError(Option("watch"), " follows folders: name input folders and ",
+                         Option("output", "FOLDER"), ", not stdin, stdout (-) or ",
+                         Option("files_from"))
+    for name, given in (("dry_run", job.dry_run), ("check", job.check),
+                        ("prune", job.prune), ("shard", job.shard is not None),
+                        ("cluster", settings.cluster is not None)):
         if given:
-            raise UsageError(f"--watch keeps processing what arrives: it cannot be combined "
-                             f"with {flag}")
+            raise UsageError(Option("watch"), " keeps processing what arrives: it cannot be "
+                             "combined with ", Option(name), option="watch")
     if not any(Path(raw).is_dir() for raw in job.inputs):
-        raise UsageError("--watch follows folders: name at least one input folder")
+        raise UsageError(Option("watch"), " follows folders: name at least one input folder")
     try:
         import watchfiles  # noqa: F401
     except ModuleNotFoundError as exc:
         if exc.name != "watchfiles":
             raise
-        raise UsageError("--watch needs watchfiles, which is missing from this install: "
+        raise UsageError(Option("watch"), " needs watchfiles, which is missing from this install: "
                          "pip install watchfiles (or reinstall bgremove)") from None
 
 
@@ -119,14 +119,11 @@ def _signature(path: str) -> tuple[int, int] | None:
 
 class Narrowed:
     """The run's plan narrowed to the files that arrived: each lands where the whole run would
-    put it (mirrored sub-folders, the same names for look-alike files)."""
-
-    listed = None
+    put it (mirrored sub-folders, the same names for look-alike files). A `Plan`."""
 
     def __init__(self, planner: Planner, paths: list[str]):
         self.planner = planner
         self.paths = {os.path.abspath(p) for p in paths}
-        self.inputs, self.output, self.shard = planner.inputs, planner.output, None
 
     @property
     def known_count(self) -> int:
@@ -142,22 +139,32 @@ class Narrowed:
                     return
 
 
+class Watch:
+    """The handle that stops a watch: `stop()` (safe in a signal handler, as the command line's
+    Ctrl-C and SIGTERM call it) ends the waiting and stops the batch in progress, whose files in
+    flight are finished and written; a second `stop()` abandons them, as for a batch."""
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self.current: list[Batch] = []  # the batch in progress
+
+    def stop(self) -> None:
+        self.stopped.set()
+        for batch in list(self.current):
+            batch.stop()
+
+
 def follow(first: Batch, session: Session, summary: Summary, *, workers: int,
            on_progress: Progress, on_wait: Callable[[Summary], None] | None = None,
-           stop_event: threading.Event | None = None) -> Summary:
+           watch: Watch | None = None) -> Summary:
     """Watch the inputs of the batch `first` (which has run) and process what arrives with
-    `session` on `workers` threads, adding each outcome to `summary`, until SIGINT or SIGTERM (or
-    `stop_event`, or a stop such as no more credits). Files in progress are finished and
-    written. `on_wait(summary)` is called whenever the watch goes back to waiting."""
+    `session` on `workers` threads, adding each outcome to `summary`, until `watch.stop()` (or
+    a stop such as no more credits). Files in progress are finished and written.
+    `on_wait(summary)` is called whenever the watch goes back to waiting."""
     import watchfiles
 
-    stop = stop_event or threading.Event()
-    current: list[Batch] = []  # the batch in progress, for a signal to stop
-
-    def on_signal() -> None:
-        stop.set()
-        for batch in current:
-            batch.stop()
+    watch = watch or Watch()
+    stop, current = watch.stopped, watch.current
 
     planner = first.planner
     roots = [Path(raw) for raw in planner.inputs if raw != STDIO and Path(raw).exists()]
@@ -168,47 +175,44 @@ def follow(first: Batch, session: Session, summary: Summary, *, workers: int,
     arrivals = Arrivals(roots, [output] if output is not None and inside else [])
     started = time.perf_counter() - summary.seconds
 
-    def record(outcome, _sub) -> None:
+    def record(outcome: Outcome, _sub: Summary) -> None:
         summary.add(outcome)
         summary.found += 1
         on_progress(outcome, summary)
 
-    with interrupts.calling(on_signal):
-        if on_wait is not None:
+    if on_wait is not None:
+        on_wait(summary)
+    watcher = watchfiles.watch(*roots, watch_filter=None, debounce=TICK_MS, step=20,
+                               rust_timeout=TICK_MS, yield_on_timeout=True,
+                               stop_event=stop, raise_interrupt=False)
+    for changes in watcher:
+        now = time.monotonic()
+        for change, path in changes:
+            if change is not watchfiles.Change.deleted:
+                arrivals.note(path, now)
+        ready = arrivals.settled(now)
+        if not ready or stop.is_set():
+            continue
+        budget = None
+        if first.max_credits is not None:
+            budget = first.max_credits - summary.credits_spent
+            if budget <= 0:
+                summary.stopped = credit_limit(first.max_credits)
+                break
+        batch = _batch_like(first, budget, Narrowed(planner, ready))
+        current.append(batch)
+        if stop.is_set():  # stopped between the check above and now: its stop() missed it
+            batch.stop()
+        sub = batch.run(session, workers=workers, on_progress=record)
+        current.clear()
+        summary.abandoned = summary.abandoned or sub.abandoned
+        if sub.stopped is not None:
+            summary.stopped = sub.stopped
+            break
+        if sub.abandoned:
+            break
+        if on_wait is not None and not stop.is_set():
             on_wait(summary)
-        watcher = watchfiles.watch(*roots, watch_filter=None, debounce=TICK_MS, step=20,
-                                   rust_timeout=TICK_MS, yield_on_timeout=True,
-                                   stop_event=stop, raise_interrupt=False)
-        for changes in watcher:
-            now = time.monotonic()
-            for change, path in changes:
-                if change is not watchfiles.Change.deleted:
-                    arrivals.note(path, now)
-            ready = arrivals.settled(now)
-            if not ready or stop.is_set():
-                continue
-            budget = None
-            if first.max_credits is not None:
-                budget = first.max_credits - summary.credits_spent
-                if budget <= 0:
-                    summary.stopped = CreditLimitReached(
-                        f"spent the {first.max_credits} credits this run may use "
-                        "(--max-credits)")
-                    break
-            batch = _batch_like(first, budget)
-            # Narrowed has what a batch reads of its planner (iteration, known_count, listed).
-            batch.planner = Narrowed(planner, ready)  # type: ignore[assignment]
-            current.append(batch)
-            sub = batch.run(session, workers=workers, on_progress=record)
-            current.clear()
-            summary.abandoned = summary.abandoned or sub.abandoned
-            if sub.stopped is not None:
-                summary.stopped = sub.stopped
-                break
-            if sub.abandoned:
-                break
-            if on_wait is not None and not stop.is_set():
-                on_wait(summary)
     summary.walk_done = True
     summary.seconds = time.perf_counter() - started
     return summary
@@ -218,10 +222,10 @@ def _same(a: Path, b: Path) -> bool:
     return os.path.abspath(a) == os.path.abspath(b)
 
 
-def _batch_like(first: Batch, budget: int | None) -> Batch:
-    """A batch with the first one's output and choices, whose plan is set by the caller."""
+def _batch_like(first: Batch, budget: int | None, plan: Narrowed) -> Batch:
+    """A batch with the first one's output and choices, running `plan`."""
     from bgremove.batch import Batch
 
     return Batch(first.planner.inputs, first.planner.output, options=first.options,
                  overwrite=first.overwrite, keep_unstamped=first.keep_unstamped,
-                 max_credits=budget, model_id=first.model_id)
+                 max_credits=budget, model_id=first.model_id, plan=plan)

@@ -135,6 +135,73 @@ def test_errors_cross_processes_with_their_parts():
     assert failed.request_id == "r1" and str(failed) == "x"
 
 
+# The command line's own modules: the only ones whose words may name flags (issue 33 moves them
+# into bgremove/cli/, also left out below).
+CLI_MODULES = {"cli.py", "exits.py", "interrupts.py", "config.py", "report.py", "progress.py",
+               "redirect.py"}
+
+
+def _cli_flags() -> set[str]:
+    """Every option of every command, as the command line spells it (`--max-size`, `-o`)."""
+    import typer
+
+    from bgremove.cli import app
+
+    flags: set[str] = set()
+    stack = [typer.main.get_command(app)]
+    while stack:
+        command = stack.pop()
+        flags.update(opt for param in command.params for opt in (*param.opts,
+                                                                   *param.secondary_opts)
+                     if opt.startswith("-") and opt not in ("--help", "-h"))
+        stack.extend(getattr(command, "commands", {}).values())  # a group's commands
+    return flags
+
+
+def test_no_library_message_names_a_flag():
+    """The library says `max_credits` (errors.Option); only the command line says
+    `--max-credits`. Every string in a library module other than a docstring is checked
+    against the flags of every command."""
+    import ast
+    import re
+    from pathlib import Path
+
+    flags = _cli_flags()
+    assert {"--max-credits", "--files-from", "-o"} <= flags
+    root = Path(bgremove.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root)
+        if relative.parts[0] in ("cli", "commands") or str(relative) in CLI_MODULES:
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                           ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and id(node) not in docstrings):
+                named = set(re.findall(r"(?<![\w-])--?[a-z][a-z0-9-]*", node.value)) & flags
+                if named:
+                    found.append(f"{relative}:{node.lineno}: {sorted(named)}")
+    assert found == []
+
+
+def test_work_items_and_outcomes_carry_their_error_objects(tmp_path):
+    from bgremove.cli.exits import outcome_error
+
+    missing = tmp_path / "missing.jpg"
+    batch = bgremove.Batch([missing, tmp_path / "other.jpg"], tmp_path / "out", dry_run=True)
+    item = next(iter(batch.plan))
+    assert isinstance(item.error, bgremove.FileFailed) and item.error.path == missing
+    summary = batch.run()
+    failure = summary.failures[0]
+    assert isinstance(failure.failure, bgremove.FileFailed) and failure.failure.path == missing
+    assert failure.error == "no such file or folder"
+    assert outcome_error(failure) == "no such file or folder"
+
+
 def test_import_and_decode_leave_pillows_limit_and_warnings_alone():
     # numpy, imported first, adds filters of its own; bgremove adds none, nor changes the limit.
     # The 99 MP photo is over Pillow's default limit: opened the usual way, it would warn.

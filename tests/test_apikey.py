@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bgremove.apikey import Secret, api_key_from
-from bgremove.cli.settings import load
+from bgremove.apikey import Secret
+from bgremove.cli.settings import api_key_from, load
 from bgremove.errors import UsageError
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bgremove.atomic import create_part, is_part_of, part_name, write_atomic
+from bgremove.atomic import AtomicFile, create_part, is_part_of, part_name, write_atomic
 from bgremove.models import BUNDLED_PATH
 from tests.test_models import mirror, sha256  # noqa: F401 - the model mirror fixture
 
@@ -69,7 +69,7 @@ def test_a_batch_and_a_model_pull_leave_the_umask_alone(samples, tmp_path, mirro
         summary = bgremove.remove_batch([photo, photo.with_name(photo.name)], tmp_path / "out",
                                         session=session, workers=2,
                                         options=bgremove.RemovalOptions(mode=bgremove.Mode.fast))
-    assert summary.exit_code == 0 and list((tmp_path / "out").iterdir())
+    assert not summary.failed and list((tmp_path / "out").iterdir())
 
     base, root = mirror
     shutil.copy(BUNDLED_PATH, root / "m.onnx")
@@ -78,3 +78,39 @@ def test_a_batch_and_a_model_pull_leave_the_umask_alone(samples, tmp_path, mirro
     assert stat.S_IMODE(dest.stat().st_mode) == 0o666 & ~UMASK
     assert umask_calls == []
     assert [p.name for p in Path(dest.parent).iterdir()] == ["m.onnx"]
+
+
+def test_a_commit_syncs_the_data_before_the_name_and_the_folder_after(tmp_path, monkeypatch):
+    """The order that makes an output durable: the part file's data reaches the disk before the
+    rename gives it its name, and the folder (the rename) after. Spied, not replaced: the real
+    calls run."""
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        calls.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    write_atomic(tmp_path / "a.png", b"data")
+    assert calls == ["fsync file", "rename", "fsync folder"]
+    calls.clear()
+    write_atomic(tmp_path / "b.png", b"data", durable=False)
+    assert calls == ["rename"]
+
+
+def test_a_commit_that_fails_leaves_the_old_file_and_no_part(tmp_path):
+    dest = tmp_path / "report.json"
+    dest.write_text("old")
+    with pytest.raises(RuntimeError), AtomicFile(dest, encoding="utf-8") as out:
+        out.write("half of the new")
+        raise RuntimeError("the run broke")
+    assert dest.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+    with AtomicFile(dest, encoding="utf-8") as out:
+        out.write("new")
+    assert dest.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["report.json"]

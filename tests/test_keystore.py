@@ -180,25 +180,52 @@ def test_a_retiring_replica_returns_what_it_holds(store):
     assert (store.get(key_id).credits, store.reservations()) == (2, 1)
 
 
-def test_rate_log_is_a_sliding_window(store):
+class FakeClock:
+    """Seconds since the epoch, moved only by the test (whole seconds: exact in a float)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_rate_log_is_a_sliding_window(kind, request, tmp_path):
+    clock = FakeClock()  # the rate log's time, instead of the database's own clock
+    store: KeyStore = (SqliteKeyStore(tmp_path / "keys.sqlite3", clock=clock) if kind == "sqlite"
+                       else PostgresKeyStore(request.getfixturevalue("pg_url"), clock=clock))
+    with store:
+        key_id = key_id_of(store.create("a@example.com", 1))
+        other = key_id_of(store.create("b@example.com", 1))
+        first = store.hit(key_id, 3, 2.0)
+        assert (first.allowed, first.remaining) == (True, 2)
+        clock.now += 1.0
+        assert store.hit(key_id, 3, 2.0).allowed
+        last = store.hit(key_id, 3, 2.0)
+        assert (last.allowed, last.remaining) == (True, 0)
+        refused = store.hit(key_id, 3, 2.0)
+        assert not refused.allowed and refused.remaining == 0
+        assert refused.reset_after == 1.0  # the first hit leaves the window in 1 s
+        assert refused.headers()["Retry-After"] == "1"
+        assert store.hit(other, 3, 2.0).allowed  # per key
+        clock.now += 0.5
+        assert not store.hit(key_id, 3, 2.0).allowed  # still inside the window
+        clock.now += 0.5
+        # A fixed window would have reset; a sliding one frees only the first hit's slot.
+        assert store.hit(key_id, 3, 2.0).allowed
+        again = store.hit(key_id, 3, 2.0)
+        assert not again.allowed and again.reset_after == 1.0
+        assert again.headers()["Retry-After"] == "1"
+
+
+def test_the_rate_log_reads_the_database_clock(store):
+    """Without a clock given, the database's own: a hit now is in the window, and one a window
+    ago has left it."""
     key_id = key_id_of(store.create("a@example.com", 1))
-    other = key_id_of(store.create("b@example.com", 1))
-    first = store.hit(key_id, 3, 2.0)
-    assert (first.allowed, first.remaining) == (True, 2)
-    time.sleep(1.0)
-    assert store.hit(key_id, 3, 2.0).allowed
-    last = store.hit(key_id, 3, 2.0)
-    assert (last.allowed, last.remaining) == (True, 0)
-    refused = store.hit(key_id, 3, 2.0)
-    assert not refused.allowed and refused.remaining == 0
-    assert 0.5 < refused.reset_after <= 1.0  # the first hit leaves the window in ~1 s
-    assert refused.headers()["Retry-After"] == "1"
-    assert store.hit(other, 3, 2.0).allowed  # per key
-    time.sleep(refused.reset_after + 0.1)
-    # A fixed window would have reset; a sliding one frees only the first hit's slot.
-    assert store.hit(key_id, 3, 2.0).allowed
-    again = store.hit(key_id, 3, 2.0)
-    assert not again.allowed and again.headers()["Retry-After"] == "1"
+    assert store.hit(key_id, 1, 60.0).allowed
+    refused = store.hit(key_id, 1, 60.0)
+    assert not refused.allowed and 0 < refused.reset_after <= 60.0
 
 
 def test_rate_log_holds_across_handles_at_once(opener):

@@ -57,8 +57,8 @@ def test_remove_batch_runs_as_many_images_at_once_as_the_cli(a_gpu_and_16_cores,
     from bgremove.cli.settings import load
 
     options = bgremove.RemovalOptions(mode=bgremove.Mode.fast)
-    assert bgremove.remove_batch([photos], tmp_path / "lib", options=options).exit_code == 0
+    assert bgremove.remove_batch([photos], tmp_path / "lib", options=options).failed is False
     settings = load({"mode": "fast"}, environ={"XDG_CONFIG_HOME": str(tmp_path / "none")})
     assert run(Job(inputs=[str(photos)], output=str(tmp_path / "cli"), quiet=True),
-               settings).exit_code == 0
+               settings).failed is False
     assert workers_run == [8, 8]

@@ -21,7 +21,7 @@ from rich.console import Console
 
 from bgremove.backends.remote import RemoteSession
 from bgremove.batch import Batch
-from bgremove.cli.exits import exit_code
+from bgremove.cli.exits import exit_code, exit_code_of
 from bgremove.cli.progress import ConsoleReporter
 from bgremove.errors import (
     AuthenticationFailed,
@@ -207,18 +207,40 @@ def test_transient_failures_are_retried_until_one_succeeds(make_backend):
     assert script.count == 6
 
 
+class WatchedEvent(threading.Event):
+    """The session's stop event (what its backoffs and its pacer wait on), recording every
+    wait's timeout and saying when a thread is waiting: a test then knows what was waited for,
+    and when, without measuring time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+        self.waiting = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.timeouts.append(timeout)
+        self.waiting.set()
+        return super().wait(timeout)
+
+
 def test_retries_are_bounded_and_back_off(make_backend):
     script = Script(500)
     backend = make_backend(script, max_retries=3, backoff=0.05)
+    backend._halt = waits = WatchedEvent()
     gave_up = "gave up after 4 attempts: scripted 500 (HTTP 500)"
     with pytest.raises(FileFailed, match=re.escape(gave_up)):
         backend.process(image_bytes(), RemovalOptions())
     times = [t for t, _ in script.requests]
     assert len(times) == 4
+    # exponential with jitter: each wait lies in [d/2, d] for d = 0.05, 0.1, 0.2 ...
+    assert len(waits.timeouts) == 3
+    for waited, ceiling in zip(waits.timeouts, [0.05, 0.1, 0.2], strict=True):
+        assert waited is not None and ceiling / 2 <= waited <= ceiling
+    # ... and is waited out before the next attempt (a wait never ends early; however late
+    # a busy machine lets it end does not matter)
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    # exponential with jitter: each wait lies in [d/2, d] for d = 0.05, 0.1, 0.2
-    for gap, ceiling in zip(gaps, [0.05, 0.1, 0.2], strict=True):
-        assert ceiling / 2 - 0.005 <= gap <= ceiling + 0.1
+    for gap, waited in zip(gaps, waits.timeouts, strict=True):
+        assert gap >= waited - 0.005
 
 
 def test_429_waits_retry_after_for_the_whole_pool(make_backend):
@@ -229,9 +251,17 @@ def test_429_waits_retry_after_for_the_whole_pool(make_backend):
     def send() -> None:
         results.append(backend.process(image_bytes(), RemovalOptions()))
 
+    deferred = threading.Event()
+    defer = backend.pacer.defer
+
+    def defer_and_say(seconds: float) -> None:
+        defer(seconds)
+        deferred.set()
+
+    backend.pacer.defer = defer_and_say
     first = threading.Thread(target=send)
     first.start()
-    time.sleep(0.2)  # the 429 has arrived; a second worker now asks for a slot
+    assert deferred.wait(30)  # the 429 has arrived; a second worker now asks for a slot
     second = threading.Thread(target=send)
     second.start()
     first.join()
@@ -284,13 +314,13 @@ def test_cancel_abandons_requests_waiting_for_a_slot(make_backend):
         except StopBatch as exc:
             errors.append(exc)
 
+    backend._halt = halt = WatchedEvent()
     waiting = threading.Thread(target=wait_for_slot)
     waiting.start()
-    time.sleep(0.1)
-    began = time.monotonic()
+    assert halt.waiting.wait(30)  # the thread waits for the next slot, 30 s away
     backend.cancel()
-    waiting.join(5)
-    assert time.monotonic() - began < 1 and not waiting.is_alive()
+    waiting.join(20)
+    assert not waiting.is_alive()  # gone well before the slot's 30 s
     assert [str(e) for e in errors] == ["interrupted"]
     assert script.count == 1
 
@@ -377,7 +407,7 @@ def test_out_of_credits_stops_the_batch_and_names_what_was_left(make_backend, tm
     left = sorted(o.item.source.stem for o in summary.not_processed)
     assert len(written) == 3 and summary.count(Status.done) == 3
     assert sorted(written + left) == [f"img{i:02d}" for i in range(12)]
-    assert summary.exit_code == 4 and summary.credits_spent == 3
+    assert exit_code_of(summary) == 4 and summary.credits_spent == 3
     assert summary.credits_remaining == 0
     # no new work after the first 403: only what was already in flight met the empty account
     assert account.requests <= 3 + 4
@@ -402,7 +432,7 @@ def test_max_credits_spends_exactly_that_many(make_backend, tmp_path):
     assert account.requests == 4 and summary.credits_spent == 4
     assert len(list((tmp_path / "out").iterdir())) == 4
     assert summary.count(Status.not_processed) == 6
-    assert summary.exit_code == 4
+    assert exit_code_of(summary) == 4
     assert "credits spent" in shown and "96" in shown
 
 

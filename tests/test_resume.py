@@ -4,17 +4,22 @@ and is finished by the next run, every output written exactly once."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from tests.conftest import cli_env, run_cli
+from tests.inprocess import invoke
 from tests.test_pipes import small_copy
+from tests.test_stop import WAIT, Gate
 
 
 def make_batch(samples: Path, root: Path, count: int) -> Path:
@@ -82,12 +87,39 @@ def test_second_run_processes_nothing_and_overwrite_redoes(samples, tmp_path):
     assert all(outputs(out)[path] != stamp for path, stamp in stamps.items())
 
 
+@pytest.fixture
+def gated(monkeypatch) -> Callable[[Gate], None]:
+    """The command's local session replaced by a Gate (tests/test_stop.py): images wait until
+    the test lets them go, so what is in flight when the signal comes is known, not timed."""
+
+    def use(gate: Gate) -> None:
+        monkeypatch.setattr("bgremove.api.open_local",
+                            lambda *args, workers=None, **kwargs: (gate, workers or 1))
+
+    return use
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupted_batch_is_finished_by_the_next_run(samples, tmp_path, sig):
-    count = 6  # stopped after 2 outputs, 2 workers: 2 more in flight at most, 2 never started
+def test_interrupted_batch_is_finished_by_the_next_run(samples, tmp_path, sig, gated):
+    """The command in this process, a real signal to it, and a session that holds each image
+    until the command has seen the signal: two images in flight then, two more queued at most,
+    two never started, whatever the machine's speed."""
+    count = 6  # stopped with 2 in flight on 2 workers: 2 more queued at most, 2 never started
     src = make_batch(samples, tmp_path, count)
     out = tmp_path / "out"
-    first = start_and_interrupt(src, out, [sig])
+    gate = Gate()
+    gated(gate)
+
+    def interrupt() -> None:
+        gate.take(2, gate.started)  # both workers hold an image
+        os.kill(os.getpid(), sig)  # to the command's handler, on this process's main thread
+        assert gate.cancelled.wait(WAIT)  # the batch has seen it
+        gate.open_all()
+
+    interrupter = threading.Thread(target=interrupt)
+    interrupter.start()
+    first = invoke(str(src), "-o", str(out), "--mode", "fast", "--workers", "2", "--json")
+    interrupter.join()
     stderr = first.stderr.decode()
     assert first.returncode == 130, stderr
     assert "interrupted" in stderr and "processed" in stderr  # the summary was printed
@@ -101,7 +133,8 @@ def test_interrupted_batch_is_finished_by_the_next_run(samples, tmp_path, sig):
     assert 2 <= len(done_first) < count, "the batch should have been stopped half-way"
     assert {s[0] for p, s in first_runs.items() if p not in done_first} == {"not processed"}
 
-    second = run_cli(str(src), "-o", str(out), "--mode", "fast", "--json")
+    gated(Gate(open=True))  # the same session (its stamps name it), holding nothing back
+    second = invoke(str(src), "-o", str(out), "--mode", "fast", "--json")
     assert second.returncode == 0, second.stderr.decode()
     second_runs = statuses(second.stdout)
     assert {p for p, s in second_runs.items() if s == ["skipped"]} == done_first

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from bgremove.backends import Result, SessionBase
-from bgremove.backends.batching import Batcher
+from bgremove.backends.batching import Batcher, Run
 from bgremove.devices import CPU, place, warning
 from bgremove.errors import ModelUnavailable
 from bgremove.extras import needs_extra
@@ -35,6 +34,10 @@ def session_options(threads: int | None):
     # The memory pattern pre-plans one block per run, and every image in flight holds its own:
     # without it, peak memory with two images in flight is ~170 MB lower, at the same speed.
     opts.enable_mem_pattern = False
+    # Errors only from onnxruntime's logger, for this session alone: its warnings (nodes left on
+    # the CPU by an accelerator's provider, unused initialisers) are not for our users, and the
+    # session says itself what matters (LocalSession.device_warning).
+    opts.log_severity_level = 3
     return opts
 
 
@@ -65,14 +68,18 @@ class OnnxSaliency:
         height, width = shape[-2:] if len(shape) == 4 else (None, None)
         # The graph's own size where it fixes one, else the square the architecture was
         # trained on.
-        fixed = isinstance(height, int) and isinstance(width, int)
-        self.size = (width, height) if fixed else (architecture.side, architecture.side)
+        self.size: tuple[int, int] = (
+            (width, height) if isinstance(height, int) and isinstance(width, int)
+            else (architecture.side, architecture.side))
         self.side = self.size[0]
         # A graph whose height and width are symbolic (the bundled one: scripts/relabel_model.py)
         # runs at any size, which quality mode's second, finer view needs.
         self.any_size = architecture.multiscale and all(
             isinstance(d, str) for d in (height, width))
         self.batches = bool(shape) and isinstance(shape[0], str)  # takes N inputs in one run
+        # What runs a batch of inputs: the model itself, or a Batcher in front of it that joins
+        # the inputs of several threads (LocalSession, on an accelerator).
+        self.run: Run = self.infer
 
     def prepare(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         """The model's input for one photo: a 1 x 3 x H x W batch at `size` (width, height),
@@ -85,7 +92,7 @@ class OnnxSaliency:
         )
         return self.architecture.normalise(np.asarray(small))
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def infer(self, batch: np.ndarray) -> np.ndarray:
         """The model's maps (its chosen output, as it comes: U²-Net's are sigmoid outputs, not
         rescaled) for an N x 3 x H x W batch of prepared inputs: N x H x W."""
         (out,) = self.session.run([self.output_name], {self.input_name: batch})
@@ -124,11 +131,11 @@ def rembg_sessions():
         def complete(name: str):
             with once:
                 if "__getattr__" in vars(package):
-                    del package.__getattr__  # type: ignore[attr-defined]
+                    del package.__getattr__
                     loader.exec_module(package)
             return getattr(package, name)
 
-        package.__getattr__ = complete  # type: ignore[attr-defined]
+        package.__getattr__ = complete  # type: ignore[method-assign]
         sys.modules["rembg"] = package
     return importlib.import_module("rembg.sessions")
 
@@ -199,10 +206,13 @@ class LocalSession(SessionBase):
         if self.precision is Precision.int8:
             self.model_name = f"{BUNDLED}-int8"
         self.threads = threads or usable_cores()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.segmenter = load_segmenter(model, self.threads, placement.providers,
-                                            self.architecture.type)
+        # No warnings filter here: filters are process-wide (the host program's too) and a
+        # `catch_warnings` block is not thread-safe while sessions are built on worker threads.
+        # onnxruntime's own warnings go through its logger, quieted per session
+        # (session_options); the providers asked for are installed ones (devices.place), so its
+        # Python warning about missing ones does not arise.
+        self.segmenter = load_segmenter(model, self.threads, placement.providers,
+                                        self.architecture.type)
         self.providers: list[str] = self.segmenter.providers
         # set when an accelerator was asked for but the model runs on the CPU
         self.device_warning = warning(placement, self.providers)
@@ -210,8 +220,8 @@ class LocalSession(SessionBase):
         if batch is None:
             batch = self.providers[0] != CPU and getattr(self.segmenter, "batches", False)
         self.batcher: Batcher | None = None
-        if batch:
-            self.batcher = Batcher(self.segmenter.run)
+        if batch and isinstance(self.segmenter, OnnxSaliency):  # rembg's sessions run alone
+            self.batcher = Batcher(self.segmenter.infer)
             self.segmenter.run = self.batcher
 
     @functools.cached_property

@@ -22,7 +22,7 @@ from bgremove.errors import (
 )
 
 if TYPE_CHECKING:
-    from bgremove.outcomes import Outcome
+    from bgremove.outcomes import Outcome, Summary
 
 OK, FAILED, USAGE, AUTHENTICATION, CREDITS, SETUP, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 
@@ -42,6 +42,16 @@ _FLAGS = {"output": "-o"}
 def exit_code(error: BaseException) -> int:
     """The exit code of a command that ends with `error`."""
     return next((code for kind, code in _CODES if isinstance(error, kind)), FAILED)
+
+
+def exit_code_of(summary: Summary) -> int:
+    """The exit code of a run that ended with `summary`: interrupted, stopped (by what stopped
+    it), a failure (or, with --check, an output to make), or success."""
+    if summary.interrupted:
+        return INTERRUPTED
+    if summary.stopped is not None:
+        return exit_code(summary.stopped)
+    return FAILED if summary.failed else OK
 
 
 def flag(option: Option) -> str:

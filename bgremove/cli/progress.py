@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bgremove import stamps
-from bgremove.cli.exits import in_flags, outcome_error
+from bgremove.cli.exits import exit_code_of, in_flags, outcome_error
 from bgremove.outcomes import Outcome, Status, Summary
 
 if TYPE_CHECKING:
@@ -238,7 +238,7 @@ class ConsoleReporter:
     def finish(self, summary: Summary) -> None:
         if self.progress is not None:
             self.progress.stop()
-        if self.quiet or (self.silent_on_success and summary.exit_code == 0):
+        if self.quiet or (self.silent_on_success and exit_code_of(summary) == 0):
             return
         count = summary.count
         done = count(Status.done)

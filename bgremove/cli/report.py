@@ -5,15 +5,14 @@ people goes to stderr (progress.py)."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 from bgremove import __version__, stamps
-from bgremove.atomic import create_part
-from bgremove.cli.exits import in_flags, outcome_error
+from bgremove.atomic import AtomicFile
+from bgremove.cli.exits import exit_code_of, in_flags, outcome_error
 from bgremove.errors import SetupError, UsageError
 from bgremove.files import probe_folder
 from bgremove.outcomes import Outcome, Status, Summary
@@ -153,7 +152,7 @@ class ReportWriter:
     def finish(self, summary: Summary) -> None:
         head = {
             "bgremove": __version__,
-            "exit_code": summary.exit_code,
+            "exit_code": exit_code_of(summary),
             "dry_run": summary.dry_run,
             "counts": counts(summary),
             "reasons": reasons(summary),
@@ -165,26 +164,16 @@ class ReportWriter:
             "options": self.options,
         }
         text = json.dumps(head, indent=2, ensure_ascii=False)  # ends with "\n}": opened up below
-        dest = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, dest = create_part(self.path)
-            with open(fd, "w", encoding="utf-8") as out:
+            with AtomicFile(self.path, encoding="utf-8") as out:
                 out.write(text[:-2] + ',\n  "outcomes": [')
                 self._copy(out, lambda o: True)
                 out.write('\n  ],\n  "not_images": [')
                 self._copy(out, lambda o: o["status"] == Status.not_image.value, key="input")
                 out.write("\n  ]\n}\n")
-            os.replace(dest, self.path)
         except OSError as exc:  # the disk filled up, or the folder went, during the run
-            if dest is not None:
-                dest.unlink(missing_ok=True)
             raise SetupError(f"--report {self.path}: cannot write it "
                              f"({exc.strerror or exc})") from None
-        except BaseException:
-            if dest is not None:
-                dest.unlink(missing_ok=True)
-            raise
         finally:
             self._spool.close()
 

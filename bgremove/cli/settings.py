@@ -17,13 +17,20 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bgremove.contract import DEFAULT_API_URL, RATE_LIMIT, RATE_WINDOW
 from bgremove.errors import Option, OptionError, UsageError
 from bgremove.models import MODEL_TYPES
 from bgremove.options import Mode, OutputFormat, RemovalOptions, parse_bool, parse_color
 from bgremove.precision import Precision
+
+# The key store's variable (--db of `serve` and `keys`), declared where the store reads it.
+from bgremove.server.location import DB_ENV as DB_ENV
+from bgremove.server.location import db_from_env as db_from_env
+
+if TYPE_CHECKING:
+    from bgremove.apikey import Secret
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,8 +39,6 @@ else:  # pragma: no cover - Python 3.10 reads TOML with the tomli backport (a de
 
 ENV_PREFIX = "BGREMOVE_"
 CONFIG_ENV = "BGREMOVE_CONFIG"
-# The key store of `bgremove serve` and `bgremove keys` (their --db): a server's, not a run's.
-DB_ENV = "BGREMOVE_DB"
 
 Parser = Callable[[Any], Any]
 
@@ -351,11 +356,6 @@ def config_path(explicit: str | None = None, environ: Mapping[str, str] | None =
     return root / "bgremove" / "config.toml", False
 
 
-def db_from_env(environ: Mapping[str, str] | None = None) -> str | None:
-    """The key store `$BGREMOVE_DB` names, if any (an empty variable counts as unset)."""
-    return (os.environ if environ is None else environ).get(DB_ENV) or None
-
-
 # Earlier names of settings, still read from config files and the environment.
 ALIASES = {"format": "output_format"}
 
@@ -442,3 +442,20 @@ def describe(settings: Settings) -> str:
 
 def _toml_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# -- the API key (moved from bgremove/apikey.py: the library does not know settings) --------------
+
+def api_key_from(settings: Settings) -> Secret | None:
+    """The key from `api_key` or `api_key_file`, whichever comes from the stronger source
+    (command line, then environment, then config file); the key itself when both tie."""
+    from bgremove.apikey import Secret, read_key_file
+
+    def strength(name: str) -> int:
+        return rank(settings.sources.get(name, "default"))
+
+    key_file = settings.api_key_file
+    if key_file is not None and (
+            settings.api_key is None or strength("api_key_file") > strength("api_key")):
+        return Secret(read_key_file(Path(key_file)))
+    return Secret(settings.api_key) if settings.api_key else None

@@ -27,7 +27,7 @@ from bgremove.cluster.worker import (
     run_chunk,
     written_earlier,
 )
-from bgremove.errors import SetupError, StopBatch, UsageError
+from bgremove.errors import FileFailed, Option, SetupError, StopBatch, UsageError
 from bgremove.executors import ABANDONED
 from bgremove.outcomes import Outcome, Status
 from bgremove.plan import WorkItem
@@ -35,7 +35,7 @@ from bgremove.precision import choose, model_file
 from bgremove.stamps import UP_TO_DATE, local_model_id
 
 if TYPE_CHECKING:
-    from bgremove.batch import Batch
+    from bgremove.executors import BatchJob
 
 # Files per Dask task. A task costs scheduler time and state, little against an image but not
 # nothing at millions of them; dozens per task make that negligible while a dead worker still
@@ -87,17 +87,17 @@ def connect(spec: str, *, local_workers: int | None = None) -> Cluster:
         from bgremove.parallel import usable_cores
 
         workers = int(count) if count else (local_workers or usable_cores())
-        cluster = LocalCluster(
+        local = LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
             dashboard_address=None, silence_logs=logging.ERROR,
             # The batch sizes its own memory use (bgremove.parallel); a limit per worker would
             # have Dask pause or restart a worker in the middle of a large photo.
             memory_limit=0)
-        return Cluster(Client(cluster, set_as_default=False), cluster, spec)
+        return Cluster(Client(local, set_as_default=False), local, spec)
     try:
         if spec.endswith(".json"):
             if not Path(spec).is_file():
-                raise SetupError(f"--cluster {spec}: no such scheduler file")
+                raise SetupError(Option("cluster"), f" {spec}: no such scheduler file")
             client = Client(scheduler_file=spec, set_as_default=False)
         else:
             client = Client(spec, set_as_default=False)
@@ -120,36 +120,40 @@ def wants_gpu(device: str) -> bool:
 class DaskExecutor:
     """Runs a batch's images on a Dask cluster, for `Batch.run(executor=...)`.
 
-    `model`, `device`, `threads`: the session each worker loads (once per worker process).
-    `chunk_size`: files per task. With a GPU `device` on a cluster not started here, tasks ask for
-    the Dask resource `GPU=1`: start GPU workers with `--resources GPU=1`.
+    `model`, `device`, `threads`: the session each worker loads (once per worker process),
+    loaded here, before the run. `chunk_size`: files per task. With a GPU `device` on a cluster
+    not started here, tasks ask for the Dask resource `GPU=1`: start GPU workers with
+    `--resources GPU=1`. The run's options, recipe and output folder come with its BatchJob
+    (`start`).
     """
 
-    def __init__(self, batch: Batch, cluster: Cluster, *, model: str | None = None,
+    def __init__(self, cluster: Cluster, *, model: str | None = None,
                  device: str = "auto", threads: int | None = None, chunk_size: int = CHUNK,
                  precision: str = "auto", model_type: str | None = None):
-        if batch.output_folder is None:
-            raise UsageError("--cluster writes into an output folder (-o FOLDER), not one file")
-        self.batch = batch
         self.cluster = cluster
         self.client = cluster.client
         self.chunk_size = chunk_size
-        self.resources = {"GPU": 1} if wants_gpu(device) and cluster.local is None else None
+        self.resources: dict[str, float] | None = (
+            {"GPU": 1} if wants_gpu(device) and cluster.local is None else None)
         if model is not None and (model.endswith(".onnx") or "/" in model or os.sep in model):
             model = os.path.abspath(os.path.expanduser(model))  # the workers' folder is not ours
         self.token = secrets.token_hex(6)
+        # Sized by _refresh(), from the workers the scheduler knows.
+        self.workers = self.window = self.capacity = 0
+        self._next_refresh = 0.0
         self.threads = threads or 1  # each worker thread's inference threads
         # Chosen here, once: every worker then runs (and every stamp names) the same model file.
         precision = choose(precision, model, on_cpu=not wants_gpu(device)).value
-        self.job = ChunkJob(self.token, batch.options, model, device, self.threads,
-                            batch.overwrite, started_ns=0, precision=precision,
-                            model_type=model_type)
+        self.model, self.device, self.precision = model, device, precision
+        self.model_type = model_type
+        self.job: ChunkJob | None = None  # the run's, from start()
+        self.output_folder: Path | None = None
         self.model_id = local_model_id(model_file(model, precision, device), model_type)
         self._refresh(force=True)
         if self.workers == 0:
             raise SetupError("no worker of the Dask cluster advertises the resource GPU: start "
                              "GPU workers with `dask worker ... --resources GPU=1`, or pick "
-                             "another --device")
+                             "another ", Option("device"))
         # Returns once every worker has loaded the model (or raises the first one's error).
         self.client.register_plugin(ModelPlugin(model, device, threads or 1,
                                                 local=cluster.local is not None,
@@ -158,7 +162,7 @@ class DaskExecutor:
         said = self.client.run(device_warning, model, device, threads or 1, precision,
                                model_type)
         self.warnings = sorted({warning for warning in said.values() if warning})
-        self.stop_event = Event(self.job.stop_event, client=self.client)
+        self.stop_event = Event(ChunkJob.stop_event_of(self.token), client=self.client)
         self._held: list[tuple[WorkItem, Future[Outcome]]] = []
         self._chunks: dict[Any, list[tuple[WorkItem, Future[Outcome]]]] = {}
         self._lock = threading.Lock()
@@ -184,9 +188,18 @@ class DaskExecutor:
 
     # -- the Executor protocol --------------------------------------------------------------------
 
+    def start(self, job: BatchJob) -> None:
+        if job.output_folder is None:
+            raise UsageError(Option("cluster"), " writes into an output folder (",
+                             Option("output", "FOLDER"), "), not one file")
+        self.output_folder = job.output_folder
+        self.job = ChunkJob(self.token, job.options, self.model, self.device, self.threads,
+                            job.overwrite, started_ns=0, recipe=job.recipe,
+                            precision=self.precision, model_type=self.model_type)
+
     def submit(self, item: WorkItem) -> Future[Outcome]:
         if item.source is None or item.dest is None:
-            raise UsageError("--cluster sends files to Dask workers: not stdin or stdout")
+            raise UsageError(Option("cluster"), " sends files to Dask workers: not stdin or stdout")
         future: Future[Outcome] = Future()
         self._held.append((item, future))  # sent by flush(), which sees how many there are
         return future
@@ -228,8 +241,11 @@ class DaskExecutor:
             if future.done() and not future.cancelled() and future.exception() is None:
                 yield future.result()
                 continue
-            written = self.job.started_ns and written_earlier(item.source, item.dest, self.job)
-            if written and written[0] == Status.done.value:
+            assert item.source is not None and item.dest is not None  # refused by submit()
+            job = self.job
+            written = (written_earlier(item.source, item.dest, job)
+                       if job is not None and job.started_ns else None)
+            if written is not None and written[0] == Status.done.value:
                 yield Outcome(item, Status.done, bytes=written[2])
             else:
                 yield Outcome(item, Status.not_processed, ABANDONED)
@@ -243,11 +259,13 @@ class DaskExecutor:
             self._submit(chunk)
 
     def _submit(self, chunk: list[tuple[WorkItem, Future[Outcome]]]) -> None:
+        assert self.job is not None and self.output_folder is not None, "start() comes first"
         if not self.job.started_ns:  # taken once the batch has checked the output folder
-            self.job = replace(self.job, started_ns=filesystem_now(self.batch.output_folder),
-                               recipe=self.batch.recipe)
-        files = [(os.path.abspath(item.source), os.path.abspath(item.dest), item.walked)
-                 for item, _ in chunk]
+            self.job = replace(self.job, started_ns=filesystem_now(self.output_folder))
+        files = []
+        for item, _ in chunk:
+            assert item.source is not None and item.dest is not None  # refused by submit()
+            files.append((os.path.abspath(item.source), os.path.abspath(item.dest), item.walked))
         with self._lock:  # also called on Dask's callback thread (a chunk split up)
             self._sent += 1
             key = f"bgremove-chunk-{self.token}-{self._sent}"
@@ -272,8 +290,9 @@ class DaskExecutor:
                     self._submit([one])
                 return
             item, future = chunk[0]
-            future.set_result(Outcome(item, Status.failed, "its Dask worker died each time "
-                                      "it was processed (out of memory, or a crash)"))
+            died = FileFailed("its Dask worker died each time it was processed (out of memory, "
+                              "or a crash)", path=item.source)
+            future.set_result(Outcome(item, Status.failed, failure=died))
             return
         except CancelledError:
             error = SetupError("the Dask cluster dropped this job's work (scheduler lost?)")
@@ -285,16 +304,16 @@ class DaskExecutor:
                 future.set_exception(exc)
             return
         for (item, future), answer in zip(chunk, answers, strict=True):
-            if answer is None:
-                future.set_result(self.batch.not_processed(item))
+            if answer is None:  # the job was stopped first: the batch says why
+                future.set_result(Outcome(item, Status.not_processed))
             elif isinstance(answer, StopBatch):
                 future.set_exception(answer)
             else:
-                status, error, size, ms, detail = answer
+                status, error, size, ms = answer
                 if status == Status.skipped.value:  # made up to date by someone else meanwhile
                     item = replace(item, reason=UP_TO_DATE)
-                future.set_result(Outcome(item, Status(status), error, bytes=size, ms=ms,
-                                          detail=detail))
+                future.set_result(Outcome(item, Status(status), bytes=size, ms=ms,
+                                          failure=error))
 
 
 def filesystem_now(folder: Path) -> int:

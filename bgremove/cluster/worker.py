@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from distributed import Event, WorkerPlugin
 
 from bgremove.atomic import is_part_of
-from bgremove.cli.exits import outcome_error
 from bgremove.errors import BgRemoveError, SetupError, StopBatch
 from bgremove.executors import process_item
 from bgremove.files import write_output
@@ -32,7 +31,9 @@ if TYPE_CHECKING:
 # How often a running chunk asks the scheduler whether the job was stopped.
 STOP_POLL = 0.5
 
-_sessions: dict[tuple[str | None, str, int, str, str | None], LocalSession] = {}
+# A worker's model by what it was loaded with: (model, device, threads, precision, model type).
+SessionKey = tuple[str | None, str, int, str, str | None]
+_sessions: dict[SessionKey, LocalSession] = {}
 _sessions_lock = threading.Lock()
 
 
@@ -40,7 +41,7 @@ def worker_session(model: str | None, device: str, threads: int,
                    precision: str = "auto", model_type: str | None = None) -> LocalSession:
     """The model of this worker process, loaded once, shared by its threads and kept for the next
     job with the same settings (a job with other settings replaces it: one model per worker)."""
-    key = (model, device, threads, precision, model_type)
+    key: SessionKey = (model, device, threads, precision, model_type)
     with _sessions_lock:
         session = _sessions.get(key)
         if session is None:
@@ -127,12 +128,20 @@ class ChunkJob:
 
     @property
     def stop_event(self) -> str:
-        return f"bgremove-stop-{self.token}"
+        return self.stop_event_of(self.token)
+
+    @staticmethod
+    def stop_event_of(token: str) -> str:
+        """The name of the Dask Event that stops the job `token`."""
+        return f"bgremove-stop-{token}"
 
 
-# One file's result, light to send back: (status, error, bytes, ms, detail); None: not processed
-# (the job was stopped); a StopBatch: nothing more can succeed (a full disk).
-Answer = tuple[str, str | None, int, float, str | None] | StopBatch | None
+# One file's result, light to send back: (status, error, bytes, ms), the error as the object it
+# is (it pickles with its parts and fields: the command line says it with its flags, and a
+# FileFailed keeps its detail); None: not processed (the job was stopped); a StopBatch: nothing
+# more can succeed (a full disk).
+Done = tuple[str, BgRemoveError | None, int, float]
+Answer = Done | StopBatch | None
 
 
 def run_chunk(job: ChunkJob, files: list[tuple[str, str, bool]]) -> list[Answer]:
@@ -149,7 +158,7 @@ def run_chunk(job: ChunkJob, files: list[tuple[str, str, bool]]) -> list[Answer]
         if stopped():
             break
         item = WorkItem(Path(source), Path(dest), walked=walked)
-        earlier = written_earlier(item.source, item.dest, job)
+        earlier = written_earlier(Path(source), Path(dest), job)
         if earlier is not None:
             answers.append(earlier)
             continue
@@ -158,9 +167,7 @@ def run_chunk(job: ChunkJob, files: list[tuple[str, str, bool]]) -> list[Answer]
         except StopBatch as exc:
             answers.append(exc)
             break
-        # The error as the command line says it: a cluster runs for the command line only.
-        answers.append((outcome.status.value, outcome_error(outcome), outcome.bytes, outcome.ms,
-                        outcome.detail))
+        answers.append((outcome.status.value, outcome.failure, outcome.bytes, outcome.ms))
     return answers + [None] * (len(files) - len(answers))
 
 
@@ -169,7 +176,7 @@ def _write(item: WorkItem, data: bytes) -> bool:
     return True
 
 
-def written_earlier(source: Path, dest: Path, job: ChunkJob) -> Answer:
+def written_earlier(source: Path, dest: Path, job: ChunkJob) -> Done | None:
     """The answer for an output that exists already, or None to make it. One written since the
     job began was written by this job, on a worker that died before answering: done, once."""
     try:
@@ -177,9 +184,9 @@ def written_earlier(source: Path, dest: Path, job: ChunkJob) -> Answer:
     except OSError:
         return None
     if st.st_mtime_ns >= job.started_ns:
-        return (Status.done.value, None, st.st_size, 0.0, None)
+        return (Status.done.value, None, st.st_size, 0.0)
     if not job.overwrite and job.recipe is not None and verdict(source, dest, job.recipe).fresh:
-        return (Status.skipped.value, None, 0, 0.0, None)  # made since the plan saw it stale
+        return (Status.skipped.value, None, 0, 0.0)  # made since the plan saw it stale
     return None
 
 

@@ -41,7 +41,7 @@ def compose(
         return Image.fromarray((alpha * 255.0 + 0.5).astype(np.uint8), "L")
     fg = estimate_foreground(rgb, alpha) if options.mode is Mode.quality else rgb
     if not options.include_mask:
-        background = np.asarray(options.background_color, dtype=np.float32)
+        background: np.ndarray = np.asarray(options.background_color, dtype=np.float32)
         if shadow is not None:
             background = background * (1.0 - shadow[:, :, None])
         return flatten(fg, alpha, background)

@@ -8,12 +8,13 @@ formats with no signature to recognise them by (TGA), which would take stray fil
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from typing import IO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from bgremove.errors import ImageError, NotAnImage, Option
 
@@ -43,7 +44,13 @@ _SIGNATURES: tuple[tuple[str, bytes], ...] = (
 )
 SNIFF_BYTES = 16
 
-_formats: tuple[str, ...] | None = None
+# Pillow's opener of a format: (factory, accept), as Image.OPEN holds them.
+Opener = tuple[Callable[..., ImageFile.ImageFile], Callable[[bytes], bool | str] | None]
+_openers: dict[str, Opener] | None = None
+# The HEIF brands pillow-heif's own Pillow opener accepts (pillow_heif.as_plugin); AVIF, its
+# sibling, is Pillow's own.
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1",
+                b"msf1")
 
 
 def sniff(head: bytes) -> str | None:
@@ -57,19 +64,30 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def _readable_formats() -> tuple[str, ...]:
-    """FORMATS that this Pillow can open (HEIF with the optional pillow-heif plugin: iPhones)."""
-    global _formats
-    if _formats is None:
-        try:
-            from pillow_heif import register_heif_opener
-        except ImportError:
-            pass
-        else:
-            register_heif_opener()
+def _readable_openers() -> dict[str, Opener]:
+    """The openers of the FORMATS that this Pillow can open, in FORMATS' order (HEIF with the
+    optional pillow-heif plugin: iPhones).
+
+    pillow-heif's opener is used here without being registered with Pillow
+    (`register_heif_opener` would change what every `Image.open` of the host program opens,
+    and what it saves): only the images bgremove decodes go through it."""
+    global _openers
+    if _openers is None:
         Image.init()
-        _formats = tuple(f for f in FORMATS if f in Image.OPEN)
-    return _formats
+        found: dict[str, Opener] = dict(Image.OPEN)
+        if "HEIF" not in found:
+            try:
+                from pillow_heif import HeifImageFile
+            except ImportError:
+                pass
+            else:
+                found["HEIF"] = (HeifImageFile, _is_heif)
+        _openers = {name: found[name] for name in FORMATS if name in found}
+    return _openers
+
+
+def _is_heif(prefix: bytes) -> bool:
+    return prefix[4:8] == b"ftyp" and prefix[8:12] in _HEIF_BRANDS
 
 
 @dataclass
@@ -80,26 +98,25 @@ class Decoded:
     alpha: np.ndarray | None  # uint8, H x W, or None when the input was opaque
 
 
-def open_image(data: bytes | IO[bytes]) -> Image.Image:
+def open_image(data: bytes | IO[bytes]) -> ImageFile.ImageFile:
     """Open image bytes, or a file of them, lazily (header only), refusing what is not an image
     we read."""
     return _open(BytesIO(data) if isinstance(data, bytes) else data)
 
 
-def _open(fp: IO[bytes]) -> Image.Image:
+def _open(fp: IO[bytes]) -> ImageFile.ImageFile:
     """`Image.open(fp, formats=...)` less its bomb check, which reads Pillow's process-wide
     MAX_IMAGE_PIXELS: headers past twice MAX_DECODE_PIXELS are refused here, and check_size
     holds the rest to MAX_DECODE_PIXELS or MAX_PIXELS."""
     try:
         prefix = fp.read(16)
-        for name in _readable_formats():
-            factory, accept = Image.OPEN[name]
+        for factory, accept in _readable_openers().values():
             try:
                 known = accept is None or accept(prefix)
                 if not known or isinstance(known, str):  # a str: the format's plugin is missing
                     continue
                 fp.seek(0)
-                image = factory(fp, None)
+                image = factory(fp, "")  # as Image.open names a file object
             except (SyntaxError, IndexError, TypeError, struct.error):
                 continue  # not this format after all, as Image.open tries the next
             width, height = image.size
@@ -135,7 +152,8 @@ def check_header(file: IO[bytes], *, max_pixels: int = MAX_PIXELS,
     """Refuse, with the error `decode` would raise, what the header alone shows: no image, an
     empty file, an image over the size limit. Nothing is decoded (for --dry-run)."""
     with _open(file) as image:
-        check_size(*image.size, max_pixels, max_size)
+        width, height = image.size
+        check_size(width, height, max_pixels, max_size)
 
 
 def fitted_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:
@@ -177,7 +195,7 @@ def decode(data: bytes, *, max_pixels: int = MAX_PIXELS, max_size: int | None = 
         # least one bit on every 8x8 block, so fewer bits after the headers than the image has
         # blocks cannot be the whole image. Arithmetic-coded JPEGs (SOF9-15, rare) can go below
         # that bound, so they are let through.
-        if image.format == "JPEG":
+        if image.format == "JPEG" and image.fp is not None:  # open until loaded
             headers = image.fp.tell()  # where the first scan's data begins
             blocks = -(-image.width // 8) * -(-image.height // 8)
             arithmetic = any(marker in data[:headers] for marker in (

@@ -11,10 +11,12 @@ release the GIL, so encoding overlaps inference on another thread. Measured in B
 from __future__ import annotations
 
 import struct
+import types
 import zlib
 
 import numpy as np
 
+_deflate: types.ModuleType
 try:  # ISA-L's deflate: same format, several times faster than zlib at its fastest levels
     from isal import isal_zlib as _deflate
 except ImportError:  # pragma: no cover - isal is a dependency, but zlib is always there

@@ -8,12 +8,11 @@ removes the `.part` file, so a half-downloaded or tampered model never counts as
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgremove.atomic import create_part
+from bgremove.atomic import AtomicFile
 from bgremove.errors import DownloadFailed
 
 CHUNK = 1 << 20
@@ -66,8 +65,7 @@ def download(url: str, dest: Path, checksum: Checksum, *, progress: Progress | N
     import httpx
 
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, part = create_part(dest)  # 0666 less the umask: a model cache is shared
+        part = AtomicFile(dest)  # 0666 less the umask: a model cache is shared
     except OSError as exc:
         raise DownloadFailed(f"cannot write to the model cache {dest.parent}: "
                              f"{_cause(exc)}") from None
@@ -76,32 +74,32 @@ def download(url: str, dest: Path, checksum: Checksum, *, progress: Progress | N
         client = httpx.Client(follow_redirects=True, timeout=httpx.Timeout(60.0, connect=15.0))
     try:
         h = hashlib.new(checksum.algorithm)
-        with os.fdopen(fd, "wb") as out, client.stream("GET", url) as response:
-            if response.status_code >= 400:
-                raise DownloadFailed(f"cannot download {url}: HTTP {response.status_code} "
-                                     f"{response.reason_phrase}".rstrip())
-            length = response.headers.get("content-length")
-            total = int(length) if length and length.isdigit() else None
-            done = 0
-            if progress:
-                progress(done, total)
-            for chunk in response.iter_bytes(CHUNK):
-                out.write(chunk)
-                h.update(chunk)
-                done += len(chunk)
+        with part as out:  # renamed into place only if the block ends without an error
+            with client.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    raise DownloadFailed(f"cannot download {url}: HTTP {response.status_code} "
+                                         f"{response.reason_phrase}".rstrip())
+                length = response.headers.get("content-length")
+                total = int(length) if length and length.isdigit() else None
+                done = 0
                 if progress:
                     progress(done, total)
-        got = Checksum(checksum.algorithm, h.hexdigest())
-        if got != checksum:
-            raise DownloadFailed(f"checksum mismatch for {url}: expected {checksum}, got {got}. "
-                                 f"The file was discarded; nothing was saved.")
-        os.replace(part, dest)
+                for chunk in response.iter_bytes(CHUNK):
+                    out.write(chunk)
+                    h.update(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+            got = Checksum(checksum.algorithm, h.hexdigest())
+            if got != checksum:
+                raise DownloadFailed(f"checksum mismatch for {url}: expected {checksum}, got "
+                                     f"{got}. The file was discarded; nothing was saved.")
         return dest
     except httpx.HTTPError as exc:
         raise DownloadFailed(f"cannot download {url}: {_cause(exc)}") from None
     except OSError as exc:
         raise DownloadFailed(f"cannot save {dest}: {_cause(exc)}") from None
     finally:
-        part.unlink(missing_ok=True)
+        part.discard()  # nothing left behind, whatever ended the download (none after a commit)
         if own_client:
             client.close()

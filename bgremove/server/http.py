@@ -12,7 +12,7 @@ import h11
 from uvicorn import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from bgremove.errors import SetupError
+from bgremove.errors import Option, SetupError
 
 BAD_REQUEST = ("malformed HTTP request: a header has characters HTTP does not allow (a NUL or "
                "another control character, e.g. in x-api-key), or the request line is broken")
@@ -55,7 +55,7 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise SetupError(f"--host {host}: cannot resolve it ({exc.strerror})") from None
+        raise SetupError(Option("host"), f" {host}: cannot resolve it ({exc.strerror})") from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -68,13 +68,13 @@ def bind(host: str, port: int) -> socket.socket:
         where = f"{host}:{port}"
         if exc.errno == errno.EADDRINUSE:
             raise SetupError(f"port {port} is already in use on {host} (another server, or "
-                             "another bgremove serve?): stop it, or choose another --port"
-                             ) from None
+                             "another bgremove serve?): stop it, or choose another ",
+                             Option("port")) from None
         if exc.errno == errno.EACCES:
             raise SetupError(f"not allowed to listen on {where} (ports below 1024 need "
-                             "privileges): choose another --port") from None
+                             "privileges): choose another ", Option("port")) from None
         if exc.errno == errno.EADDRNOTAVAIL:
-            raise SetupError(f"--host {host} is not an address of this machine") from None
+            raise SetupError(Option("host"), f" {host} is not an address of this machine") from None
         raise SetupError(f"cannot listen on {where}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)
     return sock

@@ -13,9 +13,10 @@ The password comes from PGPASSWORD or a pgpass file, as libpq looks for them; it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -76,16 +77,30 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
-def _info(row: tuple) -> KeyInfo:
+def _info(row: tuple[Any, ...]) -> KeyInfo:
     key_id, email, credits, used, created, last_used, revoked = row
-    return KeyInfo(key_id, email, credits, used, _iso(created), _iso(last_used), _iso(revoked))
+    # created_at is NOT NULL: always a time.
+    return KeyInfo(key_id, email, credits, used, _iso(created) or "", _iso(last_used),
+                   _iso(revoked))
+
+
+def _one(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The row of a statement that always returns one (an aggregate; an UPDATE ... RETURNING of a
+    row this transaction holds)."""
+    row = cursor.fetchone()
+    if row is None:  # pragma: no cover - the database broke its own promise
+        raise StoreError("the key database returned no row where one is always returned")
+    return row
 
 
 class PostgresKeyStore(KeyStore):
     """The key database at `url` (postgresql://USER@HOST:PORT/DBNAME), tables created on first
-    use; at most `pool_size` connections from this process."""
+    use; at most `pool_size` connections from this process. `clock`: seconds since the epoch for
+    the rate log instead of the database's own (a test's fake clock)."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, connect_timeout: float = 10.0):
+    def __init__(self, url: str, *, pool_size: int = 10, connect_timeout: float = 10.0,
+                 clock: Callable[[], float] | None = None):
+        self._clock = clock
         self._password = url_password(url)
         self.location = redact(url)
         try:
@@ -94,7 +109,7 @@ class PostgresKeyStore(KeyStore):
             with psycopg.connect(url, connect_timeout=max(1, round(connect_timeout))) as conn:
                 # Only where a table is missing: a role allowed to use the tables but not to
                 # create any (the usual set-up for a service) must not need CREATE.
-                present = conn.execute(f"SELECT {_TABLES_PRESENT}").fetchone()
+                present = _one(conn.execute(f"SELECT {_TABLES_PRESENT}"))
                 if not all(present):
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                     conn.execute(_SCHEMA)
@@ -175,12 +190,12 @@ class PostgresKeyStore(KeyStore):
             ).fetchone()
             if row is None:
                 return None
-            (credits,) = conn.execute(
+            (credits,) = _one(conn.execute(
                 "UPDATE keys SET credits = credits + 1, used = used - 1 WHERE id = %s"
                 " RETURNING credits",
                 row,
-            ).fetchone()
-            return credits
+            ))
+            return int(credits)
 
     def heartbeat(self, replica: str) -> None:
         with self._tx() as conn:
@@ -227,12 +242,13 @@ class PostgresKeyStore(KeyStore):
             # Requests of one key take turns here, whichever replica they reach; the clock is
             # read once the turn has come, so the log's stamps are in the order of the turns.
             conn.execute("SELECT 1 FROM keys WHERE id = %s FOR NO KEY UPDATE", (key_id,))
-            (now,) = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+            (now,) = ((self._clock(),) if self._clock else
+                      _one(conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8")))
             conn.execute("DELETE FROM rate_hits WHERE key_id = %s AND at <= %s",
                          (key_id, now - window))
-            count, oldest = conn.execute(
+            count, oldest = _one(conn.execute(
                 "SELECT count(*), min(at) FROM rate_hits WHERE key_id = %s", (key_id,)
-            ).fetchone()
+            ))
             allowed = count < limit
             if allowed:
                 conn.execute("INSERT INTO rate_hits (key_id, at) VALUES (%s, %s)", (key_id, now))
@@ -265,11 +281,11 @@ class PostgresKeyStore(KeyStore):
 
     def count(self) -> int:
         with self._tx() as conn:
-            return conn.execute("SELECT count(*) FROM keys").fetchone()[0]
+            return int(_one(conn.execute("SELECT count(*) FROM keys"))[0])
 
     def reservations(self) -> int:
         with self._tx() as conn:
-            return conn.execute("SELECT count(*) FROM charges").fetchone()[0]
+            return int(_one(conn.execute("SELECT count(*) FROM charges"))[0])
 
     def list(self) -> list[KeyInfo]:
         with self._tx() as conn:

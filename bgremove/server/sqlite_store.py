@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -83,9 +83,12 @@ def _iso_now() -> str:
 
 
 class SqliteKeyStore(KeyStore):
-    """The key database at `path` (created on first use, readable by its owner only)."""
+    """The key database at `path` (created on first use, readable by its owner only). `clock`:
+    seconds since the epoch for the rate log instead of the database's own (a test's fake
+    clock)."""
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], float] | None = None):
+        self._clock = clock
         self.path = Path(path).expanduser()
         self.location = str(self.path)
         try:
@@ -229,7 +232,7 @@ class SqliteKeyStore(KeyStore):
 
     def hit(self, key_id: str, limit: int, window: float) -> RateDecision:
         with self._write() as db:
-            (now,) = db.execute(f"SELECT {_NOW}").fetchone()
+            (now,) = (self._clock(),) if self._clock else db.execute(f"SELECT {_NOW}").fetchone()
             db.execute("DELETE FROM rate_hits WHERE key_id = ? AND at <= ?",
                        (key_id, now - window))
             (count,) = db.execute(

@@ -31,11 +31,15 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
+from bgremove.errors import Option, UsageError
 from bgremove.errors import StoreError as StoreError  # the store's errors, by their old address
 from bgremove.errors import StoreMissing as StoreMissing
 from bgremove.errors import StoreUnavailable as StoreUnavailable
 from bgremove.errors import UnknownKeyId as UnknownKeyId
-from bgremove.errors import UsageError
+from bgremove.server.location import DB_ENV as DB_ENV  # by their old address too
+from bgremove.server.location import db_from_env as db_from_env
+from bgremove.server.location import default_db_path as default_db_path
+from bgremove.server.location import default_location
 
 KEY_PREFIX = "bgr_"
 _ID_HEX = 12  # 48 bits: collisions are re-drawn, and ids are not secret anyway
@@ -113,21 +117,6 @@ def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8")).digest()
 
 
-def default_db_path() -> Path:
-    """`$XDG_DATA_HOME/bgremove/keys.sqlite3`, else `~/.local/share/bgremove/keys.sqlite3`."""
-    data_home = os.environ.get("XDG_DATA_HOME", "")
-    # The XDG spec says a relative value is invalid and must be ignored.
-    base = Path(data_home) if os.path.isabs(data_home) else Path.home() / ".local" / "share"
-    return base / "bgremove" / "keys.sqlite3"
-
-
-def default_location() -> str:
-    """`$BGREMOVE_DB`, else the default SQLite file."""
-    from bgremove.cli.settings import db_from_env
-
-    return db_from_env() or str(default_db_path())
-
-
 def scheme_of(location: str) -> str:
     """`postgresql` of `postgresql://...` ('' for a path), without parsing the rest, which
     may be malformed."""
@@ -189,8 +178,8 @@ def open_store(location: str | os.PathLike[str] | None = None, *,
         raise UsageError(f"unknown database {redact(text)!r}: use a file path, sqlite:///PATH "
                          "or postgresql://USER@HOST/DBNAME")
     if not create and not Path(text).exists():
-        raise StoreMissing(f"no key database at {text} (`bgremove keys create` makes one; "
-                           "--db or BGREMOVE_DB names another)")
+        raise StoreMissing(f"no key database at {text} (`bgremove keys create` makes one; ",
+                           Option("db"), " or BGREMOVE_DB names another)", path=text)
     from bgremove.server.sqlite_store import SqliteKeyStore
 
     return SqliteKeyStore(text)

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from bgremove.cli.commands import reported_errors
+from bgremove.cli.exits import in_flags
 from bgremove.cli.settings import DB_ENV
 from bgremove.server.store import KeyStore, StoreMissing, key_id_of, open_store, url_password
 
@@ -68,7 +69,7 @@ def keys_list(
         except StoreMissing as exc:
             if as_json:
                 typer.echo("[]")
-            typer.echo(f"bgremove: {exc}", err=True)
+            typer.echo(f"bgremove: {in_flags(exc)}", err=True)
             return
     if as_json:
         typer.echo(json.dumps([info.as_dict() for info in keys], indent=2))

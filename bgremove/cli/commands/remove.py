@@ -19,7 +19,7 @@ from typer.core import TyperArgument
 
 import bgremove
 from bgremove.cli.commands import reported_errors
-from bgremove.cli.exits import in_flags
+from bgremove.cli.exits import exit_code_of, in_flags
 from bgremove.cli.params import Given, SectionedCommand, takes_settings
 from bgremove.cli.redirect import stdout_file_name
 from bgremove.cli.settings import MESSAGES, OUTPUT, RUNS, SETTING_NAMES, Settings
@@ -97,7 +97,7 @@ class Job:
 
 def open_remote(settings: Settings) -> bgremove.RemoteSession:
     """The API client the settings ask for."""
-    from bgremove.apikey import api_key_from
+    from bgremove.cli.settings import api_key_from
 
     key = api_key_from(settings)
     if key is None:
@@ -143,7 +143,7 @@ def open_cluster(settings: Settings, batch: bgremove.Batch, mode: str,
                                              images=batch.known_count)[0]
     cluster = dask_cluster.connect(address, local_workers=workers)
     try:
-        executor = dask_cluster.DaskExecutor(batch, cluster, model=settings.model,
+        executor = dask_cluster.DaskExecutor(cluster, model=settings.model,
                                              device=settings.device, threads=settings.threads,
                                              precision=settings.precision,
                                              model_type=settings.model_type)
@@ -296,10 +296,13 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
                                 executor=engine.executor)
             if job.watch and engine.session is not None and not (
                     summary.interrupted or summary.stopped):
-                from bgremove.watch import follow
+                from bgremove.watch import Watch, follow
 
-                summary = follow(batch, engine.session, summary, workers=engine.workers,
-                                 on_progress=reporter.update, on_wait=console.waiting)
+                watching = Watch()  # Ctrl-C and SIGTERM now stop the watch
+                with interrupts.calling(watching.stop):
+                    summary = follow(batch, engine.session, summary, workers=engine.workers,
+                                     on_progress=reporter.update, on_wait=console.waiting,
+                                     watch=watching)
         finally:
             engine.close(abandoned=summary is not None and summary.abandoned)
     reporter.finish(summary)
@@ -381,8 +384,8 @@ def remove(
     if summary.abandoned:
         from bgremove.cli.interrupts import exit_now
 
-        exit_now(summary.exit_code)
-    raise typer.Exit(summary.exit_code)
+        exit_now(exit_code_of(summary))
+    raise typer.Exit(exit_code_of(summary))
 
 
 def _format_from_output(output: str | None) -> OutputFormat | None:
