@@ -51,7 +51,7 @@ HEADERS = {
 
 # Said in the OpenAPI description: the page is there, and it is not part of the API.
 DESCRIPTION = (
-    " A web page for people, served at `/` (turned off by `bgremove serve --no-ui`), uploads "
+    " A web page for people, served at `/` (unless the server turns it off), uploads "
     "images through this endpoint with the user's key; it is not an API operation."
 )
 
