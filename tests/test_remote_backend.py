@@ -419,7 +419,7 @@ def test_out_of_credits_stops_the_batch_and_names_what_was_left(make_backend, tm
 def test_401_stops_the_batch_at_once(make_backend, tmp_path):
     script = Script(lambda r: (time.sleep(0.05), error(401, "Invalid API key"))[1])
     summary, shown = run_batch(make_backend(script), batch(tmp_path, 20), workers=4)
-    assert summary.exit_code == 3
+    assert exit_code_of(summary) == 3
     assert summary.count(Status.not_processed) == 20
     assert script.count <= 4
     assert "API key" in shown
