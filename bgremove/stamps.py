@@ -29,6 +29,7 @@ from enum import Enum
 from pathlib import Path
 from xml.sax.saxutils import escape, unescape
 
+from bgremove.layout import Backdrop, Canvas, Margin
 from bgremove.options import RemovalOptions
 
 # The pipeline's version: bumped when a change to bgremove makes other pixels from the same
@@ -72,12 +73,34 @@ def options_key(options: RemovalOptions) -> dict[str, object]:
             continue
         if f.name == "only_mask" and not value:
             continue  # a cut-out's stamp is as it was before the option existed
-        if isinstance(value, Enum):
+        if _moot(options, f.name, value):
+            continue
+        if isinstance(value, (Margin, Canvas)):
+            value = str(value)
+        elif isinstance(value, Backdrop):
+            value = f"sha256:{value.sha256}"  # its picture, wherever the file is
+        elif isinstance(value, Enum):
             value = value.value
         elif isinstance(value, tuple):
             value = list(value)
         key[f.name] = value
     return key
+
+
+def _moot(options: RemovalOptions, name: str, value: object) -> bool:
+    """The product-photo options left out where they change nothing: unset (so outputs made
+    before they existed stay up to date), or a placement with nothing placed."""
+    if name not in _PRODUCT_DEFAULTS:
+        return False
+    if value == _PRODUCT_DEFAULTS[name]:
+        return True
+    if name == "margin":
+        return not options.crop and options.canvas is None
+    return name in ("position", "enlarge") and options.canvas is None
+
+
+_PRODUCT_DEFAULTS = {name: getattr(RemovalOptions(), name) for name in (
+    "crop", "margin", "canvas", "position", "enlarge", "background_image")}
 
 
 @dataclass(frozen=True)
