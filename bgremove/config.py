@@ -21,6 +21,7 @@ from typing import Any
 
 from bgremove.contract import DEFAULT_API_URL, RATE_LIMIT, RATE_WINDOW
 from bgremove.errors import OptionError, UsageError
+from bgremove.layout import POSITIONS, parse_canvas, parse_margin, parse_position
 from bgremove.options import Mode, OutputFormat, RemovalOptions, parse_bool, parse_color
 
 if sys.version_info >= (3, 11):
@@ -125,6 +126,19 @@ def _cluster(value: Any) -> str:
                      "scheduler file (.json)")
 
 
+def _checked(parse: Callable[[Any], Any]) -> Parser:
+    """A setting kept as the text given, once `parse` accepts it (it names the accepted forms)."""
+    def check(value: Any) -> str:
+        text = str(value).strip() if isinstance(value, (str, int, float)) else value
+        try:
+            parsed = parse(text)
+        except OptionError as exc:
+            raise ValueError(exc.words().split(": ", 1)[-1]) from None
+        return parsed if isinstance(parsed, str) else text
+
+    return check
+
+
 def _setting(default: Any, parse: Parser, help: str, *, secret: bool = False) -> Any:
     # A secret stays out of repr(), so it cannot leak into a traceback or a debug log.
     return field(default=default, repr=not secret,
@@ -153,6 +167,18 @@ class Settings:
                                     "shrink photos to this many pixels on the longer side")
     only_mask: bool = _setting(_REMOVAL.only_mask, _bool,
                                "write the matte (greyscale), not the cut-out")
+    # -- product photos (issue 35): parsed by bgremove/layout.py
+    crop: bool = _setting(_REMOVAL.crop, _bool, "trim the output to the subject")
+    margin: str | None = _setting(None, _checked(parse_margin), "space around the subject with "
+                                  "crop or canvas: pixels (40) or percent of its size (6%)")
+    canvas: str | None = _setting(None, _checked(parse_canvas), "place the subject on a canvas: "
+                                  "WIDTHxHEIGHT or a ratio W:H")
+    position: str = _setting(_REMOVAL.position, _checked(parse_position),
+                             f"where on the canvas: {' | '.join(POSITIONS)}")
+    enlarge: bool = _setting(_REMOVAL.enlarge, _bool,
+                             "scale a small subject up to fill the canvas")
+    background_image: str | None = _setting(None, _path, "fill the background with this image")
+    # -- end of the product-photo settings
     model: str | None = _setting(None, _text, "model name or .onnx path (local backend)")
     device: str = _setting("auto", _text, "where the model runs: auto | cpu | cuda | ...")
     precision: str = _setting("auto", _choice("fp32", "int8", "auto"),
@@ -183,11 +209,15 @@ class Settings:
         unless it was asked for (which is then an error)."""
         mask_source = self.sources.get("include_mask", "default")
         colour_asked = self.sources.get("background_color") == "command line"
+        if self.background_image is not None and not self.only_mask:
+            # A background image fills the background wherever it is set: unlike the colour,
+            # it has no default that would be only the colour used when the mask is off.
+            colour_asked = True
         if self.only_mask:
             return self._mask_options(mask_source, colour_asked)
         if colour_asked and mask_source == "command line" and self.include_mask:
-            raise UsageError("--background-color fills the background and --include-mask keeps "
-                             "it transparent: give one of them")
+            raise UsageError("--background-color or --background-image fills the background and "
+                             "--include-mask keeps it transparent: give one of them")
         if mask_source == "command line" or (mask_source != "default" and not colour_asked):
             include_mask = self.include_mask
             # JPEG asked for where it outranks the mask (--format jpeg on the command line over
@@ -208,9 +238,10 @@ class Settings:
     def _mask_options(self, mask_source: str, colour_asked: bool) -> RemovalOptions:
         """--only-mask writes the alpha of the transparent cut-out: a background asked for on
         the command line contradicts it; one from the environment or config file is moot."""
-        if colour_asked:
+        if colour_asked or (self.background_image is not None and rank(
+                self.sources.get("background_image", "default")) == 3):
             raise UsageError("--only-mask writes the matte, which has no background to fill: "
-                             "drop --background-color")
+                             "drop --background-color and --background-image")
         if mask_source == "command line" and not self.include_mask:
             raise UsageError("--only-mask writes the matte of the transparent cut-out: drop "
                              "--no-include-mask")
@@ -218,7 +249,8 @@ class Settings:
             return RemovalOptions.build(
                 mode=self.mode, output_format=self.output_format, include_mask=True,
                 smooth_edges=self.smooth_edges, preserve_shadows=self.preserve_shadows,
-                max_size=self.max_size, only_mask=True)
+                max_size=self.max_size, only_mask=True, crop=self.crop, margin=self.margin,
+                canvas=self.canvas, position=self.position, enlarge=self.enlarge)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 

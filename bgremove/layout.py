@@ -106,8 +106,9 @@ def parse_canvas(value: object) -> Canvas:
         raise OptionError(Option("canvas"), f" {value!r}: an aspect ratio between 1:100 and "
                           "100:1")
     if not aspect and width * height > MAX_CANVAS_PIXELS:
-        raise OptionError(Option("canvas"), f" {value!r} is {width * height / 1e6:.0f} MP: "
-                          f"at most {MAX_CANVAS_PIXELS / 1e6:.0f} MP (the engine's image limit)")
+        raise OptionError(Option("canvas"), f" {value!r}: {width * height / 1e6:.0f} MP is over "
+                          f"the {MAX_CANVAS_PIXELS / 1e6:.0f} MP limit of the images bgremove "
+                          "makes")
     return Canvas(width, height, aspect)
 
 
@@ -135,13 +136,12 @@ def load_backdrop(value: object) -> Backdrop:
         raise OptionError(Option("background_image"), f" {path}: cannot be read: "
                           f"{exc.strerror or exc}") from None
     from bgremove.errors import FileFailed
-    from bgremove.imaging.decode import READS, decode
+    from bgremove.imaging.decode import decode
 
     try:
         decode(data)
     except FileFailed as exc:
-        raise OptionError(Option("background_image"), f" {path}: {exc} (it must be an image: "
-                          f"bgremove reads {READS})") from None
+        raise OptionError(Option("background_image"), f" {path}: {exc}") from None
     return Backdrop(path, hashlib.sha256(data).hexdigest(), data)
 
 

@@ -24,6 +24,7 @@ from bgremove.config import load as load_settings
 from bgremove.errors import UsageError
 from bgremove.exits import in_flags
 from bgremove.naming import STDIO
+from bgremove.layout import POSITIONS
 from bgremove.options import Mode, OutputFormat
 from bgremove.plan import Shard
 from bgremove.redirect import stdout_file_name
@@ -304,6 +305,25 @@ def remove(
     only_mask: Annotated[bool, typer.Option(
         "--only-mask", "-om", help="Write the matte (8-bit greyscale: the alpha of the "
         "cut-out), not the cut-out. JPEG works too.")] = DEFAULTS.only_mask,
+    # -- product photos (issue 35)
+    crop: Annotated[bool, typer.Option(
+        "--crop", help="Trim the output to the subject (and its --margin).")] = DEFAULTS.crop,
+    margin: Annotated[str | None, typer.Option(
+        metavar="N|N%", help="Space around the subject with --crop or --canvas: pixels, or a "
+        "percentage of the subject's size.", show_default=False)] = None,
+    canvas: Annotated[str | None, typer.Option(
+        metavar="WxH|W:H", help="Place the subject on a canvas of this size (scaled to fit inside "
+        "the margin), or on the smallest canvas of this shape.", show_default=False)] = None,
+    position: Annotated[str, typer.Option(
+        metavar="|".join(POSITIONS[:3]) + "|...", help="Where the subject sits on the canvas: "
+        + ", ".join(POSITIONS) + ".")] = DEFAULTS.position,
+    enlarge: Annotated[bool, typer.Option(
+        help="Scale a subject smaller than the canvas up to fill it; off: at most its own "
+        "size.")] = DEFAULTS.enlarge,
+    background_image: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="Fill the background with this image, scaled to cover; implies "
+        "--no-include-mask.", show_default=False)] = None,
+    # -- end of the product-photo options
     model: Annotated[str | None, typer.Option(
         metavar="NAME|PATH", help="Model name (see `bgremove models list`) or an .onnx file.",
         show_default="u2netp, bundled")] = None,
