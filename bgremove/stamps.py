@@ -330,7 +330,7 @@ def _png_read(f) -> str | None:
 _VP8X_ALPHA, _VP8X_XMP = 0x10, 0x04
 
 
-def _riff_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+def riff_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     chunks, pos = [], 12
     while pos + 8 <= len(data):
         kind, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
@@ -339,7 +339,7 @@ def _riff_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     return chunks
 
 
-def _webp_canvas(kind: bytes, body: bytes) -> tuple[int, int, bool]:
+def webp_canvas(kind: bytes, body: bytes) -> tuple[int, int, bool]:
     """(width, height, has alpha) from a simple-format file's bitstream header."""
     if kind == b"VP8L" and body[:1] == b"\x2f":
         bits = int.from_bytes(body[1:5], "little")
@@ -356,12 +356,12 @@ def _webp_embed(data: bytes, payload: bytes) -> bytes:
            f'02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:bgremove="{_XMP_NS}" '
            f'bgremove:stamp="{escape(payload.decode(), {chr(34): "&quot;"})}"/></rdf:RDF>'
            "</x:xmpmeta>").encode()
-    chunks = [c for c in _riff_chunks(data) if c[0] != b"XMP "]  # ours replaces any other
+    chunks = [c for c in riff_chunks(data) if c[0] != b"XMP "]  # ours replaces any other
     kind, body = chunks[0]
     if kind == b"VP8X":
         chunks[0] = (kind, bytes([body[0] | _VP8X_XMP]) + body[1:])
     else:
-        width, height, alpha = _webp_canvas(kind, body)
+        width, height, alpha = webp_canvas(kind, body)
         flags = _VP8X_XMP | (_VP8X_ALPHA if alpha else 0)
         chunks.insert(0, (b"VP8X", bytes([flags, 0, 0, 0]) + (width - 1).to_bytes(3, "little")
                           + (height - 1).to_bytes(3, "little")))

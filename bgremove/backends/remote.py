@@ -253,11 +253,9 @@ class RemoteSession(SessionBase):
         # colour or JPEG, ask for the lossless cut-out and finish it here, so an option means
         # what it means locally.
         colour = not options.include_mask and options.background_color != WHITE
-        # A photo with a colour profile: its output is tagged here, whatever the API's answer
-        # carries; the geometry and background image of product photos are made here too.
-        profile = None if options.only_mask else input_profile(data)
+        # The geometry and background image of product photos are made here too.
         transparent = colour or options.include_mask or options.shaped
-        here = (colour or options.only_mask or options.shaped or profile is not None
+        here = (colour or options.only_mask or options.shaped
                 or options.output_format not in (OutputFormat.png, OutputFormat.webp))
         if here:
             fields.update(outputFormat=OutputFormat.png.value,
@@ -270,8 +268,14 @@ class RemoteSession(SessionBase):
         if sniff(body[:SNIFF_BYTES]) != expected:
             raise FileFailed(f"the API answered 200 but not with a {expected.upper()} image",
                              request_id=request_id)
+        # A photo with a colour profile: its output carries it, whatever the API's answer did.
+        profile = None if options.only_mask else input_profile(data)
         if here:
             body = finish_locally(body, options, profile)
+        elif profile is not None:
+            from bgremove.imaging.profiles import tag
+
+            body = tag(body, profile)
         return Result(body, credits_spent=1, request_id=request_id,
                       credits_remaining=_int_or_none(response.headers.get("x-user-credits")))
 

@@ -23,8 +23,8 @@ from bgremove.config import DEFAULTS, SETTING_NAMES, Settings
 from bgremove.config import load as load_settings
 from bgremove.errors import UsageError
 from bgremove.exits import in_flags
-from bgremove.naming import STDIO
 from bgremove.layout import POSITIONS
+from bgremove.naming import STDIO
 from bgremove.options import Mode, OutputFormat
 from bgremove.plan import Shard
 from bgremove.redirect import stdout_file_name
