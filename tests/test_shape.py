@@ -29,6 +29,11 @@ def cutout(height: int = 100, width: int = 200, box: tuple[int, int, int, int] =
     return rgba
 
 
+def done(rgba: np.ndarray, options: RemovalOptions) -> Image.Image:
+    """The output `options` make of a transparent cut-out."""
+    return finish(rgba[:, :, :3], rgba[:, :, 3], options)
+
+
 def drawn(rgba: np.ndarray) -> tuple[int, int, int, int]:
     """The box of the visible pixels of an output, as (x0, y0, x1, y1)."""
     ys, xs = np.nonzero(rgba[:, :, 3])
@@ -171,7 +176,7 @@ def test_the_background_image_covers_the_output(tmp_path):
     rgba = cutout(100, 100, box=(40, 40, 60, 60))
     options = RemovalOptions.build(background_image=backdrop(tmp_path), output_format="png")
     assert not options.include_mask
-    out = np.asarray(finish(rgba, options))
+    out = np.asarray(done(rgba, options))
     assert out.shape == (100, 100, 3)
     assert tuple(out[5, 5]) == (255, 0, 0) and tuple(out[5, 95]) == (0, 0, 255)
     assert tuple(out[5, 50]) == (0, 255, 0)  # the stripe, centred
@@ -179,7 +184,7 @@ def test_the_background_image_covers_the_output(tmp_path):
     # On a tall canvas the same picture is scaled to its height: only its stripe's middle shows.
     tall = RemovalOptions.build(background_image=backdrop(tmp_path), canvas="20x200",
                                 position="top", output_format="png")
-    out = np.asarray(finish(rgba, tall))
+    out = np.asarray(done(rgba, tall))
     assert out.shape == (200, 20, 3)
     assert np.abs(out[199, 10].astype(int) - (0, 255, 0)).max() < 12  # Lanczos rings a little
 
@@ -188,8 +193,8 @@ def test_the_mask_follows_the_same_geometry():
     rgba = cutout()
     for geometry in ({"crop": True, "margin": "7"}, {"canvas": "300x300", "position": "bottom"},
                      {"canvas": "2:1", "margin": "10%"}):
-        image = finish(rgba, RemovalOptions.build(output_format="png", **geometry))
-        mask = finish(rgba, RemovalOptions.build(output_format="png", only_mask=True,
+        image = done(rgba, RemovalOptions.build(output_format="png", **geometry))
+        mask = done(rgba, RemovalOptions.build(output_format="png", only_mask=True,
                                                  **geometry))
         assert mask.mode == "L" and mask.size == image.size
         assert np.array_equal(np.asarray(mask), np.asarray(image)[:, :, 3])
@@ -197,8 +202,8 @@ def test_the_mask_follows_the_same_geometry():
 
 def test_a_canvas_alone_places_without_crop_words():
     # --canvas implies the subject's box: --crop with it changes nothing.
-    with_crop = finish(cutout(), RemovalOptions.build(canvas="500x400", crop=True))
-    without = finish(cutout(), RemovalOptions.build(canvas="500x400"))
+    with_crop = done(cutout(), RemovalOptions.build(canvas="500x400", crop=True))
+    without = done(cutout(), RemovalOptions.build(canvas="500x400"))
     assert np.array_equal(np.asarray(with_crop), np.asarray(without))
 
 

@@ -166,7 +166,8 @@ def finish_locally(data: bytes, options: RemovalOptions, icc_profile: bytes | No
     with Image.open(BytesIO(data)) as image:
         rgba = np.asarray(image.convert("RGBA"))
     if options.shaped:
-        return encode(finish(rgba, options), options.output_format, icc_profile)
+        return encode(finish(rgba[:, :, :3], rgba[:, :, 3], options), options.output_format,
+                      icc_profile)
     if options.only_mask:  # the contract has no mask-only field: the matte is the answer's alpha
         return encode(Image.fromarray(np.ascontiguousarray(rgba[:, :, 3]), "L"),
                       options.output_format)

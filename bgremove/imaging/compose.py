@@ -9,7 +9,7 @@ from PIL import Image
 
 from bgremove.imaging.matte import estimate_foreground, shadow_matte
 from bgremove.imaging.png import encode_png
-from bgremove.imaging.shape import cover, shape
+from bgremove.imaging.shape import cover, placed
 from bgremove.options import Mode, OutputFormat, RemovalOptions
 
 # Encoder settings, chosen by measurement (the trade-off table is in BENCHMARKS.md). PNGs are
@@ -37,7 +37,8 @@ def compose(
         alpha = alpha * (source_alpha.astype(np.float32) * (1.0 / 255.0))
     shadow = shadow_matte(rgb, alpha) if options.preserve_shadows else None
     if options.shaped:
-        return finish(_transparent(rgb, alpha, shadow, options), options)
+        fg = estimate_foreground(rgb, alpha) if options.mode is Mode.quality else rgb
+        return finish(*_with_shadow(fg, alpha, shadow), options)
     if options.only_mask:
         if shadow is not None:  # the shadow layer's opacity under the subject's, as below
             alpha = alpha + (1.0 - alpha) * shadow
@@ -66,32 +67,33 @@ def _with_shadow(fg: np.ndarray, alpha: np.ndarray,
     return fg, (alpha * 255.0 + 0.5).astype(np.uint8)
 
 
-def _transparent(rgb: np.ndarray, alpha: np.ndarray, shadow: np.ndarray | None,
-                 options: RemovalOptions) -> np.ndarray:
-    fg = estimate_foreground(rgb, alpha) if options.mode is Mode.quality else rgb
-    fg, alpha8 = _with_shadow(fg, alpha, shadow)
-    return np.asarray(_rgba(fg, alpha8))
-
-
-def finish(rgba: np.ndarray, options: RemovalOptions) -> Image.Image:
-    """The transparent cut-out (H x W x 4) made into the output the product-photo options ask
-    for: cropped and placed (imaging/shape.py), then its background filled or its matte taken.
-    The local engine and the remote backend (on the API's cut-out) both end here."""
+def finish(rgb: np.ndarray, alpha: np.ndarray, options: RemovalOptions) -> Image.Image:
+    """The transparent cut-out (its colour, H x W x 3, and 8-bit alpha) made into the output the
+    product-photo options ask for: cropped and placed (imaging/shape.py), then laid on its
+    background, or its matte taken. The local engine and the remote backend (on the API's
+    cut-out) both end here. Pillow pastes and blends in C, on the output's pixels only."""
     if options.crop or options.canvas is not None:
-        rgba = shape(rgba, crop=options.crop, margin=options.margin, canvas=options.canvas,
-                     position=options.position, enlarge=options.enlarge)
-    if options.only_mask:
-        return Image.fromarray(np.ascontiguousarray(rgba[:, :, 3]), "L")
-    if options.include_mask:
-        return Image.fromarray(rgba, "RGBA")
-    alpha = rgba[:, :, 3].astype(np.float32) * (1.0 / 255.0)
-    if options.background_image is not None:
-        height, width = rgba.shape[:2]
-        background = cover(options.background_image, (width, height),
-                           options.background_color).astype(np.float32)
+        subject, where = placed(rgb, alpha, crop=options.crop, margin=options.margin,
+                                canvas=options.canvas, position=options.position,
+                                enlarge=options.enlarge)
+        size, at = where.size, where.at
     else:
-        background = np.asarray(options.background_color, dtype=np.float32)
-    return flatten(rgba[:, :, :3], alpha, background)
+        subject = _rgba(np.ascontiguousarray(rgb), np.ascontiguousarray(alpha))
+        size, at = subject.size, (0, 0)
+    if options.only_mask:
+        mask = Image.new("L", size, 0)
+        mask.paste(subject.getchannel("A"), at)
+        return mask
+    if options.include_mask:
+        out = Image.new("RGBA", size, (0, 0, 0, 0))
+        out.paste(subject, at)
+        return out
+    if options.background_image is not None:
+        out = cover(options.background_image, size, options.background_color)
+    else:
+        out = Image.new("RGB", size, options.background_color)
+    out.paste(subject, at, mask=subject)  # blended by its alpha
+    return out
 
 
 def flatten(fg: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> Image.Image:
