@@ -11,8 +11,9 @@ profiles cost, and a whole run with `--crop --canvas 1000x1000` against one with
    from colord-data), the encode time with and without it, and what the other choice, converting
    the pixels to sRGB (PIL.ImageCms), would cost per megapixel.
 3. The whole run on the throughput set (benchmarks/throughput.py's 30 photos, 800-2400 px):
-   `bgremove in/ -o out/ --mode fast`, PNG and WebP, with and without `--crop --canvas 1000x1000`,
-   in alternating rounds, each a fresh process; wall and CPU time (the process's rusage), medians.
+   `bgremove in/ -o out/ --mode fast`, PNG, WebP and JPEG, with and without
+   `--crop --canvas 1000x1000`, in alternating rounds, each a fresh process; wall and CPU time
+   (the process's rusage), medians.
 Writes its section of BENCHMARKS.md.
 """
 
@@ -124,7 +125,7 @@ def whole_runs(photos: list[Path], rounds: int) -> dict[str, tuple[float, float]
         if not (folder / photo.name).exists():
             shutil.copyfile(photo, folder / photo.name)
     variants = {}
-    for fmt in ("png", "webp"):
+    for fmt in ("png", "webp", "jpeg"):
         variants[f"--format {fmt}"] = ["--format", fmt]
         variants[f"--format {fmt} --crop --canvas 1000x1000"] = ["--format", fmt, "--crop",
                                                                  "--canvas", "1000x1000"]
@@ -162,7 +163,7 @@ def main() -> None:
     for name, (wall, used) in runs.items():
         print(f"{name}: {wall:.1f} s wall, {used:.1f} s CPU", flush=True)
     bars = []
-    for fmt in ("png", "webp"):
+    for fmt in ("png", "webp", "jpeg"):
         plain_cpu = runs[f"--format {fmt}"][1]
         shaped_cpu = runs[f"--format {fmt} --crop --canvas 1000x1000"][1]
         # 2%: what two runs of the same command differ by here
@@ -204,10 +205,10 @@ def main() -> None:
         *([] if all(ok for _, ok, _ in bars) else [
             "",
             "Where a bar is not met: the subject is resampled to the canvas (Lanczos, "
-            "premultiplied) and a third of the photos are enlarged to it, which costs more than "
-            "bgremove's PNG writer (ISA-L deflate, about 17 ms per MP) saves on the smaller "
-            "output; WebP's and JPEG's encoders cost several times more per pixel, so there "
-            "cropping first is the cheaper run."]),
+            "premultiplied) and a third of the photos are enlarged to it, which can cost more "
+            "than the encoder saves on the smaller output: bgremove's PNG writer (ISA-L deflate) "
+            "takes about 17 ms of CPU per MP, libjpeg-turbo about 5 (but a JPEG's background is "
+            "filled over the whole photo first), libwebp about 45."]),
     ])
     if not args.no_write:
         write_section("shaping", body)
