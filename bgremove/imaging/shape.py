@@ -143,7 +143,7 @@ def subject_box(alpha: np.ndarray) -> Box | None:
         mine = np.repeat(cells, cell)[:(x_b - x_a) if axis == 1 else (y_b - y_a)]
         band = alpha[y_a:y_b, x_a:x_b] >= VISIBLE
         band &= mine[None, :] if axis == 1 else mine[:, None]
-        return band.any(axis=axis)
+        return np.asarray(band.any(axis=axis))
 
     first_rows = seen(top, min(top + cell, height), left, right, kept[gy0, gx0:gx1], 1)
     last_top = (gy1 - 1) * cell
