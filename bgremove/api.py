@@ -90,7 +90,10 @@ def remove(image: ImageInput, options: RemovalOptions | None = None, *,
     `background_color` ("#rrggbb", a name, or an RGB tuple), `output_format`, and `max_size`,
     which shrinks larger photos to that many pixels on their longer side first; `only_mask`
     gives the matte alone (the alpha the cut-out would carry) as a greyscale image (L), in any
-    format, JPEG too. `session`: a
+    format, JPEG too. Product photos: `crop=True`, `margin="6%"` (or pixels),
+    `canvas="1200x1200"` (or a shape, "1:1"), `position="bottom"`, `enlarge=False`,
+    `background_image=PATH` (README, "Product photos"). A photo's colour profile is carried into
+    the output (a PIL image gets it in `info["icc_profile"]`). `session`: a
     `new_session()` or a `RemoteSession` (default: the bundled model, loaded on first use and
     kept).
     """

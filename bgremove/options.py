@@ -8,12 +8,23 @@ before anything else is loaded.
 from __future__ import annotations
 
 import operator
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, TypeVar
 
 from bgremove.errors import Option, OptionError
+from bgremove.layout import (
+    Backdrop,
+    Canvas,
+    Margin,
+    load_backdrop,
+    margin_room,
+    parse_canvas,
+    parse_margin,
+    parse_position,
+)
 
 
 class Mode(str, Enum):
@@ -150,6 +161,21 @@ class RemovalOptions:
     # Write the matte (8-bit greyscale: the alpha the cut-out would carry) instead of the cut-out.
     # Not an API field: the remote backend takes the alpha of the API's cut-out.
     only_mask: bool = False
+    # -- product photos (issue 35): layout.py parses them, imaging/shape.py applies them. Not
+    # API fields: the remote backend applies them to the API's cut-out. margin, position and
+    # enlarge only act with crop or a canvas.
+    crop: bool = False  # trim the output to the subject's box (and its margin)
+    margin: Margin | None = None
+    canvas: Canvas | None = None  # place the subject on a canvas of this size or shape
+    position: str = "center"  # where on the canvas, when it has room to spare
+    enlarge: bool = True  # scale a small subject up to fill the canvas (off: at most 1:1)
+    background_image: Backdrop | None = None  # fills the background, scaled to cover
+    # -- end of the product-photo options
+
+    @property
+    def shaped(self) -> bool:
+        """Whether the output's geometry or background goes beyond the plain cut-out."""
+        return self.crop or self.canvas is not None or self.background_image is not None
 
     def __post_init__(self) -> None:
         if self.only_mask and not self.include_mask:
@@ -163,6 +189,11 @@ class RemovalOptions:
                               option="output_format")
         if self.max_size is not None and self.max_size < 1:
             raise OptionError(Option("max_size"), " must be at least 1 pixel")
+        if self.background_image is not None and (self.include_mask or self.only_mask):
+            raise OptionError(Option("background_image"), " fills the background: it cannot be "
+                              "combined with a transparent one (", Option("include_mask"), ", ",
+                              Option("only_mask"), ")", option="background_image")
+        margin_room(self.margin, self.canvas)
 
     @classmethod
     def build(
@@ -176,6 +207,12 @@ class RemovalOptions:
         background_color: str | RGB | None = None,
         max_size: int | None = None,
         only_mask: bool = False,
+        crop: bool | None = None,
+        margin: str | float | Margin | None = None,
+        canvas: str | tuple[int, int] | Canvas | None = None,
+        position: str | None = None,
+        enlarge: bool | None = None,
+        background_image: str | os.PathLike[str] | Backdrop | None = None,
     ) -> RemovalOptions:
         """Options from plain values, as `bgremove.remove()` takes them (names or enums; a colour
         as text or an RGB tuple). `include_mask=None` keeps the background transparent unless a
@@ -184,6 +221,12 @@ class RemovalOptions:
         ValueError naming the option that is wrong. `only_mask`: the matte, as a greyscale
         image (JPEG too); it keeps the mask, so a `background_color` or `include_mask=False`
         with it is an error.
+
+        Product photos: `crop` trims the output to the subject's box; `margin` keeps space
+        around the subject (pixels, or "6%" of its size); `canvas` places it on a canvas of
+        "1200x1200" pixels or the smallest of shape "1:1", scaled to fit (`enlarge=False`: never
+        beyond its own size) at `position` (center, top, bottom, left, right, top-left, ...);
+        `background_image`: a path, whose picture fills the background, scaled to cover.
 
         This signature is the one list of the options' keywords: `bgremove.remove()`,
         `Session.remove()` and the config file's removal settings all follow it."""
@@ -199,15 +242,24 @@ class RemovalOptions:
         if only_mask and background_color is not None:
             raise OptionError(Option("only_mask"), " writes the matte, which has no background "
                               "to fill: drop ", Option("background_color"), option="only_mask")
+        backdrop = None if background_image is None else load_backdrop(background_image)
+        if only_mask and backdrop is not None:
+            raise OptionError(Option("only_mask"), " writes the matte, which has no background "
+                              "to fill: drop ", Option("background_image"), option="only_mask")
         if include_mask is None:
-            include_mask = bool(only_mask) or (background_color is None and fmt.has_alpha)
+            include_mask = bool(only_mask) or (background_color is None and backdrop is None
+                                               and fmt.has_alpha)
         if smooth_edges is None:
             smooth_edges = default.smooth_edges
         if preserve_shadows is None:
             preserve_shadows = default.preserve_shadows
         return cls(_choose(Mode, default.mode if mode is None else mode, "mode"), fmt,
                    bool(include_mask), bool(smooth_edges), bool(preserve_shadows), colour,
-                   max_size, bool(only_mask))
+                   max_size, bool(only_mask), bool(crop),
+                   None if margin is None else parse_margin(margin),
+                   None if canvas is None else parse_canvas(canvas),
+                   "center" if position is None else parse_position(position),
+                   True if enlarge is None else bool(enlarge), backdrop)
 
     @classmethod
     def of(cls, options: RemovalOptions | None = None, **overrides: Any) -> RemovalOptions:
@@ -218,8 +270,8 @@ class RemovalOptions:
         if options is None:
             return cls.build(**overrides)
         base = {f.name: getattr(options, f.name) for f in fields(cls)}
-        if "include_mask" not in overrides and overrides.keys() & {"background_color",
-                                                                   "output_format"}:
+        if "include_mask" not in overrides and overrides.keys() & {
+                "background_color", "output_format", "background_image"}:
             # The mask follows the new colour or format as `build` decides it (a colour fills
             # the background), from the colour these options fill with, if they fill.
             del base["include_mask"]

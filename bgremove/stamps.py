@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import BinaryIO
 from xml.sax.saxutils import escape, unescape
 
+from bgremove.layout import Backdrop, Canvas, Margin
 from bgremove.options import RemovalOptions
 
 # The pipeline's version: bumped when a change to bgremove makes other pixels from the same
@@ -78,12 +79,34 @@ def options_key(options: RemovalOptions) -> dict[str, object]:
             continue
         if f.name == "only_mask" and not value:
             continue  # a cut-out's stamp is as it was before the option existed
-        if isinstance(value, Enum):
+        if _moot(options, f.name, value):
+            continue
+        if isinstance(value, (Margin, Canvas)):
+            value = str(value)
+        elif isinstance(value, Backdrop):
+            value = f"sha256:{value.sha256}"  # its picture, wherever the file is
+        elif isinstance(value, Enum):
             value = value.value
         elif isinstance(value, tuple):
             value = list(value)
         key[f.name] = value
     return key
+
+
+def _moot(options: RemovalOptions, name: str, value: object) -> bool:
+    """The product-photo options left out where they change nothing: unset (so outputs made
+    before they existed stay up to date), or a placement with nothing placed."""
+    if name not in _PRODUCT_DEFAULTS:
+        return False
+    if value == _PRODUCT_DEFAULTS[name]:
+        return True
+    if name == "margin":
+        return not options.crop and options.canvas is None
+    return name in ("position", "enlarge") and options.canvas is None
+
+
+_PRODUCT_DEFAULTS = {name: getattr(RemovalOptions(), name) for name in (
+    "crop", "margin", "canvas", "position", "enlarge", "background_image")}
 
 
 @dataclass(frozen=True)
@@ -348,7 +371,7 @@ def _png_read(f) -> str | None:
 _VP8X_ALPHA, _VP8X_XMP = 0x10, 0x04
 
 
-def _riff_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+def riff_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     chunks, pos = [], 12
     while pos + 8 <= len(data):
         kind, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
@@ -357,7 +380,7 @@ def _riff_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     return chunks
 
 
-def _webp_canvas(kind: bytes, body: bytes) -> tuple[int, int, bool]:
+def webp_canvas(kind: bytes, body: bytes) -> tuple[int, int, bool]:
     """(width, height, has alpha) from a simple-format file's bitstream header."""
     if kind == b"VP8L" and body[:1] == b"\x2f":
         bits = int.from_bytes(body[1:5], "little")
@@ -374,12 +397,12 @@ def _webp_embed(data: bytes, payload: bytes) -> bytes:
            f'02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:bgremove="{_XMP_NS}" '
            f'bgremove:stamp="{escape(payload.decode(), {chr(34): "&quot;"})}"/></rdf:RDF>'
            "</x:xmpmeta>").encode()
-    chunks = [c for c in _riff_chunks(data) if c[0] != b"XMP "]  # ours replaces any other
+    chunks = [c for c in riff_chunks(data) if c[0] != b"XMP "]  # ours replaces any other
     kind, body = chunks[0]
     if kind == b"VP8X":
         chunks[0] = (kind, bytes([body[0] | _VP8X_XMP]) + body[1:])
     else:
-        width, height, alpha = _webp_canvas(kind, body)
+        width, height, alpha = webp_canvas(kind, body)
         flags = _VP8X_XMP | (_VP8X_ALPHA if alpha else 0)
         chunks.insert(0, (b"VP8X", bytes([flags, 0, 0, 0]) + (width - 1).to_bytes(3, "little")
                           + (height - 1).to_bytes(3, "little")))

@@ -149,6 +149,8 @@ def test_the_tours_commands_run_as_written(command, tmp_path, api_server, sample
         assert not any((tmp_path / out).exists() for out in outputs)
         return
     assert proc.returncode == 0, proc.stderr.decode()
+    canvas = re.search(r"--canvas (\d+)x(\d+)", command)
+    size = (int(canvas[1]), int(canvas[2])) if canvas else photo.size
     for out in outputs:
         made = [tmp_path / out] if not out.endswith("/") else [*(tmp_path / out).iterdir()]
-        assert made and all(Image.open(path).size == photo.size for path in made), out
+        assert made and all(Image.open(path).size == size for path in made), out

@@ -241,11 +241,15 @@ class LocalSession(SessionBase):
 
     def process(self, data: bytes, options: RemovalOptions) -> Result:
         image = decode(data, max_pixels=self.max_pixels, max_size=options.max_size)
-        return Result(encode(self._cutout(image, options), options.output_format))
+        return Result(encode(self._cutout(image, options), options.output_format,
+                             image.icc_profile))
 
     def remove_image(self, image: Image.Image, options: RemovalOptions) -> Image.Image:
         decoded = from_pil(image, max_pixels=self.max_pixels, max_size=options.max_size)
-        return self._cutout(decoded, options)
+        cutout = self._cutout(decoded, options)
+        if decoded.icc_profile is not None and cutout.mode != "L":
+            cutout.info["icc_profile"] = decoded.icc_profile  # Image.save() writes it
+        return cutout
 
     def _cutout(self, image: Decoded, options: RemovalOptions) -> Image.Image:
         alpha = compute_alpha(self.segmenter, image.rgb, options.mode, options.smooth_edges)

@@ -113,11 +113,22 @@ def upload_form(data: bytes, max_size: int | None) -> bytes:
     if decoded.alpha is not None:
         picture.putalpha(Image.fromarray(decoded.alpha))
     buffer = BytesIO()
+    # The profile goes along: the pixels are still in the photo's colours.
+    profile = {} if decoded.icc_profile is None else {"icc_profile": decoded.icc_profile}
     if kind == "jpeg" and decoded.alpha is None:
-        picture.save(buffer, "JPEG", quality=95)  # a photo stays a photo, at a tenth of the size
+        # a photo stays a photo, at a tenth of the size
+        picture.save(buffer, "JPEG", quality=95, **profile)
     else:
-        picture.save(buffer, "PNG", compress_level=1)
+        picture.save(buffer, "PNG", compress_level=1, **profile)
     return buffer.getvalue()
+
+
+def input_profile(data: bytes) -> bytes | None:
+    """The RGB colour profile of image bytes, from their header (nothing is decoded)."""
+    from bgremove.imaging.profiles import rgb_profile
+
+    with open_image(data) as image:
+        return rgb_profile(image)
 
 
 def check_api_url(url: str) -> str:
@@ -142,22 +153,30 @@ def retry_after_seconds(value: str | None) -> float | None:
     return min(MAX_RETRY_AFTER, max(0.0, when.timestamp() - time.time()))
 
 
-def finish_locally(data: bytes, options: RemovalOptions) -> bytes:
+def finish_locally(data: bytes, options: RemovalOptions, icc_profile: bytes | None = None) -> bytes:
     """Composite the API's lossless cut-out over the colour and encode it as asked, as the local
-    engine does: for the colours and formats the API does not offer, and the matte alone."""
+    engine does: for the colours and formats the API does not offer, the matte alone, the
+    product-photo geometry and background image, and the photo's colour profile (`icc_profile`,
+    which the output carries whether or not the API's answer did)."""
     import numpy as np
     from PIL import Image
 
-    from bgremove.imaging.compose import encode, flatten
+    from bgremove.imaging.compose import encode, finish, flatten
 
     with Image.open(BytesIO(data)) as image:
         rgba = np.asarray(image.convert("RGBA"))
+    if options.shaped:
+        return encode(finish(rgba[:, :, :3], rgba[:, :, 3], options), options.output_format,
+                      icc_profile)
     if options.only_mask:  # the contract has no mask-only field: the matte is the answer's alpha
         return encode(Image.fromarray(np.ascontiguousarray(rgba[:, :, 3]), "L"),
                       options.output_format)
+    if options.include_mask:
+        return encode(Image.fromarray(rgba, "RGBA"), options.output_format, icc_profile)
     alpha = rgba[:, :, 3].astype(np.float32) * (1.0 / 255.0)
     background = np.asarray(options.background_color, dtype=np.float32)
-    return encode(flatten(rgba[:, :, :3], alpha, background), options.output_format)
+    return encode(flatten(rgba[:, :, :3], alpha, background), options.output_format,
+                  icc_profile)
 
 
 @dataclass
@@ -235,11 +254,13 @@ class RemoteSession(SessionBase):
         # colour or JPEG, ask for the lossless cut-out and finish it here, so an option means
         # what it means locally.
         colour = not options.include_mask and options.background_color != WHITE
-        here = (colour or options.only_mask
+        # The geometry and background image of product photos are made here too.
+        transparent = colour or options.include_mask or options.shaped
+        here = (colour or options.only_mask or options.shaped
                 or options.output_format not in (OutputFormat.png, OutputFormat.webp))
         if here:
             fields.update(outputFormat=OutputFormat.png.value,
-                          includeMask="true" if colour or options.include_mask else "false")
+                          includeMask="true" if transparent else "false")
         response = self._post(data, kind, fields)
 
         request_id = response.headers.get("x-request-id")
@@ -248,8 +269,14 @@ class RemoteSession(SessionBase):
         if sniff(body[:SNIFF_BYTES]) != expected:
             raise FileFailed(f"the API answered 200 but not with a {expected.upper()} image",
                              request_id=request_id)
+        # A photo with a colour profile: its output carries it, whatever the API's answer did.
+        profile = None if options.only_mask else input_profile(data)
         if here:
-            body = finish_locally(body, options)
+            body = finish_locally(body, options, profile)
+        elif profile is not None:
+            from bgremove.imaging.profiles import tag
+
+            body = tag(body, profile)
         return Result(body, credits_spent=1, request_id=request_id,
                       credits_remaining=_int_or_none(response.headers.get("x-user-credits")))
 

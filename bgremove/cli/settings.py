@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from bgremove.contract import DEFAULT_API_URL, RATE_LIMIT, RATE_WINDOW
 from bgremove.errors import Option, OptionError, UsageError
+from bgremove.layout import POSITIONS, parse_canvas, parse_margin, parse_position
 from bgremove.models import MODEL_TYPES
 from bgremove.options import Mode, OutputFormat, RemovalOptions, parse_bool, parse_color
 from bgremove.precision import Precision
@@ -137,6 +138,19 @@ def _cluster(value: Any) -> str:
                      "scheduler file (.json)")
 
 
+def _checked(parse: Callable[[Any], Any]) -> Parser:
+    """A setting kept as the text given, once `parse` accepts it (it names the accepted forms)."""
+    def check(value: Any) -> str:
+        text = str(value).strip() if isinstance(value, (str, int, float)) else value
+        try:
+            parsed = parse(text)
+        except OptionError as exc:
+            raise ValueError(exc.words().split(": ", 1)[-1]) from None
+        return parsed if isinstance(parsed, str) else text
+
+    return check
+
+
 @dataclass(frozen=True)
 class Declared:
     """How one setting appears to a user: the command line (its flag `--name`, with the extra
@@ -168,9 +182,9 @@ _REMOVAL = RemovalOptions()
 WHITE_NAME = "white"  # RemovalOptions' background_color, as the config file names it
 
 # The sections of a command's --help, in the order they are shown.
-OUTPUT, ENGINE, REMOTE, RUNS, MESSAGES = ("Output", "Model and engine", "Remote API",
-                                          "Runs and CI", "Messages")
-SECTIONS = (OUTPUT, ENGINE, REMOTE, RUNS, MESSAGES)
+OUTPUT, PRODUCT, ENGINE, REMOTE, RUNS, MESSAGES = (
+    "Output", "Product photos", "Model and engine", "Remote API", "Runs and CI", "Messages")
+SECTIONS = (OUTPUT, PRODUCT, ENGINE, REMOTE, RUNS, MESSAGES)
 
 
 @dataclass(frozen=True)
@@ -207,6 +221,24 @@ class Settings:
     only_mask: bool = declare(
         _REMOVAL.only_mask, _bool, "Write the matte (8-bit greyscale: the alpha of the "
         "cut-out), not the cut-out. JPEG works too.", OUTPUT, flags=("-om",))
+
+    # Product photos: parsed by bgremove/layout.py, applied by bgremove/imaging/shape.py.
+    crop: bool = declare(_REMOVAL.crop, _bool, "Trim the output to the subject (and its "
+                         "--margin).", PRODUCT)
+    margin: str | None = declare(None, _checked(parse_margin), "Space around the subject with "
+                                 "--crop or --canvas: pixels, or a percentage of the subject's "
+                                 "size.", PRODUCT, metavar="N|N%")
+    canvas: str | None = declare(None, _checked(parse_canvas), "Place the subject on a canvas "
+                                 "of this size (scaled to fit inside the margin), or on the "
+                                 "smallest canvas of this shape.", PRODUCT, metavar="WxH|W:H")
+    position: str = declare(_REMOVAL.position, _checked(parse_position), "Where the subject "
+                            "sits on the canvas: " + ", ".join(POSITIONS) + ".", PRODUCT,
+                            metavar="|".join(POSITIONS[:3]) + "|...")
+    enlarge: bool = declare(_REMOVAL.enlarge, _bool, "Scale a subject smaller than the canvas "
+                            "up to fill it; off: at most its own size.", PRODUCT)
+    background_image: str | None = declare(None, _path, "Fill the background with this image, "
+                                           "scaled to cover; implies --no-include-mask.",
+                                           PRODUCT, metavar="FILE")
 
     backend: str = declare("local", _choice("local", "remote"),
                            "local: the model on this machine; remote: the Background Removal "
@@ -267,16 +299,24 @@ class Settings:
         colour_asked = self.sources.get("background_color") == "command line"
         values = {f.name: getattr(self, f.name) for f in fields(RemovalOptions)}
         if self.only_mask:
-            # The matte has no background: a colour or a mask typed on the command line
-            # contradicts it (build says how); from the environment or config file, they
+            # The matte has no background: a colour, a picture or a mask typed on the command
+            # line contradicts it (build says how); from the environment or config file, they
             # are moot.
+            typed = {name for name in ("background_color", "background_image", "include_mask")
+                     if self.sources.get(name) == "command line"}
             values["background_color"] = self.background_color if colour_asked else None
-            values["include_mask"] = self.include_mask if mask_source == "command line" else None
+            if "background_image" not in typed:
+                values["background_image"] = None
+            values["include_mask"] = self.include_mask if "include_mask" in typed else None
             return _built(values)
-        if colour_asked and mask_source == "command line" and self.include_mask:
-            raise OptionError(Option("background_color"), " fills the background and ",
-                              Option("include_mask"), " keeps it transparent: give one of them")
-        if mask_source == "command line" or (mask_source != "default" and not colour_asked):
+        # A background image fills the background wherever it is set: unlike the colour, it
+        # has no default that would be only the colour used when the mask is off.
+        filled = colour_asked or self.background_image is not None
+        if filled and mask_source == "command line" and self.include_mask:
+            raise OptionError(Option("background_color" if colour_asked else "background_image"),
+                              " fills the background and ", Option("include_mask"),
+                              " keeps it transparent: give one of them")
+        if mask_source == "command line" or (mask_source != "default" and not filled):
             include_mask = self.include_mask
             # JPEG asked for where it outranks the mask (--format jpeg on the command line over
             # include_mask in the config file) turns the mask off, as it does by default.
@@ -284,7 +324,7 @@ class Settings:
                     self.sources.get("output_format", "default")) > rank(mask_source):
                 include_mask = False
         else:
-            include_mask = not colour_asked and self.output_format.has_alpha
+            include_mask = not filled and self.output_format.has_alpha
         return _built({**values, "include_mask": include_mask})
 
     def items(self) -> Iterator[tuple[str, Any, str]]:

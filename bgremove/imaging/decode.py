@@ -96,6 +96,9 @@ class Decoded:
 
     rgb: np.ndarray  # uint8, H x W x 3
     alpha: np.ndarray | None  # uint8, H x W, or None when the input was opaque
+    # The ICC profile the pixels are in, carried to the output (imaging/profiles.py): None for
+    # an untagged (sRGB) photo, and for a CMYK or greyscale one, whose profile is not of RGB.
+    icc_profile: bytes | None = None
 
 
 def open_image(data: bytes | IO[bytes]) -> ImageFile.ImageFile:
@@ -221,10 +224,15 @@ def from_pil(image: Image.Image, *, max_pixels: int = MAX_PIXELS,
 
 
 def _fit(image: Image.Image, max_size: int | None) -> Decoded:
+    from bgremove.imaging.profiles import rgb_profile
+
+    profile = rgb_profile(image)  # before a resize or convert, which drop it
     target = fitted_size(*image.size, max_size)
     if target != image.size:
         image = _shrink(image, target)
-    return _to_rgb_alpha(image)
+    decoded = _to_rgb_alpha(image)
+    decoded.icc_profile = profile
+    return decoded
 
 
 def _shrink(image: Image.Image, size: tuple[int, int]) -> Image.Image:

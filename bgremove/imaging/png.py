@@ -45,10 +45,11 @@ def up_filtered(pixels: np.ndarray) -> np.ndarray:
     return out
 
 
-def encode_png(pixels: np.ndarray, level: int = 1) -> bytes:
+def encode_png(pixels: np.ndarray, level: int = 1, icc_profile: bytes | None = None) -> bytes:
     """Encode H x W (grey), H x W x 2, x 3 (RGB) or x 4 (RGBA) uint8 pixels as a PNG.
 
     `level` is the deflate level (ISA-L knows 0-3; zlib 0-9, higher values are capped).
+    `icc_profile`: the colour profile the pixels are in (an iCCP chunk; None: untagged, sRGB).
     """
     if pixels.dtype != np.uint8:
         raise TypeError(f"expected uint8 pixels, got {pixels.dtype}")
@@ -60,4 +61,10 @@ def encode_png(pixels: np.ndarray, level: int = 1) -> bytes:
     level = min(level, 3) if _deflate is not zlib else level
     header = struct.pack(">IIBBBBB", width, height, 8, _COLOUR_TYPE[channels], 0, 0, 0)
     idat = _deflate.compress(up_filtered(pixels), level)
-    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    profile = b""
+    if icc_profile is not None:  # iCCP must come before the image data
+        from bgremove.imaging.profiles import iccp_body
+
+        profile = chunk(b"iCCP", iccp_body(icc_profile))
+    return (PNG_SIGNATURE + chunk(b"IHDR", header) + profile + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))
