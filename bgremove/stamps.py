@@ -88,13 +88,17 @@ class Recipe:
     options: str  # options_key as canonical JSON (a dataclass field must be hashable)
     model: str
     pipeline: int = PIPELINE
+    # Other models whose outputs count as up to date: the bundled model's other build, under
+    # --precision auto (precision.interchangeable; README "Pipelines and CI jobs").
+    also: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, options: RemovalOptions, model: str) -> Recipe:
+    def of(cls, options: RemovalOptions, model: str, also: tuple[str, ...] = ()) -> Recipe:
         pipeline = PIPELINE
         if not model.startswith(REMOTE_MODEL):
             pipeline += MODE_REVISIONS.get(options.mode.value, 0)
-        return cls(json.dumps(options_key(options), sort_keys=True), model, pipeline)
+        return cls(json.dumps(options_key(options), sort_keys=True), model, pipeline,
+                   tuple(m for m in also if m != model))
 
     def stamp(self, data: bytes, stat: os.stat_result | None) -> str:
         """The stamp of an output made from `data`, read from a file whose `stat` was taken as it
@@ -179,7 +183,7 @@ def verdict(source: Path | None, dest: Path, recipe: Recipe, *,
     # the mode, so another mode is "options changed", not "bgremove changed".
     if stamp.get("options") != json.loads(recipe.options):
         return Verdict(False, OPTIONS_CHANGED)
-    if stamp.get("model") != recipe.model:
+    if stamp.get("model") != recipe.model and stamp.get("model") not in recipe.also:
         return Verdict(False, MODEL_CHANGED)
     if stamp.get("bgremove") != recipe.pipeline:
         return Verdict(False, PIPELINE_CHANGED)

@@ -12,7 +12,7 @@ from PIL import Image
 from bgremove.backends import Result, SessionBase
 from bgremove.backends.batching import Batcher
 from bgremove.devices import CPU, place, warning
-from bgremove.errors import ModelUnavailable
+from bgremove.errors import ModelUnavailable, Option, Words
 from bgremove.extras import needs_extra
 from bgremove.imaging.compose import compose, encode
 from bgremove.imaging.decode import MAX_PIXELS, Decoded, decode, from_pil
@@ -20,7 +20,7 @@ from bgremove.imaging.matte import compute_alpha
 from bgremove.models import BUNDLED, KNOWN, resolve
 from bgremove.options import RemovalOptions
 from bgremove.parallel import usable_cores
-from bgremove.precision import Precision, for_placement
+from bgremove.precision import Precision, for_placement, interchangeable
 
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -162,6 +162,34 @@ def load_segmenter(model: str | None, threads: int | None = None,
     return OnnxSaliency(path, threads, providers)
 
 
+def _model_id(model: str | None) -> str:
+    from bgremove.stamps import local_model_id
+
+    return local_model_id(model)
+
+
+def _checked_int8(path: str | None, threads: int, providers: list
+                  ) -> tuple[OnnxSaliency | RembgSaliency | None, str | None]:
+    """The int8 build loaded and checked (precision_guard.py), or why it is not to be used."""
+    from bgremove.precision_guard import failure
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            segmenter = load_segmenter(path, threads, providers)
+    except Exception as exc:  # noqa: BLE001 - an int8 build that cannot load: fp32 can
+        return None, f"it failed to load ({type(exc).__name__}: {exc})"
+    refused = failure(segmenter) if isinstance(segmenter, OnnxSaliency) else None
+    return (None, refused) if refused else (segmenter, None)
+
+
+def _joined(*said: Words | str | None) -> Words | None:
+    parts = [w for w in said if w]
+    if not parts:
+        return None
+    return Words(*[p for w in parts for p in (*getattr(w, "parts", (w,)), " ")][:-1])
+
+
 class LocalSession(SessionBase):
     """The model on this machine, loaded once and shared by every thread that uses the session.
 
@@ -181,18 +209,32 @@ class LocalSession(SessionBase):
                  threads: int | None = None, max_pixels: int = MAX_PIXELS,
                  batch: bool | None = None, precision: Precision | str = Precision.auto):
         placement = place(device)
+        asked = model
         # the int8 build is a U^2-Net file like any custom one; stamps hash its bytes
         self.precision, model = for_placement(model, precision, placement)
+        self.threads = threads or usable_cores()
+        segmenter, refused = None, None
+        if self.precision is Precision.int8:
+            segmenter, refused = _checked_int8(model, self.threads, placement.providers)
+            if segmenter is None:  # fp32 instead, and one warning
+                self.precision, model = Precision.fp32, asked
+        if segmenter is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                segmenter = load_segmenter(model, self.threads, placement.providers)
+        self.segmenter = segmenter
         self.model_name, self.model_path = resolve(model)
         if self.precision is Precision.int8:
             self.model_name = f"{BUNDLED}-int8"
-        self.threads = threads or usable_cores()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.segmenter = load_segmenter(model, self.threads, placement.providers)
         self.providers: list[str] = self.segmenter.providers
-        # set when an accelerator was asked for but the model runs on the CPU
-        self.device_warning = warning(placement, self.providers)
+        # set when an accelerator was asked for but the model runs on the CPU, or when the int8
+        # build failed its check
+        self.device_warning = _joined(warning(placement, self.providers), refused and Words(
+            "the int8 build of the model is not used: ", refused, "; running fp32, about half as "
+            "fast (", Option("precision", "fp32"), " skips the check)"))
+        # outputs stamped by these models count as this session's (README, up-to-date outputs)
+        self.interchangeable = tuple(
+            _model_id(m) for m in interchangeable(asked, precision) if m != model)
         self.max_pixels = max_pixels
         if batch is None:
             batch = self.providers[0] != CPU and getattr(self.segmenter, "batches", False)
@@ -203,10 +245,7 @@ class LocalSession(SessionBase):
 
     @functools.cached_property
     def model_id(self) -> str:
-        from bgremove.stamps import local_model_id
-
-        return local_model_id(self.model_name if self.model_name in KNOWN else
-                              str(self.model_path))
+        return _model_id(self.model_name if self.model_name in KNOWN else str(self.model_path))
 
     def close(self) -> None:
         if self.batcher is not None:

@@ -31,8 +31,8 @@ from bgremove.errors import SetupError, StopBatch, UsageError
 from bgremove.executors import ABANDONED
 from bgremove.outcomes import Outcome, Status
 from bgremove.plan import WorkItem
-from bgremove.precision import choose, model_file
-from bgremove.stamps import UP_TO_DATE, local_model_id
+from bgremove.precision import Precision, choose, stamp_models
+from bgremove.stamps import UP_TO_DATE
 
 if TYPE_CHECKING:
     from bgremove.batch import Batch
@@ -139,11 +139,14 @@ class DaskExecutor:
             model = os.path.abspath(os.path.expanduser(model))  # the workers' folder is not ours
         self.token = secrets.token_hex(6)
         self.threads = threads or 1  # each worker thread's inference threads
-        # Chosen here, once: every worker then runs (and every stamp names) the same model file.
-        precision = choose(precision, model, on_cpu=not wants_gpu(device)).value
+        # `auto` is resolved by each worker for its own CPU (issue 34), and its stamps name the
+        # build it runs; here a precision that cannot work is refused before any worker loads,
+        # and the plan's stamps take either build of the bundled model under `auto`.
+        choose(precision, model, on_cpu=not wants_gpu(device))
         self.job = ChunkJob(self.token, batch.options, model, device, self.threads,
-                            batch.overwrite, started_ns=0, precision=precision)
-        self.model_id = local_model_id(model_file(model, precision, device))
+                            batch.overwrite, started_ns=0,
+                            precision=Precision(precision).value)
+        self.model_id, self.interchangeable = stamp_models(model, precision, device)
         self._refresh(force=True)
         if self.workers == 0:
             raise SetupError("no worker of the Dask cluster advertises the resource GPU: start "

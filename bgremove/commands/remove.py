@@ -151,10 +151,10 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
     from bgremove import interrupts
     from bgremove.inputs import read_file_list
     from bgremove.parallel import plan
-    from bgremove.precision import model_file
+    from bgremove.precision import stamp_models
     from bgremove.progress import ConsoleReporter
     from bgremove.report import JsonLinesReporter, PlanListing, Reporters, ReportWriter
-    from bgremove.stamps import local_model_id, remote_model_id
+    from bgremove.stamps import remote_model_id
 
     job.validate()
     options = settings.removal_options()
@@ -166,6 +166,11 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
         from bgremove.watch import refuse
 
         refuse(job, settings)
+    # what a dry run's stamps name; under --precision auto the bundled model's other build's
+    # outputs count as up to date too (issue 34, README "Pipelines and CI jobs")
+    model_id, interchangeable = (
+        (remote_model_id(settings.api_url), ()) if settings.backend == "remote"
+        else stamp_models(settings.model, settings.precision, settings.device))
     batch = bgremove.Batch(
         job.inputs, job.output, options=options,
         listed=read_file_list(job.files_from) if job.files_from is not None else None,
@@ -173,9 +178,7 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
         overwrite=job.overwrite, keep_unstamped=job.keep_unstamped, dry_run=job.dry_run,
         check=job.check, prune=job.prune, max_credits=settings.max_credits,
         remote=settings.backend == "remote",
-        model_id=(remote_model_id(settings.api_url) if settings.backend == "remote"
-                  else local_model_id(model_file(settings.model, settings.precision,
-                                                 settings.device))))
+        model_id=model_id, interchangeable=interchangeable)
     dry_run = batch.dry_run  # --check is a dry run too
 
     remote = settings.backend == "remote"
@@ -313,7 +316,7 @@ def remove(
         "installed accelerator, else cpu).", show_default="auto")] = None,
     precision: Annotated[str | None, typer.Option(
         metavar="fp32|int8|auto", help="The bundled model's arithmetic: int8 is its quantised "
-        "build, about twice as fast on CPUs with VNNI or AMX; auto is fp32 for now.",
+        "build, about twice as fast on CPUs with VNNI or AMX; auto: int8 there, checked against fp32 as it loads; fp32 elsewhere.",
         show_default="auto")] = None,
     workers: Annotated[int | None, typer.Option(
         metavar="N", help="Images processed at once.",

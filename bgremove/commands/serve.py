@@ -15,7 +15,7 @@ import typer
 from bgremove.commands import fail, reported_errors
 from bgremove.commands.keys import DbOption, open_key_store
 from bgremove.contract import RATE_LIMIT
-from bgremove.exits import FAILED
+from bgremove.exits import FAILED, in_flags
 from bgremove.precision import Precision
 
 SERVER_MODULES = {"fastapi", "starlette", "uvicorn", "multipart", "python_multipart",
@@ -43,7 +43,7 @@ def serve(
         show_default="u2netp, bundled")] = None,
     precision: Annotated[Precision, typer.Option(
         help="The bundled model's arithmetic: int8 is its quantised build, about twice as fast "
-        "on CPUs with VNNI or AMX; auto is fp32 for now.", case_sensitive=False)] = Precision.auto,
+        "on CPUs with VNNI or AMX; auto: int8 there, checked against fp32 as it loads; fp32 elsewhere.", case_sensitive=False)] = Precision.auto,
     replica_timeout: Annotated[float, typer.Option(
         metavar="SECONDS", min=1.0,
         help="A server sharing the database that is silent this long is presumed dead, and the "
@@ -59,6 +59,8 @@ def serve(
         concurrency = workers or sizing.default_workers()
         # The model is loaded and has run every mode once before the server listens.
         session = sizing.local_session(concurrency, model, precision)
+        if session.device_warning:  # a GPU asked for and missing; an int8 build failing its check
+            typer.echo(f"bgremove: warning: {in_flags(session.device_warning)}", err=True)
         sizing.warm_up(session)
         app = app_module.create_app(store, rate_limit=rate_limit, max_concurrency=concurrency,
                                     cors_origins=cors_origin or (), session=session,
