@@ -316,7 +316,8 @@ def remove(
         "installed accelerator, else cpu).", show_default="auto")] = None,
     precision: Annotated[str | None, typer.Option(
         metavar="fp32|int8|auto", help="The bundled model's arithmetic: int8 is its quantised "
-        "build, about twice as fast on CPUs with VNNI or AMX; auto: int8 there, checked against fp32 as it loads; fp32 elsewhere.",
+        "build, about twice as fast on CPUs with VNNI or AMX; auto: int8 there, checked "
+        "against fp32 as it loads; fp32 elsewhere.",
         show_default="auto")] = None,
     workers: Annotated[int | None, typer.Option(
         metavar="N", help="Images processed at once.",

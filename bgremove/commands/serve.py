@@ -43,7 +43,8 @@ def serve(
         show_default="u2netp, bundled")] = None,
     precision: Annotated[Precision, typer.Option(
         help="The bundled model's arithmetic: int8 is its quantised build, about twice as fast "
-        "on CPUs with VNNI or AMX; auto: int8 there, checked against fp32 as it loads; fp32 elsewhere.", case_sensitive=False)] = Precision.auto,
+        "on CPUs with VNNI or AMX; auto: int8 there, checked against fp32 as it loads; fp32 "
+        "elsewhere.", case_sensitive=False)] = Precision.auto,
     replica_timeout: Annotated[float, typer.Option(
         metavar="SECONDS", min=1.0,
         help="A server sharing the database that is silent this long is presumed dead, and the "

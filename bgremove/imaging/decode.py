@@ -78,6 +78,9 @@ class Decoded:
 
     rgb: np.ndarray  # uint8, H x W x 3
     alpha: np.ndarray | None  # uint8, H x W, or None when the input was opaque
+    # The same RGB pixels as the Pillow image they were decoded to, where there was one: the
+    # model's input is shrunk from it without converting `rgb` back (2.7 ms per megapixel).
+    image: Image.Image | None = None
 
 
 def open_image(data: bytes | IO[bytes]) -> Image.Image:
@@ -235,4 +238,4 @@ def _to_rgb_alpha(image: Image.Image) -> Decoded:
         return Decoded(np.ascontiguousarray(rgba[:, :, :3]), np.ascontiguousarray(alpha))
     if mode != "RGB":  # convert() copies even when there is nothing to convert
         image = image.convert("RGB")
-    return Decoded(np.asarray(image), None)
+    return Decoded(np.asarray(image), None, image)
