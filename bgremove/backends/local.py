@@ -24,6 +24,7 @@ from bgremove.precision import Precision, for_placement, interchangeable
 
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+REDUCING_GAP = 3.0
 
 
 def session_options(threads: int | None):
@@ -74,7 +75,7 @@ class OnnxSaliency:
         # box-shrinks very large photos first, which keeps the cost near a bilinear resize.
         image = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb)
         small = image.resize(
-            size or (self.side, self.side), Image.Resampling.LANCZOS, reducing_gap=3.0
+            size or (self.side, self.side), Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP
         )
         x = np.asarray(small, dtype=np.float32)
         x *= 1.0 / max(float(x.max()), 1e-6)
