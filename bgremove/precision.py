@@ -113,9 +113,9 @@ def reason(model: str | None = None, *, on_cpu: bool = True,
 
 def interchangeable(model: str | None, precision: Precision | str) -> tuple[str | None, ...]:
     """The model files whose outputs count as up to date for a run of `model` at `precision`
-    (README "up-to-date outputs"): under `auto`, the bundled model's two builds stand for each
-    other, so an upgrade that makes `auto` pick int8 (or a machine where it picks fp32) redoes
-    nothing; a precision asked for by name wants outputs of that build only."""
+    (README "Usage", outputs that are up to date): under `auto`, the bundled model's two builds
+    stand for each other, so an upgrade that makes `auto` pick int8 (or a machine where it picks
+    fp32) redoes nothing; a precision asked for by name wants outputs of that build only."""
     if Precision(precision) is not Precision.auto or model not in (None, BUNDLED):
         return ()
     return (None, str(INT8_PATH)) if INT8_PATH.is_file() else (None,)

@@ -89,7 +89,7 @@ class Recipe:
     model: str
     pipeline: int = PIPELINE
     # Other models whose outputs count as up to date: the bundled model's other build, under
-    # --precision auto (precision.interchangeable; README "Pipelines and CI jobs").
+    # --precision auto (precision.interchangeable; README "Usage": outputs that are up to date).
     also: tuple[str, ...] = ()
 
     @classmethod

@@ -236,7 +236,7 @@ class LocalSession(SessionBase):
         self.device_warning = _joined(warning(placement, self.providers), refused and Words(
             "the int8 build of the model is not used: ", refused, "; running fp32, about half as "
             "fast (", Option("precision", "fp32"), " skips the check)"))
-        # outputs stamped by these models count as this session's (README, up-to-date outputs)
+        # outputs stamped by these models count as this session's (precision.interchangeable)
         self.interchangeable = tuple(
             _model_id(m) for m in interchangeable(asked, precision) if m != model)
         self.max_pixels = max_pixels

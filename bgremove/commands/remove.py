@@ -167,7 +167,7 @@ def run(job: Job, settings: Settings) -> bgremove.Summary:
 
         refuse(job, settings)
     # what a dry run's stamps name; under --precision auto the bundled model's other build's
-    # outputs count as up to date too (issue 34, README "Pipelines and CI jobs")
+    # outputs count as up to date too (issue 34, README "Usage": outputs that are up to date)
     model_id, interchangeable = (
         (remote_model_id(settings.api_url), ()) if settings.backend == "remote"
         else stamp_models(settings.model, settings.precision, settings.device))
