@@ -211,7 +211,8 @@ def main() -> None:
         "processes (no shared lock: where threads fall short of processes, the stage holds the "
         "GIL; where both fall short of 2, other work had the cores; load average "
         f"{load_before:.1f} when the run began, {os.getloadavg()[0]:.1f} when it ended). The "
-        "model runs on one onnxruntime thread, as each default worker does on 2 cores.",
+        "model runs on one onnxruntime thread, as each default worker does on 2 cores, in the "
+        f"precision `--precision auto` picks here ({backend.precision.value}).",
         "",
         "| stage | ms per megapixel | CPU ms per megapixel | speed-up, 2 threads "
         "| speed-up, 2 processes |",
