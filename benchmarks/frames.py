@@ -153,6 +153,7 @@ def dropped(made: int, frames: int) -> str:
 
 
 def main() -> None:
+    global WIDTH, HEIGHT
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--frames", type=int, default=24)
@@ -162,7 +163,6 @@ def main() -> None:
                         help="frame size (issue 34's bar is at 640x360, where the model is "
                         "nearly all of a frame)")
     args = parser.parse_args()
-    global WIDTH, HEIGHT
     WIDTH, HEIGHT = (int(side) for side in args.size.lower().split("x"))
 
     U2NET_HOME.mkdir(parents=True, exist_ok=True)
