@@ -153,12 +153,17 @@ def dropped(made: int, frames: int) -> str:
 
 
 def main() -> None:
+    global WIDTH, HEIGHT
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--drops", type=int, default=8)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--size", default=f"{WIDTH}x{HEIGHT}", metavar="WxH",
+                        help="frame size (issue 34's bar is at 640x360, where the model is "
+                        "nearly all of a frame)")
     args = parser.parse_args()
+    WIDTH, HEIGHT = (int(side) for side in args.size.lower().split("x"))
 
     U2NET_HOME.mkdir(parents=True, exist_ok=True)
     if not (U2NET_HOME / "u2netp.onnx").exists():

@@ -13,9 +13,11 @@ folds of benchmarks/quality.py; the int8 build is calibrated on samples/ only, s
 here is held out) and GT01's soft matte (SAD/1000 over the image and in the trimap's unknown
 region), scored on the PNG the product writes.
 
+Start-up: what the int8 check (bgremove/precision_guard.py) costs, and whole sessions' loads.
+
 Bars (issue 22): fast mode with int8 at least 1.3x the fp32 floor's images/s; int8's maxF within
-0.003 and MAE within 0.002 of fp32's in every mode; GT01's SAD within 2%. `auto` could pick
-int8 only on a CPU with the instructions named in bgremove/precision.py (AUTO_PICKS_INT8).
+0.003 and MAE within 0.002 of fp32's in every mode; GT01's SAD within 2%. `auto` picks int8 only
+on a CPU with the instructions named in bgremove/precision.py (issue 34).
 
     python benchmarks/precision.py --limit 10 --no-write   # a quick look
     python benchmarks/precision.py                          # rewrites BENCHMARKS.md "precision"
@@ -158,6 +160,36 @@ def speed(rounds: int, runs: int) -> tuple[dict[str, float], dict[str, float]]:
     return best, loads
 
 
+def guard_cost(rounds: int = 5) -> dict[str, float]:
+    """What the int8 check (bgremove/precision_guard.py) adds to a session's load: best of
+    `rounds` wall and CPU seconds of the probe run and its comparison, on 1 and 2 threads, and
+    a whole int8 session's load (the check included) next to an fp32 one's."""
+    from bgremove.backends.local import OnnxSaliency
+    from bgremove.precision_guard import failure
+
+    out: dict[str, float] = {}
+    for threads in (1, 2):
+        int8 = OnnxSaliency(INT8_PATH, threads)
+        failure(int8)  # warm-up: the first run of a session allocates
+        walls, cpus = [], []
+        for _ in range(rounds):
+            wall, cpu_time = time.perf_counter(), time.process_time()
+            assert failure(int8) is None
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu_time)
+        out[f"int8 check, {threads} thr (wall)"] = min(walls)
+        out[f"int8 check, {threads} thr (CPU)"] = min(cpus)
+    for precision in ("fp32", "int8"):
+        times = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            LocalSession(threads=2, precision=precision, device="cpu").close()
+            times.append(time.perf_counter() - started)
+        out[f"LocalSession {precision}{' with its check' if precision == 'int8' else ''}"] = min(
+            times)
+    return out
+
+
 # --- quality -------------------------------------------------------------------------------------
 
 
@@ -247,7 +279,9 @@ def main() -> None:
 
     flags = ", ".join(f for f in NAMED_FLAGS if f in cpu_flags()) or "none of " + ", ".join(
         NAMED_FLAGS)
-    speeds, speed_bars = speed_table(*speed(args.rounds, args.runs))
+    best, loads = speed(args.rounds, args.runs)
+    loads.update(guard_cost())
+    speeds, speed_bars = speed_table(best, loads)
     print(speeds)
     qualities, quality_bars = ("", [])
     if not args.skip_quality:

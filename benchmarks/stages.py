@@ -40,13 +40,18 @@ from bgremove.imaging.filters import resize  # noqa: E402
 from bgremove.options import Mode, OutputFormat, RemovalOptions  # noqa: E402
 
 
-def run_threads(work: Callable[[int], None], threads: int) -> float:
-    """Seconds for `threads` threads to run work(k) side by side, k = 0..threads-1."""
+def run_threads(work: Callable[[int], None], threads: int,
+                cpu: list[float] | None = None) -> float:
+    """Seconds for `threads` threads to run work(k) side by side, k = 0..threads-1; the CPU
+    seconds of thread 0 appended to `cpu`."""
     barrier = threading.Barrier(threads + 1)
 
     def body(k: int) -> None:
         barrier.wait()
+        started = time.thread_time()
         work(k)
+        if k == 0 and cpu is not None:
+            cpu.append(time.thread_time() - started)
 
     pool = [threading.Thread(target=body, args=(k,)) for k in range(threads)]
     for t in pool:
@@ -75,11 +80,13 @@ def run_processes(work: Callable[[int], None], count: int) -> float:
     return time.perf_counter() - started
 
 
-def measure(stage: Callable, inputs: list[tuple], repeat: int) -> tuple[float, float, float]:
-    """(seconds for one pass over the inputs on one thread, speed-up with two threads, speed-up
-    with two processes); best of `repeat`, the three taking turns so that other load on the
-    machine hits them alike. Two processes share no lock: where threads fall short of them, the
-    stage holds the GIL; where both fall short of 2, the cores were busy with something else."""
+def measure(stage: Callable, inputs: list[tuple],
+            repeat: int) -> tuple[float, float, float, float]:
+    """(seconds for one pass over the inputs on one thread, its CPU seconds, speed-up with two
+    threads, speed-up with two processes); best of `repeat`, the three taking turns so that other
+    load on the machine hits them alike. CPU time is what other sessions' load changes least.
+    Two processes share no lock: where threads fall short of them, the stage holds the GIL; where
+    both fall short of 2, the cores were busy with something else."""
     copies = [list(inputs), [tuple(np.copy(a) if isinstance(a, np.ndarray) else a for a in args)
                              for args in inputs]]
 
@@ -88,25 +95,48 @@ def measure(stage: Callable, inputs: list[tuple], repeat: int) -> tuple[float, f
             stage(*args)
 
     work(0)  # warm-up: lazy imports and first-call allocations
-    one, two, procs, forks = [], [], [], []
+    one: list[float] = []
+    cpu: list[float] = []
+    two: list[float] = []
+    procs: list[float] = []
+    forks: list[float] = []
     for _ in range(repeat):
-        one.append(run_threads(work, 1))
+        one.append(run_threads(work, 1, cpu))
         two.append(run_threads(work, 2))
         procs.append(run_processes(work, 2))
         forks.append(run_processes(lambda k: None, 2))  # the cost of forking, taken off
-    return min(one), 2 * min(one) / min(two), 2 * min(one) / (min(procs) - min(forks))
+    return min(one), min(cpu), 2 * min(one) / min(two), 2 * min(one) / (min(procs) - min(forks))
+
+
+class Mapped:
+    """A segmenter whose map is already made: times what comes after the model alone."""
+
+    def __init__(self, saliency: np.ndarray):
+        self.saliency = saliency
+
+    def predict(self, rgb: object) -> np.ndarray:
+        return self.saliency
+
+
+# The stages that make up fast mode's image work (all but the model), summed below the table.
+FAST_IMAGE_WORK = ("decode (JPEG)", "model input (Lanczos to 320 px, normalise)",
+                   "fast: map to full size and finish (8 bits, one table)",
+                   "compose RGBA (fast's 8-bit alpha)", "encode PNG")
 
 
 def stages(backend: LocalSession, photos: list[Path]) -> list[tuple[str, Callable, list[tuple]]]:
     """(name, function, per-image arguments) for every stage, inputs computed once up front."""
     segmenter = backend.segmenter
     datas = [p.read_bytes() for p in photos]
-    rgbs = [decode(d).rgb for d in datas]
+    decoded = [decode(d) for d in datas]
+    rgbs = [d.rgb for d in decoded]
     maps = [segmenter.predict(rgb) for rgb in rgbs]
     opts = {m: RemovalOptions(mode=m, output_format=OutputFormat.png) for m in Mode}
     alphas = [matte.compute_alpha(segmenter, rgb, Mode.balanced, True) for rgb in rgbs]
+    fast_alphas = [matte.cutout_alpha(Mapped(m), rgb, Mode.fast, True)
+                   for m, rgb in zip(maps, rgbs, strict=True)]
     cutouts = [compose_mod.compose(rgb, a, opts[Mode.fast]) for rgb, a in
-               zip(rgbs, alphas, strict=True)]
+               zip(rgbs, fast_alphas, strict=True)]
     ups = [resize(s, (rgb.shape[1], rgb.shape[0])) for s, rgb in zip(maps, rgbs, strict=True)]
 
     def model(x: np.ndarray) -> None:
@@ -114,10 +144,13 @@ def stages(backend: LocalSession, photos: list[Path]) -> list[tuple[str, Callabl
 
     return [
         ("decode (JPEG)", decode, [(d,) for d in datas]),
-        ("model input (Lanczos to 320 px, normalise)", segmenter.prepare, [(r,) for r in rgbs]),
+        ("model input (Lanczos to 320 px, normalise)", segmenter.prepare,
+         [(d.image if d.image is not None else d.rgb,) for d in decoded]),
         ("model, 320 px, 1 onnxruntime thread", model,
          [(segmenter.prepare(r),) for r in rgbs]),
-        ("map to full size (bilinear)", resize,
+        ("fast: map to full size and finish (8 bits, one table)", matte.cutout_alpha,
+         [(Mapped(s), r, Mode.fast, True) for r, s in zip(rgbs, maps, strict=True)]),
+        ("map to full size (bilinear, float: quality's views)", resize,
          [(s, (r.shape[1], r.shape[0])) for r, s in zip(rgbs, maps, strict=True)]),
         ("balanced: steepen the edge", matte.steepen_split,
          [(u, matte.STEEPNESS_ABOVE, matte.STEEPNESS_BELOW) for u in ups]),
@@ -126,7 +159,9 @@ def stages(backend: LocalSession, photos: list[Path]) -> list[tuple[str, Callabl
         ("quality: matting the uncertain band", matting.refine,
          [(r, multiscale.quality_alpha(segmenter, r)) for r in rgbs]),
         ("finish edges (smooth)", matte.finish_edges, [(a, True) for a in alphas]),
-        ("compose RGBA", compose_mod.compose,
+        ("compose RGBA (fast's 8-bit alpha)", compose_mod.compose,
+         [(r, a, opts[Mode.fast]) for r, a in zip(rgbs, fast_alphas, strict=True)]),
+        ("compose RGBA (float alpha)", compose_mod.compose,
          [(r, a, opts[Mode.balanced]) for r, a in zip(rgbs, alphas, strict=True)]),
         ("quality: foreground colour clean-up", matte.estimate_foreground,
          [(r, a) for r, a in zip(rgbs, alphas, strict=True)]),
@@ -158,10 +193,11 @@ def main() -> None:
     for name, fn, inputs in stages(backend, photos):
         if args.only and args.only not in name:
             continue
-        seconds, threads, processes = measure(fn, inputs, args.repeat)
-        rows.append((name, seconds * 1000 / megapixels, threads, processes))
-        print(f"  {name:50s} {rows[-1][1]:8.1f} ms/MP  threads x{threads:.2f}  processes "
-              f"x{processes:.2f}", file=sys.stderr)
+        seconds, cpu, threads, processes = measure(fn, inputs, args.repeat)
+        rows.append((name, seconds * 1000 / megapixels, cpu * 1000 / megapixels, threads,
+                     processes))
+        print(f"  {name:50s} {rows[-1][1]:8.1f} ms/MP  CPU {rows[-1][2]:8.1f} ms/MP  threads "
+              f"x{threads:.2f}  processes x{processes:.2f}", file=sys.stderr)
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     lines = [
@@ -169,17 +205,25 @@ def main() -> None:
         f"({platform.processor() or platform.machine()}, Python {platform.python_version()}, "
         f"numpy {np.__version__}): the {len(photos)} photos of {args.side} px "
         f"({megapixels:.1f} MP in all) of the throughput benchmark, best of {args.repeat}. "
-        "ms per megapixel on one thread; speed-up: the same work on each of two threads at once "
+        "ms per megapixel on one thread, wall and CPU time (the thread's own: what other "
+        "sessions' load changes least); speed-up: the same work on each of two threads at once "
         "(2.0: the stage never holds Python's lock; 1.0: it always does), and on each of two "
         "processes (no shared lock: where threads fall short of processes, the stage holds the "
         "GIL; where both fall short of 2, other work had the cores; load average "
         f"{load_before:.1f} when the run began, {os.getloadavg()[0]:.1f} when it ended). The "
-        "model runs on one onnxruntime thread, as each default worker does on 2 cores.",
+        "model runs on one onnxruntime thread, as each default worker does on 2 cores, in the "
+        f"precision `--precision auto` picks here ({backend.precision.value}).",
         "",
-        "| stage | ms per megapixel | speed-up, 2 threads | speed-up, 2 processes |",
-        "|---|---:|---:|---:|",
+        "| stage | ms per megapixel | CPU ms per megapixel | speed-up, 2 threads "
+        "| speed-up, 2 processes |",
+        "|---|---:|---:|---:|---:|",
     ]
-    lines += [f"| {name} | {ms:.1f} | {t:.2f} | {p:.2f} |" for name, ms, t, p in rows]
+    lines += [f"| {name} | {ms:.1f} | {c:.1f} | {t:.2f} | {p:.2f} |" for name, ms, c, t, p in rows]
+    work = [(ms, c) for name, ms, c, _, _ in rows if name in FAST_IMAGE_WORK]
+    if len(work) == len(FAST_IMAGE_WORK):
+        lines += ["", f"Fast mode's image work (decode, model input, map, compose, encode PNG: "
+                  f"all but the model): {sum(c for _, c in work):.1f} CPU ms per megapixel "
+                  f"({sum(ms for ms, _ in work):.1f} ms wall) on one thread; the bar is 30."]
     section = "\n".join(lines)
     print(section)
     if not args.no_write and not args.only:

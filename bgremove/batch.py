@@ -53,11 +53,12 @@ class Batch:
 
     Outputs that are up to date are kept (stamps.py: made from this input's content, with these
     options, by this model); the rest are made, all of them with `overwrite`. An output with no
-    stamp is made again unless `keep_unstamped`. `model_id` names the model in the stamps
-    (`stamps.local_model_id`, `stamps.remote_model_id`; default: the session's, or for a dry run
-    without one the bundled model's). `prune`: after a run that went through without a failure,
-    remove the stamped outputs in the output folder that no input of the run made (their input
-    is gone); a dry run lists them.
+    stamp is made again unless `keep_unstamped`. The stamps name the session's model; without one
+    (a dry run) `model_id` (`stamps.local_model_id`, `stamps.remote_model_id`; default: the
+    bundled model's), and outputs stamped by the models in `interchangeable` count as up to date
+    too (the bundled model's two builds under `--precision auto`). `prune`: after a run that went
+    through without a failure, remove the stamped outputs in the output folder that no input of
+    the run made (their input is gone); a dry run lists them.
 
     Stopping: `stop()` (safe in a signal handler, as for Ctrl-C or SIGTERM) stops taking new work;
     work in flight finishes and is written whole, so the next run starts exactly where this one
@@ -82,6 +83,7 @@ class Batch:
         prune: bool = False,
         remote: bool = False,
         plan: Plan | None = None,
+        interchangeable: Iterable[str] = (),
     ):
         out = os.fspath(output) if output is not None else None
         if isinstance(inputs, (str, os.PathLike)):  # one folder, not its name's letters
@@ -109,6 +111,7 @@ class Batch:
         self.max_credits = max_credits
         self.remote = remote
         self.model_id = model_id
+        self.interchangeable = tuple(interchangeable)  # with model_id (stamps.Recipe.also)
         self.recipe: stamps.Recipe | None = None  # settled by run(), from the model it runs
         self.session: Session | None = None
         self.on_progress: Progress | None = None
@@ -216,7 +219,7 @@ class Batch:
                workers: int | None) -> Executor:
         """Settle the recipe the outputs are stamped with, size the executor (this process's
         threads, unless one is given) and start it with the run's job."""
-        self.recipe = stamps.Recipe.of(self.options, self._model_id(session, executor))
+        self.recipe = stamps.Recipe.of(self.options, *self._model_ids(session, executor))
         if executor is None:
             from bgremove.parallel import workers_for
 
@@ -322,16 +325,22 @@ class Batch:
             else:
                 self._record(Outcome(item, Status.pruned))
 
-    def _model_id(self, session: Session | None, executor: Executor | None) -> str:
-        if self.model_id is not None:
-            return self.model_id
+    def _model_ids(self, session: Session | None,
+                   executor: Executor | None) -> tuple[str, tuple[str, ...]]:
+        """The model the stamps name, and the others whose outputs count as its own
+        (stamps.Recipe.also): the session's or the executor's, which know what they loaded
+        (the fp32 model, when the int8 build failed its check); else the ones given; else, for
+        a dry run, what a default session would load."""
         for runner in (session, executor):
             named: str | None = getattr(runner, "model_id", None)  # a DaskExecutor has one
             if named:
-                return named
-        from bgremove.precision import model_file  # the model a default session would load
+                return named, tuple(getattr(runner, "interchangeable", ()))
+        if self.model_id is not None:
+            return self.model_id, self.interchangeable
+        from bgremove.precision import interchangeable, model_file
 
-        return stamps.local_model_id(model_file(None, "auto"))
+        return (stamps.local_model_id(model_file(None, "auto")),
+                tuple(stamps.local_model_id(m) for m in interchangeable(None, "auto")))
 
     def _count(self) -> None:
         """Count the inputs on a second walk (for the progress bar's total)."""

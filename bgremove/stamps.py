@@ -45,6 +45,9 @@ PIPELINE = 1
 # plus this, so that only their outputs are redone (0.4: quality's matting stage). An output of
 # --backend remote keeps PIPELINE: its pixels are the API's, and redoing it would cost credits.
 MODE_REVISIONS = {"quality": 1}
+# Not bumped for issue 34's fast and balanced alpha made in 8 bits (matte.cutout_alpha): a pixel
+# moves by two levels at most, less than the int8 build that `auto` now runs moves it, and by
+# the same rule (README "Usage") neither redoes a catalogue.
 
 # Why an output is (re)made or kept: the reasons a summary counts and --json carries.
 NEW = "new"  # there is no output yet
@@ -117,13 +120,17 @@ class Recipe:
     options: str  # options_key as canonical JSON (a dataclass field must be hashable)
     model: str
     pipeline: int = PIPELINE
+    # Other models whose outputs count as up to date: the bundled model's other build, under
+    # --precision auto (precision.interchangeable; README "Usage": outputs that are up to date).
+    also: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, options: RemovalOptions, model: str) -> Recipe:
+    def of(cls, options: RemovalOptions, model: str, also: tuple[str, ...] = ()) -> Recipe:
         pipeline = PIPELINE
         if not model.startswith(REMOTE_MODEL):
             pipeline += MODE_REVISIONS.get(options.mode.value, 0)
-        return cls(json.dumps(options_key(options), sort_keys=True), model, pipeline)
+        return cls(json.dumps(options_key(options), sort_keys=True), model, pipeline,
+                   tuple(m for m in also if m != model))
 
     def stamp(self, data: bytes, stat: os.stat_result | None) -> str:
         """The stamp of an output made from `data`, read from a file whose `stat` was taken as it
@@ -224,7 +231,7 @@ def verdict(source: Path | None, dest: Path, recipe: Recipe, *,
     # the mode, so another mode is "options changed", not "bgremove changed".
     if stamp.get("options") != json.loads(recipe.options):
         return Verdict(False, OPTIONS_CHANGED)
-    if stamp.get("model") != recipe.model:
+    if stamp.get("model") != recipe.model and stamp.get("model") not in recipe.also:
         return Verdict(False, MODEL_CHANGED)
     if stamp.get("bgremove") != recipe.pipeline:
         return Verdict(False, PIPELINE_CHANGED)

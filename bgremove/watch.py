@@ -228,4 +228,5 @@ def _batch_like(first: Batch, budget: int | None, plan: Narrowed) -> Batch:
 
     return Batch(first.planner.inputs, first.planner.output, options=first.options,
                  overwrite=first.overwrite, keep_unstamped=first.keep_unstamped,
-                 max_credits=budget, model_id=first.model_id, plan=plan)
+                 max_credits=budget, model_id=first.model_id, plan=plan,
+                 interchangeable=first.interchangeable)

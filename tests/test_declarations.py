@@ -108,11 +108,14 @@ def test_frames_takes_the_precision_from_the_flag_the_environment_and_the_config
     int8, fp32 = _library_matte("int8"), _library_matte("fp32")
     assert np.abs(int8 - fp32).max() > 1, "the two builds tell apart on this frame"
     assert np.abs(_frames_matte("--precision", "int8") - int8).max() <= 1
-    assert np.abs(_frames_matte() - fp32).max() <= 1
+    assert np.abs(_frames_matte("--precision", "fp32") - fp32).max() <= 1
+    assert np.abs(_frames_matte() - _library_matte("auto")).max() <= 1  # the same default
     assert np.abs(_frames_matte(env=cli_env(BGREMOVE_PRECISION="int8")) - int8).max() <= 1
     config = tmp_path / "config.toml"
     config.write_text('precision = "int8"\n')
     assert np.abs(_frames_matte("--config", str(config)) - int8).max() <= 1
+    config.write_text('precision = "fp32"\n')
+    assert np.abs(_frames_matte("--config", str(config)) - fp32).max() <= 1
     # The command line still wins over the environment.
     assert np.abs(_frames_matte("--precision", "fp32", env=cli_env(
         BGREMOVE_PRECISION="int8")) - fp32).max() <= 1

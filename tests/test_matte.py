@@ -130,3 +130,26 @@ def test_other_models_get_balanced_matte_in_quality_mode(samples):
                                   compute_alpha(fixed, rgb, Mode.balanced, True))
     assert not np.array_equal(compute_alpha(inner, rgb, Mode.quality, True),
                               compute_alpha(inner, rgb, Mode.balanced, True))
+
+
+@pytest.mark.parametrize("mode", [Mode.fast, Mode.balanced])
+def test_fast_and_balanced_alpha_in_8_bits_is_the_float_pipelines_within_two_levels(
+        backend, samples, mode):
+    # matte.cutout_alpha scales the map up in 8 bits and finishes it by a table: the written
+    # alpha may move by a level or two where the steps meet, never more, and in 8-bit form it
+    # takes the compositor's float pass away.
+    from bgremove.imaging.decode import decode
+    from bgremove.imaging.matte import cutout_alpha, finish_edges, matte
+
+    for name in ("astronaut.jpg", "rocket.jpg", "chelsea.webp"):
+        image = decode((samples / name).read_bytes())
+        fast = cutout_alpha(backend.segmenter, image.rgb, mode, True, image.image)
+        assert fast.dtype == np.uint8 and fast.shape == image.rgb.shape[:2]
+        floats = finish_edges(matte(backend.segmenter, image.rgb, mode), True)
+        written = (floats * 255.0 + 0.5).astype(np.uint8)
+        moved = np.abs(fast.astype(int) - written)
+        assert moved.max() <= 2 and moved.mean() < 0.1, (name, moved.max(), moved.mean())
+        # and the cut-out writes that alpha as it is
+        cut = backend.remove_image(Image.open(samples / name),
+                                   RemovalOptions(mode=mode, output_format=OutputFormat.png))
+        assert np.array_equal(np.asarray(cut)[:, :, 3], fast)

@@ -128,8 +128,9 @@ def test_holes_the_320_px_view_saw_are_not_filled_by_the_other_views():
     assert fused[(r > 60) & (r < 110)].min() == 1.0
 
 
-def test_a_mesh_stays_open_in_quality_mode(backend):
-    # A dark sieve on a plain background: its holes may be no more filled in than fast mode's.
+def mesh_holes(backend: LocalSession) -> dict[str, float]:
+    """A dark sieve on a plain background: the mean alpha each mode writes in its holes (and,
+    as quality, on its bars: key "solid")."""
     height, width, cell, bar = 600, 800, 48, 14
     yy, xx = np.mgrid[:height, :width]
     r = np.hypot(yy - height / 2, xx - width / 2)
@@ -139,8 +140,26 @@ def test_a_mesh_stays_open_in_quality_mode(backend):
                truth)
     got = alphas(backend, rgb)
     holes = (truth == 0) & (r < 210)
-    assert got[Mode.quality][holes].mean() <= got[Mode.fast][holes].mean() + 0.02
-    assert got[Mode.quality][truth == 1].mean() > 0.95
+    return {**{m.value: float(got[m][holes].mean()) for m in Mode},
+            "solid": float(got[Mode.quality][truth == 1].mean())}
+
+
+@pytest.mark.parametrize("precision", [
+    "fp32",
+    # Issue 34, item 4, open: the int8 build (what --precision auto runs on CPUs with VNNI or
+    # AMX) sees the sieve's holes a little fuller in its 320-px square (0.32 against fp32's
+    # 0.29), so quality's hole rule keeps fewer of them open: quality 0.345 against fast 0.317.
+    # Calibrating on quality's fine view too brings that to 0.322 against 0.299 (not shipped:
+    # BENCHMARKS.md "precision"). Strict: when int8 passes, this marker must go.
+    pytest.param("int8", marks=pytest.mark.xfail(strict=True, reason="issue 34 item 4: int8 "
+                                                 "fills a fine mesh's holes in quality mode")),
+])
+def test_a_mesh_stays_open_in_quality_mode(precision):
+    # A dark sieve on a plain background: its holes may be no more filled in than fast mode's.
+    with LocalSession(precision=precision) as backend:
+        holes = mesh_holes(backend)
+    assert holes["quality"] <= holes["fast"] + 0.02
+    assert holes["solid"] > 0.95
 
 
 def test_the_band_is_solved_at_a_fixed_size_whatever_the_photo(monkeypatch):

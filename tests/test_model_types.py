@@ -312,7 +312,7 @@ def test_the_bundled_model_keeps_its_stamp_and_its_maps(samples):
     assert stamps.local_model_id(None) == bundled
     assert stamps.local_model_id(None, "u2net") == bundled
     assert stamps.local_model_id(str(BUNDLED_PATH)) == bundled  # a copy by path: same model
-    session = LocalSession(threads=1)
+    session = LocalSession(threads=1, precision="fp32")  # the fp32 file's own map, below
     assert session.model_id == bundled and session.segmenter.any_size  # quality's views stay
     # Its map is what the code before architectures computed: ImageNet-normalised 320-px input,
     # the first output, min-max scaled.

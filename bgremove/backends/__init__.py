@@ -52,7 +52,8 @@ class Session(Protocol):
 
     @property
     def device_warning(self) -> str | None:
-        """What to tell the user when an accelerator was asked for but is not used."""
+        """What to tell the user about how the model runs: an accelerator was asked for but is
+        not used, or the int8 build failed its check and fp32 runs instead."""
 
     @property
     def model_id(self) -> str:

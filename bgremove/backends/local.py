@@ -11,16 +11,16 @@ from PIL import Image
 from bgremove.backends import Result, SessionBase
 from bgremove.backends.batching import Batcher, Run
 from bgremove.devices import CPU, place, warning
-from bgremove.errors import ModelUnavailable
+from bgremove.errors import ModelUnavailable, Option, Words
 from bgremove.extras import needs_extra
 from bgremove.imaging.compose import compose, encode
 from bgremove.imaging.decode import MAX_PIXELS, Decoded, decode, from_pil
-from bgremove.imaging.matte import compute_alpha
+from bgremove.imaging.matte import cutout_alpha
 from bgremove.models import BUNDLED, KNOWN, resolve
 from bgremove.models.architectures import U2NET, Architecture, ModelType, of_model
 from bgremove.options import RemovalOptions
 from bgremove.parallel import usable_cores
-from bgremove.precision import Precision, for_placement
+from bgremove.precision import Precision, for_placement, interchangeable
 
 
 def session_options(threads: int | None):
@@ -81,13 +81,16 @@ class OnnxSaliency:
         # the inputs of several threads (LocalSession, on an accelerator).
         self.run: Run = self.infer
 
-    def prepare(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-        """The model's input for one photo: a 1 x 3 x H x W batch at `size` (width, height),
-        by default the size the model takes."""
+    def prepare(self, rgb: np.ndarray | Image.Image,
+                size: tuple[int, int] | None = None) -> np.ndarray:
+        """The model's input for one photo (RGB pixels, or an RGB Pillow image): a 1 x 3 x H x
+        W batch at `size` (width, height), by default the size the model takes."""
         # Lanczos, as rembg shrinks the photo: the model's maps are measurably better
         # for it (sod-dev maxF 0.837 against 0.830 with bilinear, BENCHMARKS.md). reducing_gap
-        # box-shrinks very large photos first, which keeps the cost near a bilinear resize.
-        small = Image.fromarray(rgb).resize(
+        # box-shrinks very large photos first, which keeps the cost near a bilinear resize. (A
+        # gap of 2.0 saves 40% of this step but cost 0.0018 maxF on sod-dev scaled up 4x.)
+        image = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb)
+        small = image.resize(
             size or self.size, Image.Resampling.LANCZOS, reducing_gap=3.0
         )
         return self.architecture.normalise(np.asarray(small))
@@ -98,11 +101,12 @@ class OnnxSaliency:
         (out,) = self.session.run([self.output_name], {self.input_name: batch})
         return out[:, 0]
 
-    def predict_raw(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    def predict_raw(self, rgb: np.ndarray | Image.Image,
+                    size: tuple[int, int] | None = None) -> np.ndarray:
         """The model's map for one photo at `size` (width, height), not rescaled."""
         return self.run(self.prepare(rgb, size))[0]
 
-    def predict(self, rgb: np.ndarray) -> np.ndarray:
+    def predict(self, rgb: np.ndarray | Image.Image) -> np.ndarray:
         return self.architecture.to_map(self.predict_raw(rgb))
 
 
@@ -158,8 +162,8 @@ class RembgSaliency:
                               providers=providers or ["CPUExecutionProvider"])
         self.providers = self.session.inner_session.get_providers()
 
-    def predict(self, rgb: np.ndarray) -> np.ndarray:
-        masks = self.session.predict(Image.fromarray(rgb))
+    def predict(self, rgb: np.ndarray | Image.Image) -> np.ndarray:
+        masks = self.session.predict(rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb))
         return np.asarray(masks[0].convert("L"), dtype=np.float32) * (1.0 / 255.0)
 
 
@@ -174,6 +178,32 @@ def load_segmenter(model: str | None, threads: int | None = None,
     if name in KNOWN and name != BUNDLED:
         return RembgSaliency(name, path, threads, providers)
     return OnnxSaliency(path, threads, providers, architecture)
+
+
+def _model_id(model: str | None) -> str:
+    from bgremove.stamps import local_model_id
+
+    return local_model_id(model)
+
+
+def _checked_int8(path: str | None, threads: int, providers: list
+                  ) -> tuple[OnnxSaliency | RembgSaliency | None, str | None]:
+    """The int8 build loaded and checked (precision_guard.py), or why it is not to be used."""
+    from bgremove.precision_guard import failure
+
+    try:
+        segmenter = load_segmenter(path, threads, providers)
+    except Exception as exc:  # noqa: BLE001 - an int8 build that cannot load: fp32 can
+        return None, f"it failed to load ({type(exc).__name__}: {exc})"
+    refused = failure(segmenter) if isinstance(segmenter, OnnxSaliency) else None
+    return (None, refused) if refused else (segmenter, None)
+
+
+def _joined(*said: Words | str | None) -> Words | None:
+    parts = [w for w in said if w]
+    if not parts:
+        return None
+    return Words(*[p for w in parts for p in (*getattr(w, "parts", (w,)), " ")][:-1])
 
 
 class LocalSession(SessionBase):
@@ -200,22 +230,36 @@ class LocalSession(SessionBase):
         placement = place(device)
         # Checked against the model asked for, before the int8 build may stand in for it.
         self.architecture = of_model(*resolve(model), model_type)
+        asked = model
         # the int8 build is a U^2-Net file like any custom one; stamps hash its bytes
         self.precision, model = for_placement(model, precision, placement)
+        self.threads = threads or usable_cores()
+        segmenter, refused = None, None
+        if self.precision is Precision.int8:
+            segmenter, refused = _checked_int8(model, self.threads, placement.providers)
+            if segmenter is None:  # fp32 instead, and one warning
+                self.precision, model = Precision.fp32, asked
+        if segmenter is None:
+            # No warnings filter here: filters are process-wide (the host program's too) and a
+            # `catch_warnings` block is not thread-safe while sessions are built on worker
+            # threads. onnxruntime's own warnings go through its logger, quieted per session
+            # (session_options); the providers asked for are installed ones (devices.place), so
+            # its Python warning about missing ones does not arise.
+            segmenter = load_segmenter(model, self.threads, placement.providers,
+                                       self.architecture.type)
+        self.segmenter = segmenter
         self.model_name, self.model_path = resolve(model)
         if self.precision is Precision.int8:
             self.model_name = f"{BUNDLED}-int8"
-        self.threads = threads or usable_cores()
-        # No warnings filter here: filters are process-wide (the host program's too) and a
-        # `catch_warnings` block is not thread-safe while sessions are built on worker threads.
-        # onnxruntime's own warnings go through its logger, quieted per session
-        # (session_options); the providers asked for are installed ones (devices.place), so its
-        # Python warning about missing ones does not arise.
-        self.segmenter = load_segmenter(model, self.threads, placement.providers,
-                                        self.architecture.type)
         self.providers: list[str] = self.segmenter.providers
-        # set when an accelerator was asked for but the model runs on the CPU
-        self.device_warning = warning(placement, self.providers)
+        # set when an accelerator was asked for but the model runs on the CPU, or when the int8
+        # build failed its check
+        self.device_warning = _joined(warning(placement, self.providers), refused and Words(
+            "the int8 build of the model is not used: ", refused, "; running fp32, about half as "
+            "fast (", Option("precision", "fp32"), " skips the check)"))
+        # outputs stamped by these models count as this session's (precision.interchangeable)
+        self.interchangeable = tuple(
+            _model_id(m) for m in interchangeable(asked, precision) if m != model)
         self.max_pixels = max_pixels
         if batch is None:
             batch = self.providers[0] != CPU and getattr(self.segmenter, "batches", False)
@@ -252,5 +296,6 @@ class LocalSession(SessionBase):
         return cutout
 
     def _cutout(self, image: Decoded, options: RemovalOptions) -> Image.Image:
-        alpha = compute_alpha(self.segmenter, image.rgb, options.mode, options.smooth_edges)
+        alpha = cutout_alpha(self.segmenter, image.rgb, options.mode, options.smooth_edges,
+                             image.image)
         return compose(image.rgb, alpha, options, image.alpha)

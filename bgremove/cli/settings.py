@@ -256,7 +256,8 @@ class Settings:
                           metavar="DEVICE")
     precision: str = declare("auto", _choice(*(p.value for p in Precision)),
                              "The bundled model's arithmetic: int8 is its quantised build, about "
-                             "twice as fast on CPUs with VNNI or AMX; auto is fp32 for now.",
+                             "twice as fast on CPUs with VNNI or AMX; auto: int8 there, checked "
+                             "against fp32 as it loads; fp32 elsewhere.",
                              ENGINE, choices=Precision)
     workers: int | None = declare(None, _integer(1), "Images processed at once.", ENGINE,
                                   metavar="N", minimum=1, shows="one per core, by memory; GPU: "

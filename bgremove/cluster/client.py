@@ -31,8 +31,8 @@ from bgremove.errors import FileFailed, Option, SetupError, StopBatch, UsageErro
 from bgremove.executors import ABANDONED
 from bgremove.outcomes import Outcome, Status
 from bgremove.plan import WorkItem
-from bgremove.precision import choose, model_file
-from bgremove.stamps import UP_TO_DATE, local_model_id
+from bgremove.precision import Precision, choose, stamp_models
+from bgremove.stamps import UP_TO_DATE
 
 if TYPE_CHECKING:
     from bgremove.executors import BatchJob
@@ -142,13 +142,15 @@ class DaskExecutor:
         self.workers = self.window = self.capacity = 0
         self._next_refresh = 0.0
         self.threads = threads or 1  # each worker thread's inference threads
-        # Chosen here, once: every worker then runs (and every stamp names) the same model file.
-        precision = choose(precision, model, on_cpu=not wants_gpu(device)).value
-        self.model, self.device, self.precision = model, device, precision
+        # `auto` is resolved by each worker for its own CPU (issue 34), and its stamps name the
+        # build it runs; here a precision that cannot work is refused before any worker loads,
+        # and the plan's stamps take either build of the bundled model under `auto`.
+        choose(precision, model, on_cpu=not wants_gpu(device))
+        self.model, self.device, self.precision = model, device, Precision(precision).value
         self.model_type = model_type
         self.job: ChunkJob | None = None  # the run's, from start()
         self.output_folder: Path | None = None
-        self.model_id = local_model_id(model_file(model, precision, device), model_type)
+        self.model_id, self.interchangeable = stamp_models(model, precision, device, model_type)
         self._refresh(force=True)
         if self.workers == 0:
             raise SetupError("no worker of the Dask cluster advertises the resource GPU: start "

@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,7 +123,7 @@ class ChunkJob:
     overwrite: bool
     started_ns: int  # the job's start, as the output folder's filesystem tells time (ns)
     recipe: Recipe | None = None  # what the outputs' stamps say they are made from
-    precision: str = "auto"  # fp32 or int8, as the command chose it (bgremove/precision.py)
+    precision: str = "auto"  # as asked: each worker resolves `auto` for itself (precision.py)
     model_type: str | None = None  # a model file's architecture, if named (models/architectures)
 
     @property
@@ -163,12 +163,22 @@ def run_chunk(job: ChunkJob, files: list[tuple[str, str, bool]]) -> list[Answer]
             answers.append(earlier)
             continue
         try:
-            outcome = process_item(session, job.options, item, _write, job.recipe)
+            outcome = process_item(session, job.options, item, _write, _recipe(job, session))
         except StopBatch as exc:
             answers.append(exc)
             break
         answers.append((outcome.status.value, outcome.failure, outcome.bytes, outcome.ms))
     return answers + [None] * (len(files) - len(answers))
+
+
+def _recipe(job: ChunkJob, session: LocalSession) -> Recipe | None:
+    """The job's recipe, naming the model this worker runs: under `--precision auto` each worker
+    picks its own build (bgremove/precision.py), and a stamp says which one made the output."""
+    if job.recipe is None or job.recipe.model == session.model_id:
+        return job.recipe
+    return replace(job.recipe, model=session.model_id,
+                   also=tuple(m for m in (job.recipe.model, *job.recipe.also)
+                              if m != session.model_id))
 
 
 def _write(item: WorkItem, data: bytes) -> bool:

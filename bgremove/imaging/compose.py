@@ -31,7 +31,18 @@ def compose(
     source_alpha: np.ndarray | None = None,
 ) -> Image.Image:
     """The cut-out as a Pillow image: RGBA when the mask is included, else RGB on a solid colour;
-    with `only_mask`, the alpha that cut-out would carry, as an 8-bit greyscale (L) image."""
+    with `only_mask`, the alpha that cut-out would carry, as an 8-bit greyscale (L) image.
+    `alpha`: float32 in [0, 1], or uint8 (matte.cutout_alpha's fast and balanced alpha)."""
+    if alpha.dtype == np.uint8:
+        if source_alpha is None and not options.preserve_shadows:
+            # the alpha as it is written: no float pass over the whole image (fast, balanced)
+            if options.shaped and options.mode is not Mode.quality:
+                return finish(rgb, alpha, options)
+            if options.only_mask:
+                return Image.fromarray(alpha, "L")
+            if options.include_mask and options.mode is not Mode.quality:
+                return _rgba(rgb, alpha)
+        alpha = alpha * np.float32(1.0 / 255.0)
     if source_alpha is not None:
         # What was already transparent in the input stays transparent.
         alpha = alpha * (source_alpha.astype(np.float32) * (1.0 / 255.0))

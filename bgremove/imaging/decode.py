@@ -99,6 +99,9 @@ class Decoded:
     # The ICC profile the pixels are in, carried to the output (imaging/profiles.py): None for
     # an untagged (sRGB) photo, and for a CMYK or greyscale one, whose profile is not of RGB.
     icc_profile: bytes | None = None
+    # The same RGB pixels as the Pillow image they were decoded to, where there was one: the
+    # model's input is shrunk from it without converting `rgb` back (2.7 ms per megapixel).
+    image: Image.Image | None = None
 
 
 def open_image(data: bytes | IO[bytes]) -> ImageFile.ImageFile:
@@ -261,4 +264,4 @@ def _to_rgb_alpha(image: Image.Image) -> Decoded:
         return Decoded(np.ascontiguousarray(rgba[:, :, :3]), np.ascontiguousarray(alpha))
     if mode != "RGB":  # convert() copies even when there is nothing to convert
         image = image.convert("RGB")
-    return Decoded(np.asarray(image), None)
+    return Decoded(np.asarray(image), None, image=image)

@@ -20,6 +20,7 @@ SAD worse than fast's.
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 import numpy as np
@@ -87,7 +88,42 @@ def finish_edges(alpha: np.ndarray, smooth: bool) -> np.ndarray:
 
 def compute_alpha(segmenter: Segmenter, rgb: np.ndarray, mode: Mode, smooth: bool) -> np.ndarray:
     """The whole matting pipeline for one image: float32 alpha in [0, 1] at the image's size."""
-    return finish_edges(matte(segmenter, rgb, mode), smooth)
+    alpha = cutout_alpha(segmenter, rgb, mode, smooth)
+    return alpha if alpha.dtype == np.float32 else alpha * np.float32(1.0 / 255.0)
+
+
+def cutout_alpha(segmenter: Segmenter, rgb: np.ndarray, mode: Mode, smooth: bool,
+                 source: Image.Image | None = None) -> np.ndarray:
+    """compute_alpha as the compositor takes it: fast and balanced mode's smooth alpha already
+    in 8 bits (uint8, 0..255), any other as float32 in [0, 1].
+
+    Fast and balanced mode scale the model's map up and then change each pixel on its own
+    (balanced's steepening, the edges' finish). The cut-out's alpha has 8 bits, so the map is
+    scaled up in 8 bits and those per-pixel steps become one 256-entry table: a third of the
+    image work of doing both in float at full size (BENCHMARKS.md "stages"). A pixel moves by a
+    level or two at most, where the map's 8 bits meet a steep part of the table. `source`: the
+    same pixels as an RGB Pillow image, if there is one (decode.Decoded.image), for the model.
+    """
+    if not smooth or (mode is Mode.quality and multiscale.supported(segmenter)):
+        return finish_edges(matte(segmenter, rgb, mode), smooth)
+    small = np.asarray(segmenter.predict(rgb if source is None else source),  # type: ignore[arg-type]
+                       dtype=np.float32) * 255.0
+    small += 0.5
+    height, width = rgb.shape[:2]
+    alpha = Image.fromarray(np.clip(small, 0.0, 255.0).astype(np.uint8), "L")
+    if alpha.size != (width, height):
+        alpha = alpha.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(alpha.point(_table(mode is Mode.fast)))
+
+
+@functools.cache
+def _table(fast: bool) -> list[int]:
+    """Each 8-bit level of the scaled-up map, as fast or balanced (the steepening; quality
+    without a model that runs at any size does balanced) finish it: 8-bit alpha."""
+    levels = np.arange(256, dtype=np.float32) * np.float32(1.0 / 255.0)
+    if not fast:
+        levels = steepen_split(levels, STEEPNESS_ABOVE, STEEPNESS_BELOW)
+    return [int(v) for v in finish_edges(levels, True) * 255.0 + 0.5]
 
 
 # Foreground clean-up works on at most this many pixels on the long side: its local means are

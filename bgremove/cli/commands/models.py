@@ -87,6 +87,16 @@ def _providers() -> dict[str, Any]:
     return {"installed": installed(), "auto": place("auto").accelerator or CPU}
 
 
+def _precision(providers: dict[str, Any]) -> dict[str, str]:
+    """The build of the bundled model `--precision auto` runs here (with `--device auto`), and
+    why: the same function decides it when a session loads (bgremove/precision.py)."""
+    from bgremove.devices import CPU
+    from bgremove.precision import choose, reason
+
+    on_cpu = providers["auto"] == CPU
+    return {"auto": choose("auto", on_cpu=on_cpu).value, "why": reason(on_cpu=on_cpu)}
+
+
 @models_app.command(
     "list",
     help="List every model: bundled, downloaded or downloadable.\n\n"
@@ -98,9 +108,10 @@ def list_models(
 ) -> None:
     rows = model_rows()
     providers = _providers()
+    precision = _precision(providers)
     if as_json:
         document = {"cache": str(registry.cache_dir()), "mirror": registry.mirror(),
-                    "providers": providers,
+                    "providers": providers, "precision": precision,
                     "models": rows}
         typer.echo(json.dumps(document, indent=2))
         return
@@ -149,6 +160,8 @@ def list_models(
     installed = ", ".join(providers["installed"]) or "none"
     console.print(f"onnxruntime providers: {installed}; --device auto runs on "
                   f"{short(providers['auto'])}", soft_wrap=True, markup=False)
+    console.print(f"--precision auto runs {registry.BUNDLED} in {precision['why']}",
+                  soft_wrap=True, markup=False)
     console.print("Download one with: bgremove models pull NAME", markup=False)
 
 

@@ -156,8 +156,8 @@ def open_cluster(settings: Settings, batch: bgremove.Batch, mode: str,
 def new_batch(job: Job, settings: Settings) -> bgremove.Batch:
     """The batch the job and the settings describe, checked before anything is loaded."""
     from bgremove.inputs import read_file_list
-    from bgremove.precision import model_file
-    from bgremove.stamps import local_model_id, remote_model_id
+    from bgremove.precision import stamp_models
+    from bgremove.stamps import remote_model_id
 
     job.validate()
     options = settings.removal_options()
@@ -173,15 +173,19 @@ def new_batch(job: Job, settings: Settings) -> bgremove.Batch:
         from bgremove.watch import refuse
 
         refuse(job, settings)
+    # What a dry run's stamps name; under --precision auto the outputs of the bundled model's
+    # other build count as up to date too (docs/usage-and-options.md: up-to-date outputs).
+    model_id, interchangeable = (
+        (remote_model_id(settings.api_url), ()) if remote
+        else stamp_models(settings.model, settings.precision, settings.device,
+                          settings.model_type))
     return bgremove.Batch(
         job.inputs, job.output, options=options,
         listed=read_file_list(job.files_from) if job.files_from is not None else None,
         shard=Shard.parse(job.shard) if job.shard is not None else None,
         overwrite=job.overwrite, keep_unstamped=job.keep_unstamped, dry_run=job.dry_run,
         check=job.check, prune=job.prune, max_credits=settings.max_credits, remote=remote,
-        model_id=(remote_model_id(settings.api_url) if remote
-                  else local_model_id(model_file(settings.model, settings.precision,
-                                                 settings.device), settings.model_type)))
+        model_id=model_id, interchangeable=interchangeable)
 
 
 def new_reporter(job: Job, settings: Settings, dry_run: bool,

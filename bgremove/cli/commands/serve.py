@@ -14,7 +14,7 @@ import typer
 
 from bgremove.cli.commands import fail, reported_errors
 from bgremove.cli.commands.keys import DbOption, open_key_store
-from bgremove.cli.exits import FAILED
+from bgremove.cli.exits import FAILED, in_flags
 from bgremove.cli.params import Given, SectionedCommand, takes_settings
 from bgremove.contract import RATE_LIMIT
 
@@ -63,6 +63,8 @@ def serve(
         session = sizing.local_session(concurrency, settings.model, settings.precision,
                                        settings.model_type, device=settings.device,
                                        threads=settings.threads)
+        if session.device_warning:  # a GPU asked for and missing; an int8 build failing its check
+            typer.echo(f"bgremove: warning: {in_flags(session.device_warning)}", err=True)
         sizing.warm_up(session)
         app = app_module.create_app(store, rate_limit=requests_per_key, max_concurrency=concurrency,
                                     cors_origins=cors_origin or (), session=session,
