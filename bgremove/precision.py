@@ -19,7 +19,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bgremove.errors import ModelUnavailable, Option
+from bgremove.errors import ModelUnavailable, Option, Words
 from bgremove.models import BUNDLED, BUNDLED_PATH
 
 if TYPE_CHECKING:
@@ -105,8 +105,8 @@ def reason(model: str | None = None, *, on_cpu: bool = True,
                 "was measured faster only with AVX-512 VNNI, AVX-VNNI or AMX")
     if found & UNMEASURED_FLAGS:
         dots = ", ".join(sorted(found & UNMEASURED_FLAGS))
-        return (f"fp32: this CPU has int8 dot products ({dots}), on which the int8 build was "
-                "never measured; --precision int8 runs it")
+        return Words(f"fp32: this CPU has int8 dot products ({dots}), on which the int8 build "
+                     "was never measured; ", Option("precision", "int8"), " runs it")
     return ("fp32: this CPU has no AVX-512 VNNI, AVX-VNNI or AMX, without which int8 was not "
             "measured faster")
 

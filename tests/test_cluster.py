@@ -272,10 +272,18 @@ class Scheduler:
         self.processes: list[subprocess.Popen] = []
         self.start("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                    "--scheduler-file", str(self.file))
-        deadline = time.monotonic() + 60
-        while not self.file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        self.address = json.loads(self.file.read_text())["address"]
+        self.address = self._address(time.monotonic() + 60)
+
+    def _address(self, deadline: float) -> str:
+        """The scheduler's address, once its file is there and whole (the scheduler writes it
+        in place: a reader can see it half-written)."""
+        while True:
+            try:
+                return json.loads(self.file.read_text())["address"]
+            except (OSError, ValueError, KeyError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def start(self, *args: str) -> None:
         self.processes.append(subprocess.Popen([self.dask, *args], env=cli_env(),

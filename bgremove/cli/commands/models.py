@@ -90,11 +90,13 @@ def _providers() -> dict[str, Any]:
 def _precision(providers: dict[str, Any]) -> dict[str, str]:
     """The build of the bundled model `--precision auto` runs here (with `--device auto`), and
     why: the same function decides it when a session loads (bgremove/precision.py)."""
+    from bgremove.cli.exits import in_flags
     from bgremove.devices import CPU
     from bgremove.precision import choose, reason
 
     on_cpu = providers["auto"] == CPU
-    return {"auto": choose("auto", on_cpu=on_cpu).value, "why": reason(on_cpu=on_cpu)}
+    return {"auto": choose("auto", on_cpu=on_cpu).value,
+            "why": in_flags(reason(on_cpu=on_cpu))}
 
 
 @models_app.command(
