@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bgremove.errors import Option, UsageError, credit_limit
+from bgremove.errors import credit_limit
 from bgremove.naming import STDIO, is_cutout_name
 from bgremove.plan import Planner, WorkItem
 
@@ -36,29 +36,6 @@ TICK_MS = 100
 # Names of files still being written by common tools (browsers, rsync, editors, curl -o x.part).
 TEMPORARY_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".swp",
                       ".filepart", "~")
-
-
-def refuse(job, settings) -> None:
-    """What --watch cannot do, said before anything is processed; and the watcher, imported."""
-    if job.image_on_stdin or job.image_on_stdout or job.files_from is not None:
-        raise UsageError(Option("watch"), " follows folders: name input folders and ",
-                         Option("output", "FOLDER"), ", not stdin, stdout (-) or ",
-                         Option("files_from"))
-    for name, given in (("dry_run", job.dry_run), ("check", job.check),
-                        ("prune", job.prune), ("shard", job.shard is not None),
-                        ("cluster", settings.cluster is not None)):
-        if given:
-            raise UsageError(Option("watch"), " keeps processing what arrives: it cannot be "
-                             "combined with ", Option(name), option="watch")
-    if not any(Path(raw).is_dir() for raw in job.inputs):
-        raise UsageError(Option("watch"), " follows folders: name at least one input folder")
-    try:
-        import watchfiles  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name != "watchfiles":
-            raise
-        raise UsageError(Option("watch"), " needs watchfiles, which is missing from this install: "
-                         "pip install watchfiles (or reinstall bgremove)") from None
 
 
 def ignored(name: str) -> bool:

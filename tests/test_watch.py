@@ -163,3 +163,27 @@ def test_usage_errors(folder, tmp_path, extra, words):
     assert result.returncode == 2 and words in result.stderr.decode()
     single = run_cli(str(folder / "first.png"), "-o", str(tmp_path / "o.png"), "--watch")
     assert single.returncode == 2 and b"input folder" in single.stderr
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--dry-run"], "cannot be combined with --dry-run"),
+    (["--check"], "cannot be combined with --check"),
+    (["--shard", "1/2"], "cannot be combined with --shard"),
+    (["--cluster", "local"], "cannot be combined with --cluster"),
+])
+def test_what_the_watch_cannot_do_is_a_usage_error_before_any_work(tmp_path, args, says):
+    from tests.inprocess import invoke
+
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "in" / "a.png")
+    proc = invoke(str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--watch", *args)
+    assert proc.returncode == 2 and says in proc.stderr.decode()
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_watch_follows_folders_not_files(tmp_path):
+    from tests.inprocess import invoke
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    proc = invoke(str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--watch")
+    assert proc.returncode == 2 and b"name at least one input folder" in proc.stderr

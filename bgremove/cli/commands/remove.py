@@ -123,6 +123,28 @@ def check_cluster(job: Job, settings: Settings) -> None:
         import_module("bgremove.cluster")
 
 
+def check_watch(job: Job, settings: Settings) -> None:
+    """What --watch cannot do, said before anything is processed; and the watcher, imported."""
+    if job.image_on_stdin or job.image_on_stdout or job.files_from is not None:
+        raise UsageError("--watch follows folders: name input folders and -o FOLDER, not stdin, "
+                         "stdout (-) or --files-from")
+    for flag, given in (("--dry-run", job.dry_run), ("--check", job.check),
+                        ("--prune", job.prune), ("--shard", job.shard is not None),
+                        ("--cluster", settings.cluster is not None)):
+        if given:
+            raise UsageError(f"--watch keeps processing what arrives: it cannot be combined "
+                             f"with {flag}")
+    if not any(Path(raw).is_dir() for raw in job.inputs):
+        raise UsageError("--watch follows folders: name at least one input folder")
+    try:
+        import watchfiles  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "watchfiles":
+            raise
+        raise UsageError("--watch needs watchfiles, which is missing from this install: pip "
+                         "install watchfiles (or reinstall bgremove)") from None
+
+
 def open_cluster(settings: Settings, batch: bgremove.Batch, mode: str,
                  ) -> tuple[Cluster, DaskExecutor]:
     """The cluster the settings name, and the executor that runs `batch` on it."""
@@ -170,9 +192,7 @@ def new_batch(job: Job, settings: Settings) -> bgremove.Batch:
     if settings.cluster is not None:
         check_cluster(job, settings)
     if job.watch:
-        from bgremove.watch import refuse
-
-        refuse(job, settings)
+        check_watch(job, settings)
     # What a dry run's stamps name; under --precision auto the outputs of the bundled model's
     # other build count as up to date too (docs/usage-and-options.md: up-to-date outputs).
     model_id, interchangeable = (
