@@ -124,10 +124,10 @@ def remove_batch(
     (their stamp says they were made from the same input, options and model) are kept, the rest
     made (all of them with `overwrite`; `keep_unstamped` keeps outputs that carry no stamp); every
     output is written atomically; `prune` then removes the stamped outputs whose input is gone.
-    `dry_run` makes nothing and says what would be done; `check` is a dry run whose exit code is
-    1 when an output is missing or stale (or, with `prune`, orphaned). A file that fails is
-    counted and the rest go on: the returned `Summary` has the counts, the failures and the exit
-    code the CLI would give. `on_progress(outcome, summary)` is called after each input.
+    `dry_run` makes nothing and says what would be done; `check` is a dry run whose summary is
+    `failed` when an output is missing or stale (or, with `prune`, orphaned). A file that fails
+    is counted and the rest go on: the returned `Summary` has the counts, the failures, and
+    `failed`, whether anything failed. `on_progress(outcome, summary)` is called after each input.
     `session`: default, the bundled model sized for this machine. See `Batch` for stopping a
     batch from outside.
     """

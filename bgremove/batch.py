@@ -45,7 +45,7 @@ class Batch:
     consumed as they are needed; each lands under `output` at its path as written), `shard` (only
     that part of the set). A request that cannot work is refused here (UsageError), before
     anything is loaded. `run(session)` processes it; `dry_run` says what would be done, without a
-    session; `check` is a dry run whose exit code says whether any output is missing or stale;
+    session; `check` is a dry run whose summary is `failed` when an output is missing or stale;
     `max_credits` caps the credits spent on a remote session; `remote`: the batch is for a remote
     session, so a dry run refuses what the API would refuse too. `plan`: the work items, instead
     of those the inputs make (they still say where outputs go): the watch (watch.py) runs the
